@@ -1,0 +1,333 @@
+"""The remote half of berth: sent over SSH and run by the host's python3 (stdlib only, 3.9+).
+
+It is never installed on the host. berth sends this source and a JSON request on stdin in one
+SSH command, and reads one JSON answer from stdout. Two requests exist:
+
+- ``probe``: read-only. Facts about the host and the state of every declared resource.
+- ``apply``: an ordered list of steps, then the notified handlers, each guarded by a health check
+  that restores the files written in this run when the service does not come back.
+
+Keeping the whole exchange to one command each is what keeps a no-op converge at one round trip.
+"""
+
+import base64
+import grp
+import hashlib
+import json
+import os
+import pwd
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def sh(argv, check=False, env=None, timeout=None):
+    full_env = dict(os.environ, DEBIAN_FRONTEND="noninteractive", LC_ALL="C")
+    full_env.update(env or {})
+    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env, timeout=timeout)
+    out = proc.stdout.decode("utf-8", "replace")
+    if check and proc.returncode != 0:
+        raise StepFailed("%s exited %d: %s" % (" ".join(argv), proc.returncode, out.strip()[-2000:]))
+    return proc.returncode, out
+
+
+class StepFailed(Exception):
+    pass
+
+
+# -- probe ------------------------------------------------------------------------------------
+def file_state(path, want_content):
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return {"exists": False}
+    state = {
+        "exists": True,
+        "mode": st.st_mode & 0o7777,
+        "owner": _name(pwd.getpwuid, st.st_uid),
+        "group": _name(grp.getgrgid, st.st_gid),
+        "is_dir": os.path.isdir(path),
+        "is_link": os.path.islink(path),
+    }
+    if os.path.isfile(path):
+        with open(path, "rb") as fh:
+            data = fh.read()
+        state["sha256"] = hashlib.sha256(data).hexdigest()
+        if want_content:
+            state["content"] = base64.b64encode(data).decode()
+    return state
+
+
+def _name(lookup, ident):
+    try:
+        return lookup(ident)[0]
+    except KeyError:
+        return str(ident)
+
+
+def facts():
+    osr = {}
+    try:
+        with open("/etc/os-release") as fh:
+            for line in fh:
+                key, _, value = line.strip().partition("=")
+                osr[key] = value.strip('"')
+    except OSError:
+        pass
+    addresses = []
+    code, out = sh(["ip", "-j", "addr", "show"])
+    if code == 0:
+        for link in json.loads(out or "[]"):
+            for addr in link.get("addr_info", []):
+                if addr.get("scope") == "global":
+                    addresses.append(addr["local"])
+    code, arch = sh(["dpkg", "--print-architecture"])
+    return {
+        "os_id": osr.get("ID", ""),
+        "os_version": osr.get("VERSION_ID", ""),
+        "os_codename": osr.get("VERSION_CODENAME", ""),
+        "arch": arch.strip() if code == 0 else os.uname().machine,
+        "hostname": socket.gethostname(),
+        "fqdn": socket.getfqdn(),
+        "addresses": addresses,
+        "python": "%d.%d" % sys.version_info[:2],
+        "apt_lists_age": _apt_lists_age(),
+    }
+
+
+def _apt_lists_age():
+    lists = "/var/lib/apt/lists"
+    try:
+        stamps = [os.stat(os.path.join(lists, n)).st_mtime for n in os.listdir(lists) if n.endswith("Packages")]
+    except OSError:
+        stamps = []
+    return time.time() - max(stamps) if stamps else None
+
+
+def packages(names):
+    if not names:
+        return {}
+    _, out = sh(["dpkg-query", "-W", "-f", "${Package}\t${db:Status-Abbrev}\t${Version}\n"] + list(names))
+    found = {name: None for name in names}
+    for line in out.splitlines():
+        parts = line.split("\t")
+        if len(parts) == 3 and parts[0] in found and parts[1].startswith("ii"):
+            found[parts[0]] = parts[2]
+    return found
+
+
+def services(names):
+    result = {}
+    for name in names:
+        _, out = sh(["systemctl", "show", "-p", "ActiveState,UnitFileState,LoadState", name])
+        props = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+        result[name] = {
+            "active": props.get("ActiveState") == "active",
+            "enabled": props.get("UnitFileState") in ("enabled", "enabled-runtime", "static", "alias"),
+            "loaded": props.get("LoadState") == "loaded",
+        }
+    return result
+
+
+def probe(request):
+    return {
+        "facts": facts(),
+        "files": {f["path"]: file_state(f["path"], f.get("content", False)) for f in request.get("files", [])},
+        "packages": packages(request.get("packages", [])),
+        "services": services(request.get("services", [])),
+    }
+
+
+# -- apply ------------------------------------------------------------------------------------
+class Applier:
+    def __init__(self):
+        self.written = []          # (path, previous bytes or None), for rollback
+        self.log = []
+
+    def write(self, step):
+        path = step["path"]
+        data = base64.b64decode(step["content"]) if step.get("content") is not None else None
+        previous = None
+        if os.path.isfile(path):
+            with open(path, "rb") as fh:
+                previous = fh.read()
+        if data is not None:
+            if step.get("backup") and previous is not None:
+                stamp = time.strftime("%Y%m%dT%H%M%S")
+                self._atomic(path + "." + stamp + ".bak", previous, 0o600, "root", "root")
+            self.written.append((path, previous))
+            self._atomic(path, data, step["mode"], step["owner"], step["group"])
+        else:
+            os.chown(path, pwd.getpwnam(step["owner"]).pw_uid, grp.getgrnam(step["group"]).gr_gid)
+            os.chmod(path, step["mode"])
+
+    @staticmethod
+    def _atomic(path, data, mode, owner, group):
+        # Temp file beside the target, then rename: readers see the old or the new file, never half.
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".berth-tmp",
+                                   dir=os.path.dirname(path) or "/")
+        try:
+            os.fchmod(fd, mode)
+            os.fchown(fd, pwd.getpwnam(owner).pw_uid, grp.getgrnam(group).gr_gid)
+            os.write(fd, data)
+            os.fsync(fd)
+            os.close(fd)
+            os.rename(tmp, path)
+        except BaseException:
+            os.close(fd) if _is_open(fd) else None
+            os.unlink(tmp) if os.path.exists(tmp) else None
+            raise
+
+    def directory(self, step):
+        path = step["path"]
+        if not os.path.isdir(path):
+            os.makedirs(path, mode=step["mode"])
+        os.chown(path, pwd.getpwnam(step["owner"]).pw_uid, grp.getgrnam(step["group"]).gr_gid)
+        os.chmod(path, step["mode"])
+
+    def remove(self, step):
+        path = step["path"]
+        if os.path.isfile(path):
+            with open(path, "rb") as fh:
+                self.written.append((path, fh.read()))
+            os.unlink(path)
+
+    def packages(self, step):
+        max_age = step.get("cache_valid_time", 3600)
+        age = _apt_lists_age()
+        if step.get("update") or age is None or age > max_age:
+            sh(["apt-get", "update", "-qq"], check=True)
+        names = list(step.get("install", []))
+        debs = list(step.get("debs", []))
+        if names or debs:
+            sh(["apt-get", "install", "-y", "-qq", "--no-install-recommends",
+                "-o", "Dpkg::Options::=--force-confold", "-o", "DPkg::Lock::Timeout=300"] + debs + names, check=True)
+
+    def service(self, step):
+        name = step["name"]
+        if step.get("enabled") is not None:
+            sh(["systemctl", "enable" if step["enabled"] else "disable", name], check=True)
+        if step.get("running") is True:
+            sh(["systemctl", "start", name], check=True)
+        elif step.get("running") is False:
+            sh(["systemctl", "stop", name], check=True)
+
+    def command(self, step):
+        code, out = sh(["sh", "-c", step["cmd"]])
+        if code != 0:
+            raise StepFailed("%s: %s" % (step.get("name", step["cmd"]), out.strip()[-2000:]))
+        return out
+
+    # -- handlers -----------------------------------------------------------------------------
+    def handler(self, step):
+        """Run a handler; if its health check fails, restore this run's files and try again."""
+        if not step.get("health"):
+            self.command(step)
+            return {"name": step["name"], "ok": True}
+        sh(["sh", "-c", step["cmd"]])
+        error = self.healthy(step["health"])
+        if error is None:
+            return {"name": step["name"], "ok": True}
+        reason = self.journal_error(step.get("unit")) or error
+        if not step.get("rollback"):
+            raise StepFailed("%s: %s" % (step["name"], reason))
+        for path, previous in reversed(self.written):
+            if previous is None:
+                os.unlink(path) if os.path.exists(path) else None
+            else:
+                with open(path, "wb") as fh:
+                    fh.write(previous)
+        sh(["systemctl", "daemon-reload"])
+        if step.get("unit"):
+            sh(["systemctl", "reset-failed", step["unit"]])
+        sh(["sh", "-c", step["cmd"]])
+        recovered = self.healthy(step["health"]) is None
+        raise StepFailed(
+            "%s failed: %s; the previous %s %s restored%s" % (
+                step["name"], reason, ", ".join(p for p, _ in self.written) or "configuration",
+                "was" if len(self.written) == 1 else "were",
+                " and the service is running again" if recovered else ", BUT THE SERVICE IS STILL DOWN",
+            )
+        )
+
+    @staticmethod
+    def healthy(health):
+        deadline = time.time() + health.get("timeout", 30)
+        last = "no check ran"
+        while True:
+            last = None
+            if health.get("unix"):
+                last = _ping_unix(health["unix"])
+            for hostport in health.get("tcp", []):
+                last = last or _tcp_open(hostport[0], hostport[1])
+            if last is None or time.time() > deadline:
+                return last
+            time.sleep(0.3)
+
+    @staticmethod
+    def journal_error(unit):
+        if not unit:
+            return None
+        _, out = sh(["journalctl", "-u", unit, "-n", "40", "--no-pager", "-o", "cat"])
+        lines = [ln for ln in out.splitlines() if ln.strip()]
+        for marker in ("failed to start daemon", "unable to configure", "level=fatal", "level=error"):
+            hits = [ln for ln in lines if marker in ln]
+            if hits:
+                return hits[-1].strip()
+        return lines[-1].strip() if lines else None
+
+
+def _is_open(fd):
+    try:
+        os.fstat(fd)
+        return True
+    except OSError:
+        return False
+
+
+def _ping_unix(path):
+    try:
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn.settimeout(3)
+        conn.connect(path)
+        conn.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+        reply = conn.recv(4096)
+        conn.close()
+    except OSError as exc:
+        return "%s does not answer (%s)" % (path, exc)
+    return None if reply.startswith(b"HTTP/1.") and b" 200 " in reply.split(b"\r\n")[0] else "bad /_ping reply"
+
+
+def _tcp_open(host, port):
+    try:
+        socket.create_connection((host, port), timeout=3).close()
+    except OSError as exc:
+        return "nothing listens on %s:%s (%s)" % (host, port, exc)
+    return None
+
+
+def apply(request):
+    applier = Applier()
+    results = {"steps": [], "handlers": [], "error": None}
+    try:
+        for step in request.get("steps", []):
+            getattr(applier, step["op"])(step)
+            results["steps"].append(step.get("id"))
+        for handler in request.get("handlers", []):
+            results["handlers"].append(applier.handler(handler)["name"])
+    except (StepFailed, OSError, KeyError, subprocess.SubprocessError) as exc:
+        results["error"] = str(exc)
+    return results
+
+
+def main(raw):
+    request = json.loads(raw)
+    action = request.get("action")
+    answer = probe(request) if action == "probe" else apply(request) if action == "apply" else {"error": "?"}
+    sys.stdout.write(json.dumps(answer))
+
+
+if __name__ == "__main__":
+    main(sys.stdin.read())

@@ -1,0 +1,143 @@
+"""Converge one host: probe (one command), plan (local), apply (one command).
+
+A converged host costs one SSH command. A host with changes costs two, plus one per certificate
+to issue (the host makes its key and CSR) and one SFTP upload when local .deb files are needed.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from berth.errors import BerthError, HostFailed, HostUnreachable
+from berth.inventory import Host
+from berth.plan import Change, Plan, make_plan, probe_request
+from berth.resources import Handler, Resource, RoleState
+from berth.roles import RoleContext, declare_roles
+from berth.ssh import Session, SSHSettings
+
+AGENT_SOURCE = (Path(__file__).parent / "agent.py").read_text()
+REQUEST_MARK = "\n#--berth-request--\n"
+# The agent's source and the request travel on stdin; nothing is installed on the host.
+AGENT_COMMAND = (
+    "python3 -c \"import sys; s = sys.stdin.read(); c, _, r = s.partition('\\n#--berth-request--\\n'); "
+    "g = {'__name__': 'berth_agent'}; exec(compile(c, 'berth-agent', 'exec'), g); g['main'](r)\""
+)
+
+
+class Status(StrEnum):
+    OK = "ok"
+    CHANGED = "changed"
+    PENDING = "pending"          # check mode found changes
+    FAILED = "failed"
+    UNREACHABLE = "unreachable"
+
+
+@dataclass
+class HostReport:
+    host: str
+    status: Status = Status.OK
+    changes: list[Change] = field(default_factory=list)
+    handlers: list[str] = field(default_factory=list)
+    commands: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "host": self.host, "status": str(self.status), "changed": len(self.changes),
+            "changes": [{"kind": c.kind, "target": c.target, "summary": c.summary} for c in self.changes],
+            "handlers": self.handlers, "ssh_commands": self.commands, "seconds": round(self.seconds, 3),
+            "error": self.error,
+        }
+
+
+def run_agent(session: Session, request: dict[str, Any]) -> dict[str, Any]:
+    result = session.run(AGENT_COMMAND, stdin=(AGENT_SOURCE + REQUEST_MARK + json.dumps(request)).encode())
+    if not result.ok:
+        hint = " (is python3 installed on the host?)" if "python3" in result.stderr else ""
+        raise HostFailed(f"{session.host.name}: the berth agent failed{hint}: {result.stderr.strip()[-800:]}")
+    try:
+        return json.loads(result.stdout)
+    except json.JSONDecodeError:
+        raise HostFailed(f"{session.host.name}: unreadable agent answer: {result.stdout[:300]!r}") from None
+
+
+@dataclass
+class Converger:
+    """Converges hosts with their roles. Safe to share between worker threads (one Session per call)."""
+
+    ssh: SSHSettings
+    context: RoleContext
+    check: bool = False
+
+    def converge(self, host: Host, *, on_plan: Any = None) -> HostReport:
+        report = HostReport(host.name)
+        started = time.monotonic()
+        session = Session(host, self.ssh)
+        try:
+            states = declare_roles(host, self.context)
+            resources: list[Resource] = [r for s in states for r in s.resources]
+            handlers: list[Handler] = [h for s in states for h in s.handlers]
+            request = probe_request(resources)
+            request["files"] += _certificate_files(states)
+            found = run_agent(session, request)
+            report.facts = found["facts"]
+            plan = make_plan(resources, handlers, found)
+            certs = self.context.plan_certificates(host, states, found, plan)
+            report.changes = plan.changes
+            if on_plan is not None:
+                on_plan(host, plan)
+            if not plan.changed:
+                report.status = Status.OK
+            elif self.check:
+                report.status = Status.PENDING
+            else:
+                self._apply(session, plan, certs, report)
+        except HostUnreachable as exc:
+            report.status, report.error = Status.UNREACHABLE, str(exc)
+        except BerthError as exc:
+            report.status, report.error = Status.FAILED, str(exc)
+        finally:
+            report.commands = session.commands
+            session.close()
+            report.seconds = time.monotonic() - started
+        return report
+
+    def _apply(self, session: Session, plan: Plan, certs: list[Any], report: HostReport) -> None:
+        for cert in certs:
+            plan.steps.append(cert.issue(session, self.context))
+        for data, remote in plan.uploads:
+            session.put(data, remote)
+        answer = run_agent(session, {
+            "action": "apply",
+            "steps": plan.steps,
+            "handlers": [_handler_request(h) for h in plan.handlers],
+        })
+        if plan.uploads:
+            session.run("rm -f " + " ".join(shlex.quote(r) for _, r in plan.uploads))
+        report.handlers = answer.get("handlers", [])
+        if answer.get("error"):
+            raise HostFailed(f"{session.host.name}: {answer['error']}")
+        report.status = Status.CHANGED
+
+
+def _handler_request(handler: Handler) -> dict[str, Any]:
+    health = None
+    if handler.health:
+        health = {"unix": handler.health.unix, "tcp": [list(t) for t in handler.health.tcp],
+                  "timeout": handler.health.timeout}
+    return {"name": handler.name, "cmd": handler.command, "unit": handler.unit, "health": health,
+            "rollback": handler.rollback}
+
+
+def _certificate_files(states: list[RoleState]) -> list[dict[str, Any]]:
+    """Certificates are probed as files (public PEMs); their keys for existence only, never read."""
+    files = [{"path": c.cert_path, "content": True} for s in states for c in s.certificates]
+    return files + [{"path": c.key_path} for s in states for c in s.certificates]

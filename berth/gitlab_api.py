@@ -1,0 +1,312 @@
+"""A small client for the parts of GitLab's REST API v4 that berth needs to manage runners.
+
+- ``POST /api/v4/user/runners`` (personal access token with scope ``create_runner``, GitLab 15.11+) creates a
+  runner and returns its authentication token (``glrt-``) once; it cannot be read again later.
+- ``POST /api/v4/runners/verify``, ``DELETE /api/v4/runners`` and ``DELETE /api/v4/runners/managers`` are
+  authenticated by the runner token itself (form field ``token``).
+
+Legacy registration (``POST /api/v4/runners`` with a registration token) is not offered: GitLab 17.0+ answers
+it with 410 Gone by default. Every error is a :class:`GitLabAPIError` whose message never contains a token.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+from berth import __version__
+from berth.errors import BerthError, ConfigError
+from berth.redact import redact
+
+RUNNER_TYPES = ("instance_type", "group_type", "project_type")
+ACCESS_LEVELS = ("not_protected", "ref_protected")
+
+# The longest part of a server message worth showing to an operator.
+_MAX_SERVER_MESSAGE = 300
+
+
+class GitLabAPIError(BerthError):
+    """GitLab refused or did not answer a request. ``status`` is the HTTP status, or None without one."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class CreatedRunner:
+    """What ``POST /user/runners`` returns. The token is shown by GitLab only this once."""
+
+    id: int
+    token: str = field(repr=False)
+    token_expires_at: str | None = None
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Report redirects instead of following them: urllib would turn a POST into a GET and lose the form."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        return None
+
+
+def _public_url(url: str) -> str:
+    """The URL without user:password@, so it can go into messages."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def _form_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(item) for item in value)  # GitLab coerces comma-separated tag_list
+    return str(value)
+
+
+class GitLabAPI:
+    """Client for one GitLab instance. ``access_token`` (a PAT) is needed only to create runners."""
+
+    def __init__(self, url: str, access_token: str | None, *, timeout: float = 10) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"GitLab URL {_public_url(url)!r} must start with https:// (or http://)")
+        self.url = url.rstrip("/")
+        self.public_url = _public_url(self.url)
+        self._access_token = access_token
+        self.timeout = timeout
+        self._opener = urllib.request.build_opener(_NoRedirect)
+
+    def __repr__(self) -> str:
+        return f"GitLabAPI({self.public_url!r}, timeout={self.timeout})"
+
+    # -- endpoints -------------------------------------------------------------------------------------
+
+    def create_runner(
+        self,
+        *,
+        runner_type: str,
+        group_id: int | None = None,
+        project_id: int | None = None,
+        description: str | None = None,
+        tag_list: list[str] | None = None,
+        run_untagged: bool | None = None,
+        locked: bool | None = None,
+        access_level: str | None = None,
+        paused: bool | None = None,
+        maximum_timeout: int | None = None,
+        maintenance_note: str | None = None,
+    ) -> CreatedRunner:
+        """Create a runner in GitLab (``POST /api/v4/user/runners``) and return its new token."""
+        _check_create_params(runner_type, group_id, project_id, access_level)
+        if not self._access_token:
+            raise GitLabAPIError(
+                f"no access token for GitLab at {self.public_url}: "
+                "set a token with scope create_runner in GITLAB_TOKEN"
+            )
+        form = {
+            "runner_type": runner_type,
+            "group_id": group_id if runner_type == "group_type" else None,
+            "project_id": project_id if runner_type == "project_type" else None,
+            "description": description,
+            "tag_list": tag_list,
+            "run_untagged": run_untagged,
+            "locked": locked,
+            "access_level": access_level,
+            "paused": paused,
+            "maximum_timeout": maximum_timeout,
+            "maintenance_note": maintenance_note,
+        }
+        status, body = self._request("POST", "/api/v4/user/runners", form, context="create")
+        if status != 201 or not isinstance(body, dict):
+            raise self._unexpected(status, "/api/v4/user/runners")
+        try:
+            return CreatedRunner(
+                id=int(body["id"]), token=str(body["token"]), token_expires_at=body.get("token_expires_at")
+            )
+        except (KeyError, TypeError, ValueError):
+            raise self._unexpected(status, "/api/v4/user/runners") from None
+
+    def verify_runner(self, token: str, system_id: str) -> dict[str, Any]:
+        """Check a runner token for this host's system ID (``POST /api/v4/runners/verify``)."""
+        status, body = self._request(
+            "POST",
+            "/api/v4/runners/verify",
+            {"token": token, "system_id": system_id},
+            context="runner",
+            secrets=(token,),
+        )
+        if status != 200 or not isinstance(body, dict):
+            raise self._unexpected(status, "/api/v4/runners/verify")
+        return body
+
+    def delete_runner(self, token: str) -> None:
+        """Delete the runner itself, for every host that uses it (``DELETE /api/v4/runners``)."""
+        status, _ = self._request(
+            "DELETE", "/api/v4/runners", {"token": token}, context="runner", secrets=(token,)
+        )
+        if status != 204:
+            raise self._unexpected(status, "/api/v4/runners")
+
+    def delete_runner_manager(self, token: str, system_id: str) -> None:
+        """Remove only this host's runner manager (``DELETE /api/v4/runners/managers``), like unregister."""
+        status, _ = self._request(
+            "DELETE",
+            "/api/v4/runners/managers",
+            {"token": token, "system_id": system_id},
+            context="runner",
+            secrets=(token,),
+        )
+        if status != 204:
+            raise self._unexpected(status, "/api/v4/runners/managers")
+
+    # -- transport -------------------------------------------------------------------------------------
+
+    def _request(
+        self, method: str, path: str, form: dict[str, Any], *, context: str, secrets: tuple[str, ...] = ()
+    ) -> tuple[int, Any]:
+        """Send a form-encoded request; return (status, decoded JSON body). Errors become GitLabAPIError."""
+        secrets = (*secrets, self._access_token or "")
+        data = urlencode({k: _form_value(v) for k, v in form.items() if v is not None}).encode()
+        headers = {
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Accept": "application/json",
+            "User-Agent": f"berth/{__version__}",
+        }
+        if context == "create" and self._access_token:
+            headers["PRIVATE-TOKEN"] = self._access_token
+        request = urllib.request.Request(self.url + path, data=data, headers=headers, method=method)
+        try:
+            with self._opener.open(request, timeout=self.timeout) as response:
+                return response.status, _decode(response.read())
+        except urllib.error.HTTPError as exc:
+            body = _decode(_read_quietly(exc))
+            location = exc.headers.get("Location") if exc.headers else None
+            # `from None`: the HTTPError holds the response; nothing of it should reach a traceback.
+            raise self._http_error(exc.code, body, path, context, secrets, location) from None
+        except TimeoutError:
+            raise self._no_answer("timed out") from None
+        except urllib.error.URLError as exc:
+            raise self._unreachable(exc.reason) from None
+        except OSError as exc:  # e.g. connection reset while reading the answer
+            raise self._no_answer(type(exc).__name__) from None
+
+    def _no_answer(self, why: str) -> GitLabAPIError:
+        return GitLabAPIError(f"GitLab at {self.public_url} did not answer within {self.timeout:g}s ({why})")
+
+    def _unreachable(self, reason: Any) -> GitLabAPIError:
+        if isinstance(reason, TimeoutError):
+            return self._no_answer("timed out")
+        if isinstance(reason, ConnectionRefusedError):
+            return self._no_answer("connection refused")
+        if isinstance(reason, socket.gaierror):
+            return GitLabAPIError(
+                f"GitLab at {self.public_url} cannot be reached: its host name does not resolve"
+            )
+        if isinstance(reason, ssl.SSLCertVerificationError):
+            return GitLabAPIError(
+                f"GitLab at {self.public_url} presented a TLS certificate this host does not trust "
+                f"({reason.verify_message}): install its CA in the system trust store"
+            )
+        return self._no_answer(str(reason) if isinstance(reason, str) else type(reason).__name__)
+
+    def _unexpected(self, status: int, path: str) -> GitLabAPIError:
+        return GitLabAPIError(
+            f"GitLab at {self.public_url} gave an unexpected answer to {path} (HTTP {status})", status=status
+        )
+
+    def _http_error(
+        self, status: int, body: Any, path: str, context: str, secrets: tuple[str, ...], location: str | None
+    ) -> GitLabAPIError:
+        said = redact(_server_message(body), secrets)
+        detail = f": GitLab said {said!r}" if said else ""
+        url = self.public_url
+        if status == 401:
+            message = (
+                f"GitLab at {url} refused the access token (401): "
+                "set a token with scope create_runner in GITLAB_TOKEN"
+            )
+        elif status == 403 and context == "create":
+            message = (
+                f"GitLab at {url} refused to create the runner (403): the access token lacks scope "
+                "create_runner, or its user lacks permission (instance_type needs an administrator, "
+                f"group_type/project_type the Owner or Maintainer role){detail}"
+            )
+        elif status == 403:
+            message = (
+                f"GitLab at {url} refused the runner token (403): it is invalid, or the runner (or this "
+                "host's runner manager) was deleted in GitLab"
+            )
+        elif status == 410:
+            message = (
+                "legacy registration tokens are disabled on this GitLab (410 Gone): "
+                "create runners with a runner authentication token (glrt-)"
+            )
+        elif status == 404:
+            message = (
+                f"GitLab at {url} has no {path} or no such group/project (404): check the URL, the "
+                f"group_id/project_id, and that GitLab is 15.11 or newer{detail}"
+            )
+        elif status in (301, 302, 303, 307, 308):
+            target = redact(_public_url(location), secrets) if location else "another address"
+            message = f"GitLab at {url} redirects to {target} ({status}): set the GitLab URL to that address"
+        elif status == 400:
+            message = f"GitLab at {url} rejected the request to {path} (400){detail}"
+        elif status >= 500:
+            message = f"GitLab at {url} failed on {path} (HTTP {status}); try again later{detail}"
+        else:
+            message = f"GitLab at {url} answered {path} with HTTP {status}{detail}"
+        return GitLabAPIError(message, status=status)
+
+
+def _check_create_params(
+    runner_type: str, group_id: int | None, project_id: int | None, access_level: str | None
+) -> None:
+    """Refuse a create request GitLab would reject, before anything is sent."""
+    if runner_type not in RUNNER_TYPES:
+        raise ConfigError(f"runner_type must be one of {', '.join(RUNNER_TYPES)}, not {runner_type!r}")
+    if runner_type == "group_type" and group_id is None:
+        raise ConfigError("runner_type group_type needs group_id")
+    if runner_type == "project_type" and project_id is None:
+        raise ConfigError("runner_type project_type needs project_id")
+    if access_level is not None and access_level not in ACCESS_LEVELS:
+        raise ConfigError(f"access_level must be one of {', '.join(ACCESS_LEVELS)}, not {access_level!r}")
+
+
+def _read_quietly(exc: urllib.error.HTTPError) -> bytes:
+    try:
+        return exc.read()
+    except (OSError, ValueError):
+        return b""
+
+
+def _decode(raw: bytes) -> Any:
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw.decode("utf-8", "replace")
+
+
+def _server_message(body: Any) -> str:
+    """GitLab's own words from an error body ({"message": ...} or Grape's {"error": ...})."""
+    if isinstance(body, dict):
+        parts = [body.get("message"), body.get("error"), body.get("error_description")]
+        text = "; ".join(str(part) for part in parts if part)
+    elif isinstance(body, str):
+        text = body.strip()
+    else:
+        text = ""
+    text = " ".join(text.split())
+    if len(text) > _MAX_SERVER_MESSAGE:
+        text = text[:_MAX_SERVER_MESSAGE] + "..."
+    return text

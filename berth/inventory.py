@@ -1,0 +1,754 @@
+"""Load an Ansible YAML inventory and compute each host's variables, remembering where each value came from.
+
+Variable precedence, lowest first; a later level replaces a variable's whole value (Ansible's default
+``hash_behaviour=replace``, so dicts are not merged):
+
+1. role defaults: ``<roles_dir>/<role>/defaults.yml`` for each role in the host's ``berth_roles``, in the
+   order listed (a later role wins over an earlier one);
+2. the ``config_defaults`` file (e.g. ``config/defaults.yml``);
+3. the inventory's ``all: vars:``;
+4. ``group_vars/all``;
+5. every other group the host is in (directly or through a child group), sorted by
+   ``(depth, ansible_group_priority, name)``: depth is the longest path from ``all``, so parents come before
+   children; priority defaults to 1 and a higher one merges later. For each group, its inventory ``vars:``
+   then its ``group_vars/<group>`` file. (Ansible applies all inventory group vars before all group_vars
+   files; berth keeps each group's two sources together, which only differs when a parent's group_vars
+   file and a child's inventory ``vars:`` set the same variable.) ``ansible_group_priority`` is read
+   from the group's own variables (inventory ``vars:`` then its group_vars file);
+6. the host's variables in the inventory (if the host is listed several times, later listings win);
+7. ``host_vars/<host>``;
+8. extra vars (``-e``), in the order given.
+
+``berth_roles`` is computed from levels 2-8; the defaults of those roles are then layered underneath.
+``group_vars/`` and ``host_vars/`` are read from the inventory file's directory. An entry there is a file
+``<name>``, ``<name>.yml`` or ``<name>.yaml`` (loaded in that order), or a folder ``<name>/`` whose
+``*.yml``/``*.yaml`` files (not sub-folders) load in name order. Hidden entries and ``*~`` backups are
+skipped.
+
+Checks, each reported as ``file:line: ...`` (an :class:`~berth.errors.InventoryError`): every variable set
+at levels 2-8 (in any file, whether or not it wins for some host) must have the type of the role default
+of the same name (any role under ``roles_dir``; a null default accepts anything); a variable that is not
+known (a role default, a config default, ``ansible_*`` or ``berth_*``) but is close to a known name is
+treated as a typo; ``ansible_port`` and ``ansible_group_priority`` must be integers; ``berth_roles`` must be
+a list of existing role names.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import os
+import re
+import shlex
+import string
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from berth.errors import InventoryError
+from berth.yamlfile import LineDict, load_yaml, parse_yaml, plain
+
+EXTRA_VARS_SOURCE = "-e (command line)"
+VARS_SUFFIXES = (".yml", ".yaml")
+GROUP_KEYS = ("hosts", "vars", "children")
+FREE_PREFIXES = ("ansible_", "berth_")  # never reported as typos: Ansible's and berth's own names
+TYPO_CUTOFF = 0.85  # difflib ratio above which an unknown variable is taken for a misspelt known one
+NEAREST_CUTOFF = 0.5  # looser, for suggestions in "unknown host or group" messages ('r9' -> 'r1' is 0.5)
+
+_HOST_RANGE = re.compile(r"^(?P<head>[^\[\]]*)\[(?P<body>[^\[\]]*)\](?P<tail>.*)$")
+_VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_COLON_OUTSIDE_BRACKETS = re.compile(r":(?![^\[]*\])")
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a value came from: a file (relative to base_dir when under it) and line, or the command line."""
+
+    source: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        return self.source if self.line is None else f"{self.source}:{self.line}"
+
+
+@dataclass
+class Host:
+    """A host with its merged variables; ``groups`` is in merge order (lowest first, ``all`` first)."""
+
+    name: str
+    groups: list[str]
+    vars: dict[str, Any]
+    origins: dict[str, Origin]
+    roles: list[str]
+
+    @property
+    def address(self) -> str:
+        return str(self.vars.get("ansible_host") or self.name)
+
+    @property
+    def port(self) -> int | None:
+        return self.vars.get("ansible_port")
+
+    @property
+    def user(self) -> str | None:
+        return self.vars.get("ansible_user")
+
+    @property
+    def key_file(self) -> str | None:
+        return self.vars.get("ansible_ssh_private_key_file")
+
+
+@dataclass
+class Group:
+    """A group as written: direct children and hosts, and its own variables (inventory ``vars:`` then
+    its group_vars file)."""
+
+    name: str
+    children: list[str]
+    hosts: list[str]
+    vars: dict[str, Any]
+
+
+@dataclass
+class GroupNode:
+    """One node of :meth:`Inventory.tree`. A group under several parents appears under each of them."""
+
+    name: str
+    hosts: list[str]
+    children: list[GroupNode]
+
+
+@dataclass
+class Inventory:
+    hosts: dict[str, Host]  # in inventory order
+    groups: dict[str, Group]  # in inventory order, "all" first
+    path: Path
+
+    @classmethod
+    def load(
+        cls,
+        path: Path | str,
+        *,
+        extra_vars: Sequence[str] = (),
+        config_defaults: Path | None = None,
+        roles_dir: Path | None = None,
+        base_dir: Path | None = None,
+    ) -> Inventory:
+        """Load ``path`` and compute every host's variables (see the module docstring for the order)."""
+        path = Path(path)
+        label = _Labeler(Path(base_dir) if base_dir is not None else Path.cwd())
+        inv_label = label(path)
+        if path.is_dir():
+            raise InventoryError(
+                f"inventory {inv_label} is a directory: pass the YAML file in it, e.g. "
+                f"--inventory {label(path / 'hosts.yml')}"
+            )
+        if not path.is_file():
+            raise InventoryError(
+                f"inventory file {inv_label} does not exist (use --inventory to pick another)"
+            )
+
+        parsed = _InventoryParser(inv_label).parse(load_yaml(path, inv_label))
+        group_files = _load_vars_dir(
+            path.parent / "group_vars", "group", list(parsed.groups), inv_label, label
+        )
+        host_files = _load_vars_dir(path.parent / "host_vars", "host", list(parsed.hosts), inv_label, label)
+        config = _load_config_defaults(config_defaults, label) if config_defaults is not None else _Layer()
+        roles = _load_roles(Path(roles_dir), label) if roles_dir is not None else None
+        extras = [_parse_extra_vars(arg, label) for arg in extra_vars]
+
+        checker = _Checker(roles, config, label(Path(roles_dir)) if roles_dir is not None else "")
+        for layer in [
+            config,
+            *(group.vars for group in parsed.groups.values()),
+            *group_files.values(),
+            *parsed.hosts.values(),
+            *host_files.values(),
+            *extras,
+        ]:
+            checker.check(layer)
+
+        group_layers = {
+            name: _Layer.merged([group.vars, group_files.get(name, _Layer())])
+            for name, group in parsed.groups.items()
+        }
+        order = _group_order(parsed.groups, group_layers)
+        inventory = cls(hosts={}, groups={}, path=path)
+        for name, group in parsed.groups.items():
+            inventory.groups[name] = Group(
+                name, list(group.children), list(group.hosts), group_layers[name].plain()
+            )
+
+        for name, host_layer in parsed.hosts.items():
+            groups = sorted(_groups_of(name, parsed.groups), key=order.__getitem__)
+            layers = [config, parsed.groups["all"].vars, group_files.get("all", _Layer())]
+            for group in groups:
+                if group != "all":
+                    layers += [parsed.groups[group].vars, group_files.get(group, _Layer())]
+            layers += [host_layer, host_files.get(name, _Layer()), *extras]
+            above = _Layer.merged(layers)
+            host_roles = _roles_of(above)
+            defaults = [roles[role].layer for role in host_roles] if roles is not None else []
+            merged = _Layer.merged([*defaults, above])
+            inventory.hosts[name] = Host(name, groups, merged.plain(), dict(merged.origins), host_roles)
+        return inventory
+
+    def select(self, patterns: str | Sequence[str] | None) -> list[Host]:
+        """Hosts matching Ansible-style patterns, in inventory order, without duplicates.
+
+        ``None`` or ``"all"`` is every host. A string holds patterns separated by commas or colons; a list
+        is the same as joining with commas. A pattern is a host name, a group name (its hosts, including
+        those of child groups) or an fnmatch glob over host and group names; ``&pattern`` keeps only hosts
+        also matched by it and ``!pattern`` drops hosts matched by it, whatever their position.
+        """
+        if patterns is None:
+            return list(self.hosts.values())
+        items = [patterns] if isinstance(patterns, str) else list(patterns)
+        parts = [part.strip() for item in items for part in self._split_patterns(item)]
+        parts = [part for part in parts if part]
+        if not parts:
+            raise InventoryError("empty host pattern (use 'all' for every host)")
+        if parts[0][0] in "!&":  # as Ansible: only restrictions means "all hosts, restricted"
+            parts.insert(0, "all")
+        wanted: set[str] = set()
+        excluded: set[str] = set()
+        required: list[set[str]] = []
+        for part in parts:
+            if part.startswith("!"):
+                excluded |= self._match(part[1:])
+            elif part.startswith("&"):
+                required.append(self._match(part[1:]))
+            else:
+                wanted |= self._match(part)
+        return [
+            host
+            for name, host in self.hosts.items()
+            if name in wanted and name not in excluded and all(name in hosts for hosts in required)
+        ]
+
+    def tree(self) -> GroupNode:
+        """The group tree from ``all``, with each group's direct hosts; easy to render or ``asdict()``."""
+
+        def node(name: str) -> GroupNode:
+            group = self.groups[name]
+            return GroupNode(name, list(group.hosts), [node(child) for child in group.children])
+
+        return node("all")
+
+    # -- pattern helpers ------------------------------------------------------------------------------
+
+    def _split_patterns(self, text: str) -> list[str]:
+        parts = []
+        for part in text.split(","):
+            # A host name may itself hold colons (IPv6); otherwise colons separate patterns as in Ansible.
+            name = part.strip().lstrip("!&")
+            parts += [part] if name in self.hosts else _COLON_OUTSIDE_BRACKETS.split(part)
+        return parts
+
+    def _match(self, pattern: str) -> set[str]:
+        if not pattern:
+            raise InventoryError("empty host pattern after '!' or '&'")
+        if pattern in ("all", "*"):
+            return set(self.hosts)
+        matched = False
+        hosts: set[str] = set()
+        if pattern in self.hosts:
+            matched = True
+            hosts.add(pattern)
+        if pattern in self.groups:
+            matched = True
+            hosts |= self._hosts_under(pattern)
+        if not matched and any(char in pattern for char in "*?["):
+            for name in self.hosts:
+                if fnmatch.fnmatchcase(name, pattern):
+                    matched = True
+                    hosts.add(name)
+            for name in self.groups:
+                if fnmatch.fnmatchcase(name, pattern):
+                    matched = True
+                    hosts |= self._hosts_under(name)
+        if not matched:
+            near = _nearest(pattern, [*self.hosts, *self.groups])
+            hint = f"nearest: {', '.join(near)}" if near else f"known groups: {', '.join(self.groups)}"
+            raise InventoryError(f"unknown host or group {pattern!r} ({hint})")
+        return hosts
+
+    def _hosts_under(self, group: str) -> set[str]:
+        hosts = set(self.groups[group].hosts)
+        for child in self.groups[group].children:
+            hosts |= self._hosts_under(child)
+        return hosts
+
+
+# -- internals ----------------------------------------------------------------------------------------
+
+
+class _Labeler:
+    """Turns paths into labels for messages: relative to base_dir when under it, else as given."""
+
+    def __init__(self, base_dir: Path) -> None:
+        self.base = Path(os.path.abspath(base_dir))
+
+    def __call__(self, path: Path) -> str:
+        # abspath, not resolve(): a symlinked inventory should still be shown where the user put it.
+        try:
+            return Path(os.path.abspath(path)).relative_to(self.base).as_posix()
+        except ValueError:
+            return str(path)
+
+
+@dataclass
+class _Layer:
+    """Variables from one source (or several merged), each with its origin."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    origins: dict[str, Origin] = field(default_factory=dict)
+
+    def add(self, data: LineDict, source: str) -> None:
+        for key, value in data.items():
+            origin = Origin(source, data.lines.get(key))
+            if not isinstance(key, str):
+                raise InventoryError(f"{origin}: variable names must be strings, got {key!r}")
+            self.values[key] = value
+            self.origins[key] = origin
+
+    @classmethod
+    def merged(cls, layers: Iterable[_Layer]) -> _Layer:
+        result = cls()
+        for layer in layers:
+            result.values.update(layer.values)
+            result.origins.update(layer.origins)
+        return result
+
+    def plain(self) -> dict[str, Any]:
+        return {key: plain(value) for key, value in self.values.items()}
+
+
+@dataclass
+class _GroupDef:
+    name: str
+    parents: list[str] = field(default_factory=list)
+    children: list[str] = field(default_factory=list)
+    hosts: list[str] = field(default_factory=list)
+    vars: _Layer = field(default_factory=_Layer)
+
+
+class _InventoryParser:
+    """Walks the YAML of an inventory into groups and hosts, checking its shape."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.groups: dict[str, _GroupDef] = {}
+        self.hosts: dict[str, _Layer] = {}  # host -> its inventory variables, in inventory order
+
+    def parse(self, data: Any) -> _InventoryParser:
+        if data is None:
+            raise InventoryError(
+                f"{self.label}: the inventory is empty (expected a mapping that starts with 'all:')"
+            )
+        if not isinstance(data, LineDict):
+            raise self._error(
+                getattr(data, "line", 1),
+                f"the inventory must be a mapping that starts with 'all:', got {_kind(data)}",
+            )
+        if "all" not in data:
+            raise InventoryError(
+                f"{self.label}: no 'all' group (an Ansible YAML inventory starts with 'all:')"
+            )
+        self._group("all")
+        for key, body in data.items():
+            # Other top-level groups are implicit children of "all", as in Ansible.
+            if str(key) != "all":
+                self._link("all", str(key), data.lines[key])
+            self._parse_group(str(key), body, data.lines[key])
+        return self
+
+    def _error(self, line: int | None, message: str) -> InventoryError:
+        return InventoryError(f"{Origin(self.label, line)}: {message}")
+
+    def _group(self, name: str) -> _GroupDef:
+        return self.groups.setdefault(name, _GroupDef(name))
+
+    def _parse_group(self, name: str, body: Any, line: int) -> None:
+        group = self._group(name)
+        if body is None:
+            return
+        if not isinstance(body, LineDict):
+            raise self._error(
+                line, f"group {name!r} must be a mapping with hosts, vars or children, got {_kind(body)}"
+            )
+        for key, value in body.items():
+            key_line = body.lines[key]
+            if key == "hosts":
+                self._parse_hosts(group, value, key_line)
+            elif key == "vars":
+                if value is not None and not isinstance(value, LineDict):
+                    raise self._error(
+                        key_line, f"'vars' of group {name!r} must be a mapping, got {_kind(value)}"
+                    )
+                group.vars.add(value or LineDict(), self.label)
+            elif key == "children":
+                self._parse_children(group, value, key_line)
+            else:
+                close = difflib.get_close_matches(str(key), GROUP_KEYS, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise self._error(
+                    key_line,
+                    f"group {name!r} has unknown key {key!r} (expected hosts, vars or children{hint})",
+                )
+
+    def _parse_hosts(self, group: _GroupDef, hosts: Any, line: int) -> None:
+        if hosts is None:
+            return
+        if not isinstance(hosts, LineDict):
+            raise self._error(
+                line,
+                f"'hosts' of group {group.name!r} must be a mapping of host names (each followed by ':'), "
+                f"got {_kind(hosts)}",
+            )
+        for pattern, host_vars in hosts.items():
+            host_line = hosts.lines[pattern]
+            if host_vars is not None and not isinstance(host_vars, LineDict):
+                raise self._error(
+                    host_line,
+                    f"host {pattern!r} must be followed by a mapping of variables or nothing, got "
+                    f"{_kind(host_vars)} {_show(host_vars)} (e.g. '{pattern}: {{ansible_host: ...}}')",
+                )
+            for name in self._expand(str(pattern), host_line):
+                layer = self.hosts.setdefault(name, _Layer())
+                if name not in group.hosts:
+                    group.hosts.append(name)
+                if host_vars:
+                    layer.add(host_vars, self.label)
+
+    def _parse_children(self, group: _GroupDef, children: Any, line: int) -> None:
+        if children is None:
+            return
+        if not isinstance(children, LineDict):
+            raise self._error(
+                line,
+                f"'children' of group {group.name!r} must be a mapping of group names "
+                f"(each followed by ':'), got {_kind(children)}",
+            )
+        for key, body in children.items():
+            self._link(group.name, str(key), children.lines[key])
+            self._parse_group(str(key), body, children.lines[key])
+
+    def _link(self, parent: str, child: str, line: int) -> None:
+        if child == parent or child in self._ancestors(parent):
+            raise self._error(line, f"group {child!r} cannot be a child of {parent!r}: that makes a loop")
+        self._group(child)
+        if child not in self.groups[parent].children:
+            self.groups[parent].children.append(child)
+            self.groups[child].parents.append(parent)
+
+    def _ancestors(self, name: str) -> set[str]:
+        found: set[str] = set()
+        todo = list(self.groups[name].parents)
+        while todo:
+            parent = todo.pop()
+            if parent not in found:
+                found.add(parent)
+                todo += self.groups[parent].parents
+        return found
+
+    def _expand(self, pattern: str, line: int) -> list[str]:
+        """Expand Ansible host ranges: ``web[01:03]``, ``node[a:c]``, ``r[1:9:2]``; several may combine."""
+        match = _HOST_RANGE.match(pattern)
+        if match is None:
+            if "[" in pattern or "]" in pattern:
+                raise self._error(line, f"bad host range in {pattern!r}: unbalanced brackets")
+            return [pattern]
+        head, body, tail = match["head"], match["body"], match["tail"]
+        bounds = body.split(":")
+        if len(bounds) not in (2, 3) or not bounds[1]:
+            raise self._error(line, f"bad host range {pattern!r}: expected [start:end] or [start:end:stride]")
+        start, end = bounds[0] or "0", bounds[1]
+        stride_text = bounds[2] if len(bounds) == 3 else "1"
+        if not stride_text.isdigit() or int(stride_text) < 1:
+            raise self._error(line, f"bad host range {pattern!r}: the stride must be a positive integer")
+        stride = int(stride_text)
+        if start.isdigit() and end.isdigit():
+            if int(start) > int(end):
+                raise self._error(line, f"bad host range {pattern!r}: {start} is after {end}")
+            width = len(start) if start.startswith("0") and len(start) > 1 else 0
+            if width and len(end) != width:
+                raise self._error(
+                    line, f"bad host range {pattern!r}: zero-padded bounds must have the same width"
+                )
+            items = [str(number).zfill(width) for number in range(int(start), int(end) + 1, stride)]
+        elif any(
+            len(start) == len(end) == 1 and start in letters and end in letters
+            for letters in (string.ascii_lowercase, string.ascii_uppercase)
+        ):
+            if start > end:
+                raise self._error(line, f"bad host range {pattern!r}: {start} is after {end}")
+            items = [chr(code) for code in range(ord(start), ord(end) + 1, stride)]
+        else:
+            raise self._error(
+                line,
+                f"bad host range {pattern!r}: bounds must be two numbers or two letters of the same case",
+            )
+        return [head + item + rest for item in items for rest in self._expand(tail, line)]
+
+
+def _load_vars_dir(
+    directory: Path, kind: str, known: list[str], inv_label: str, label: _Labeler
+) -> dict[str, _Layer]:
+    """Load ``group_vars/`` or ``host_vars/``: entity name -> merged layer. Unknown names are errors."""
+    if not directory.is_dir():
+        return {}
+    found: dict[str, list[tuple[int, list[Path]]]] = {}
+    for entry in sorted(directory.iterdir()):
+        if entry.name.startswith(".") or entry.name.endswith("~"):
+            continue
+        # Only .yml/.yaml are stripped: host names often contain dots (runner-01.example.com).
+        name, rank = entry.name, 0
+        for index, suffix in enumerate(VARS_SUFFIXES, start=1):
+            if entry.name.endswith(suffix) and len(entry.name) > len(suffix):
+                name, rank = entry.name[: -len(suffix)], index
+        if name not in known:
+            shown = label(entry) + ("/" if entry.is_dir() else "")
+            near = _nearest(name, known)
+            hint = f"nearest: {', '.join(near)}" if near else f"known {kind}s: {', '.join(known) or 'none'}"
+            raise InventoryError(f"{shown}: there is no {kind} {name!r} in {inv_label} ({hint})")
+        if entry.is_dir():
+            files = sorted(
+                path
+                for path in entry.iterdir()
+                if path.is_file() and path.suffix in VARS_SUFFIXES and not path.name.startswith(".")
+            )
+        else:
+            files = [entry]
+        found.setdefault(name, []).append((rank, files))
+    layers = {}
+    for name, entries in found.items():
+        layer = _Layer()
+        for _, files in sorted(entries, key=lambda item: item[0]):
+            for file in files:
+                layer.add(_load_mapping(file, label(file)), label(file))
+        layers[name] = layer
+    return layers
+
+
+def _load_mapping(path: Path, source: str) -> LineDict:
+    data = load_yaml(path, source)
+    if data is None:
+        return LineDict()
+    if not isinstance(data, LineDict):
+        raise InventoryError(
+            f"{Origin(source, getattr(data, 'line', 1))}: expected a mapping of variables, got {_kind(data)}"
+        )
+    return data
+
+
+def _load_config_defaults(path: Path, label: _Labeler) -> _Layer:
+    layer = _Layer()
+    layer.add(_load_mapping(path, label(path)), label(path))
+    return layer
+
+
+@dataclass
+class _Role:
+    name: str
+    layer: _Layer
+
+
+def _load_roles(roles_dir: Path, label: _Labeler) -> dict[str, _Role]:
+    """Every role under roles_dir (sub-folders, by name) with its defaults.yml (optional)."""
+    if not roles_dir.is_dir():
+        return {}
+    roles = {}
+    for entry in sorted(roles_dir.iterdir()):
+        if entry.is_dir() and not entry.name.startswith((".", "_")):  # skip __pycache__ and the like
+            layer = _Layer()
+            defaults = entry / "defaults.yml"
+            if defaults.is_file():
+                layer.add(_load_mapping(defaults, label(defaults)), label(defaults))
+            roles[entry.name] = _Role(entry.name, layer)
+    return roles
+
+
+def _parse_extra_vars(arg: str, label: _Labeler) -> _Layer:
+    """One ``-e`` argument: ``@file.yml``, a ``{...}`` YAML/JSON mapping, or ``key=value`` pairs."""
+    text = arg.strip()
+    layer = _Layer()
+    if text.startswith("@"):
+        file = Path(text[1:])
+        source = f"-e @{label(file)}"
+        layer.add(_load_mapping(file, source), source)
+        return layer
+    if text.startswith("{"):
+        data = parse_yaml(text, EXTRA_VARS_SOURCE)
+        if not isinstance(data, LineDict):
+            raise InventoryError(f"{EXTRA_VARS_SOURCE}: expected a mapping, got {_kind(data)}: {text!r}")
+        layer.add(data, EXTRA_VARS_SOURCE)
+        layer.origins = {key: Origin(EXTRA_VARS_SOURCE) for key in layer.origins}  # lines of a literal: noise
+        return layer
+    try:
+        tokens = shlex.split(text)
+    except ValueError as exc:
+        raise InventoryError(f"{EXTRA_VARS_SOURCE}: {exc} in {arg!r}") from None
+    for token in tokens:
+        key, sep, raw = token.partition("=")
+        if not sep or not _VAR_NAME.match(key):
+            raise InventoryError(
+                f"{EXTRA_VARS_SOURCE}: expected key=value, @file.yml or a {{...}} mapping, got {token!r}"
+            )
+        layer.values[key] = _scalar(raw)
+        layer.origins[key] = Origin(EXTRA_VARS_SOURCE)
+    return layer
+
+
+def _scalar(raw: str) -> Any:
+    """A ``-e key=value`` value as a YAML scalar (2377 -> int, true -> bool); anything else stays a string."""
+    if raw == "":
+        return ""
+    try:
+        value = parse_yaml(raw, EXTRA_VARS_SOURCE)
+    except InventoryError:
+        return raw
+    return value if value is None or isinstance(value, str | int | float | bool) else raw
+
+
+class _Checker:
+    """Checks each layer's values against role defaults (type) and known names (typos)."""
+
+    def __init__(self, roles: dict[str, _Role] | None, config: _Layer, roles_label: str) -> None:
+        self.roles = roles
+        self.roles_label = roles_label
+        # variable -> [(role, default)], roles by name: a value passes if it fits any of them
+        self.expected: dict[str, list[tuple[str, Any]]] = {}
+        for role in (roles or {}).values():
+            for key, default in role.layer.values.items():
+                self.expected.setdefault(key, []).append((role.name, default))
+        self.known = sorted(set(self.expected) | set(config.values))
+
+    def check(self, layer: _Layer) -> None:
+        for key, value in layer.values.items():
+            origin = layer.origins[key]
+            if key in ("ansible_port", "ansible_group_priority") and not _is_int(value):
+                raise InventoryError(
+                    f"{origin}: {key} must be an integer, got {_show(value)} ({_type(value)})"
+                )
+            if key == "berth_roles":
+                self._check_roles(value, origin)
+            if key in self.expected:
+                entries = self.expected[key]
+                if not any(_fits(default, value) for _, default in entries):
+                    role, default = entries[0]
+                    raise InventoryError(
+                        f"{origin}: {key} must be {_kind(default)} (role {role} default: {_show(default)}), "
+                        f"got {_show(value)} ({_type(value)})"
+                    )
+            elif key not in self.known and not key.startswith(FREE_PREFIXES):
+                close = difflib.get_close_matches(key, self.known, n=1, cutoff=TYPO_CUTOFF)
+                if close:
+                    raise InventoryError(f"{origin}: unknown variable {key!r} (did you mean {close[0]!r}?)")
+
+    def _check_roles(self, value: Any, origin: Origin) -> None:
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise InventoryError(f"{origin}: berth_roles must be a list of role names, got {_show(value)}")
+        if self.roles is None:
+            return
+        for role in value:
+            if role not in self.roles:
+                near = _nearest(role, list(self.roles))
+                hint = f"nearest: {', '.join(near)}" if near else f"roles: {', '.join(self.roles) or 'none'}"
+                raise InventoryError(
+                    f"{origin}: berth_roles names unknown role {role!r}, not in {self.roles_label}/ ({hint})"
+                )
+
+
+def _roles_of(layer: _Layer) -> list[str]:
+    roles = layer.values.get("berth_roles") or []
+    return list(dict.fromkeys(roles))  # listed twice = once, first place
+
+
+def _groups_of(host: str, groups: dict[str, _GroupDef]) -> set[str]:
+    """The groups ``host`` is in: its direct groups, their ancestors, and "all"."""
+    found = {"all"}
+    todo = [name for name, group in groups.items() if host in group.hosts]
+    while todo:
+        name = todo.pop()
+        if name not in found:
+            found.add(name)
+            todo += groups[name].parents
+    return found
+
+
+def _group_order(groups: dict[str, _GroupDef], layers: dict[str, _Layer]) -> dict[str, tuple[int, int, str]]:
+    """Sort key per group: (depth, ansible_group_priority, name), as Ansible's sort_groups."""
+    depth: dict[str, int] = {}
+
+    def depth_of(name: str) -> int:
+        if name not in depth:
+            depth[name] = max((depth_of(parent) + 1 for parent in groups[name].parents), default=0)
+        return depth[name]
+
+    return {
+        name: (depth_of(name), layers[name].values.get("ansible_group_priority", 1), name) for name in groups
+    }
+
+
+def _nearest(word: str, candidates: Sequence[str], n: int = 3) -> list[str]:
+    """Up to n close names, best first; ties keep the candidates' order (so r1, r2, r3, not r3, r2, r1)."""
+    scored = []
+    for index, candidate in enumerate(candidates):
+        ratio = difflib.SequenceMatcher(None, word, candidate).ratio()
+        if ratio >= NEAREST_CUTOFF:
+            scored.append((-ratio, index, candidate))
+    return [candidate for _, _, candidate in sorted(scored)[:n]]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _fits(default: Any, value: Any) -> bool:
+    """Whether value has the type the role default implies (bool is not an int; int is a float)."""
+    if default is None:
+        return True
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(default, bool) and isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int)
+    if isinstance(default, float):
+        return isinstance(value, int | float)
+    for kind in (str, list, dict):
+        if isinstance(default, kind):
+            return isinstance(value, kind)
+    return isinstance(value, type(default))
+
+
+def _kind(value: Any) -> str:
+    """The kind of value in words, for "must be ..." and "got ..." messages."""
+    if value is None:
+        return "null"
+    kinds: list[tuple[type, str]] = [
+        (bool, "a boolean"),
+        (int, "an integer"),
+        (float, "a number"),
+        (str, "a string"),
+        (list, "a list"),
+        (dict, "a mapping"),
+    ]
+    for kind, words in kinds:
+        if isinstance(value, kind):
+            return words
+    return f"a {type(value).__name__}"
+
+
+def _type(value: Any) -> str:
+    if value is None:
+        return "null"
+    for kind in (dict, list):  # not LineDict/LineList
+        if isinstance(value, kind):
+            return kind.__name__
+    return type(value).__name__
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    text = repr(plain(value))
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,196 @@
+"""One SSH session per host: ssh_config honoured, known_hosts enforced, every command counted.
+
+Fabric's defaults are wrong for a provisioning tool (ECOSYSTEM.md section 2): inside an Invoke
+task a Connection reads no ssh_config, and every Connection accepts any host key silently. Here
+the ssh_config is loaded explicitly and the host key policy is strict unless the operator asks
+for ``accept-new`` (OpenSSH's meaning: unknown keys are added, changed keys are refused).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import socket
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import fabric
+import paramiko
+from paramiko.ssh_exception import NoValidConnectionsError
+
+from berth.errors import HostUnreachable
+from berth.inventory import Host
+
+HOST_KEY_POLICIES = ("strict", "accept-new")
+
+
+@dataclass(frozen=True)
+class SSHSettings:
+    ssh_config: Path | None = None           # None: ~/.ssh/config when it exists
+    host_key_checking: str = "strict"        # or "accept-new"
+    connect_timeout: float = 10.0
+
+
+@dataclass
+class CommandResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+class _AcceptNewPolicy(paramiko.MissingHostKeyPolicy):
+    """OpenSSH's StrictHostKeyChecking=accept-new: remember unknown keys, never accept changed ones."""
+
+    _lock = threading.Lock()
+
+    def __init__(self, known_hosts: Path) -> None:
+        self.known_hosts = known_hosts
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        with self._lock:
+            self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
+            with self.known_hosts.open("a") as fh:
+                fh.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+        client.get_host_keys().add(hostname, key.get_name(), key)
+
+
+@dataclass
+class Session:
+    """An open SSH session to one inventory host. Not thread-safe; one per worker."""
+
+    host: Host
+    settings: SSHSettings = field(default_factory=SSHSettings)
+    commands: int = 0
+    _cx: fabric.Connection | None = None
+
+    # -- connecting ----------------------------------------------------------------------------
+    def open(self) -> Session:
+        if self._cx is not None:
+            return self
+        cfg = fabric.Config(lazy=True)
+        named = self.settings.ssh_config or self.host.vars.get("berth_ssh_config")
+        path = Path(named).expanduser() if named else Path("~/.ssh/config").expanduser()
+        if named and not path.exists():
+            raise HostUnreachable(
+                f"{self.host.name}: the ssh_config {path} (berth_ssh_config, {self.host.origins.get('berth_ssh_config')})"
+                " does not exist; for the testbed run `invoke testbed.up`"
+            )
+        if path.exists():
+            cfg.set_runtime_ssh_path(str(path))
+            cfg.load_ssh_config()
+        cfg.timeouts.connect = self.settings.connect_timeout
+        lookup = cfg.base_ssh_config.lookup(self.host.name)
+        kwargs: dict = {}
+        if self.host.key_file:
+            kwargs["key_filename"] = os.path.expanduser(str(self.host.key_file))
+        cx = fabric.Connection(
+            self.host.address if self.host.vars.get("ansible_host") else self.host.name,
+            user=self.host.user, port=self.host.port, config=cfg, connect_kwargs=kwargs,
+            connect_timeout=self.settings.connect_timeout,
+        )
+        known_hosts = Path(lookup.get("userknownhostsfile", "~/.ssh/known_hosts").split()[0]).expanduser()
+        client = cx.client
+        if known_hosts.exists():
+            client.load_host_keys(str(known_hosts))
+        strict = self.settings.host_key_checking == "strict" and lookup.get("stricthostkeychecking") != "accept-new"
+        client.set_missing_host_key_policy(paramiko.RejectPolicy() if strict else _AcceptNewPolicy(known_hosts))
+        try:
+            cx.open()
+        except paramiko.BadHostKeyException as exc:
+            raise HostUnreachable(
+                f"{self.host.name}: the host key of {cx.host} CHANGED ({exc.key.get_name()}); it is not the one in "
+                f"{known_hosts}. If the host was rebuilt, remove the old key (ssh-keygen -R {cx.host} -f {known_hosts});"
+                " otherwise someone may be intercepting the connection."
+            ) from None
+        except paramiko.SSHException as exc:
+            if "not found in known_hosts" in str(exc):
+                raise HostUnreachable(
+                    f"{self.host.name}: the host key of {cx.host} is unknown (not in {known_hosts}); strict host key "
+                    "checking refuses it. Add it to known_hosts, or pass --accept-new-host-keys to trust it on first use."
+                ) from None
+            raise HostUnreachable(f"{self.host.name}: SSH to {cx.host}:{cx.port} failed: {exc}") from None
+        except (NoValidConnectionsError, OSError, socket.timeout) as exc:
+            raise HostUnreachable(
+                f"{self.host.name}: cannot connect to {cx.host}:{cx.port} ({exc.__class__.__name__}: {exc})"
+            ) from None
+        self._cx = cx
+        return self
+
+    def close(self) -> None:
+        if self._cx is not None:
+            self._cx.close()
+            self._cx = None
+
+    def __enter__(self) -> Session:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def is_root(self) -> bool:
+        assert self._cx is not None
+        return self._cx.user == "root"
+
+    # -- commands ------------------------------------------------------------------------------
+    def run(self, command: str, *, stdin: bytes | None = None, sudo: bool = True, timeout: float | None = 600) -> CommandResult:
+        """Run one command (as root through ``sudo -n`` for a non-root user), feeding ``stdin`` if given.
+
+        Every call is one SSH round trip and is counted: that count is the figure berth reports.
+        """
+        self.open()
+        assert self._cx is not None
+        if sudo and not self.is_root:
+            command = "sudo -n -- sh -c " + shlex.quote(command)
+        self.commands += 1
+        try:
+            chan = self._cx.client.get_transport().open_session(timeout=self.settings.connect_timeout)
+            chan.settimeout(timeout)
+            chan.exec_command(command)
+            if stdin is not None:
+                chan.sendall(stdin)
+            chan.shutdown_write()
+            stdout, stderr = _drain(chan)
+            code = chan.recv_exit_status()
+            chan.close()
+        except (paramiko.SSHException, OSError, socket.timeout) as exc:
+            raise HostUnreachable(f"{self.host.name}: the SSH session broke during a command ({exc})") from None
+        return CommandResult(code, stdout.decode(errors="replace"), stderr.decode(errors="replace"))
+
+    def put(self, data: bytes, remote_path: str) -> None:
+        """Upload bytes over SFTP (for large payloads such as .deb files); counted as one command."""
+        self.open()
+        assert self._cx is not None
+        self.commands += 1
+        sftp = self._cx.sftp()
+        with sftp.open(remote_path, "wb") as fh:
+            fh.set_pipelined(True)
+            fh.write(data)
+
+
+def _drain(chan: paramiko.Channel) -> tuple[bytes, bytes]:
+    """Read stdout and stderr together, so that a chatty stderr cannot stall stdout."""
+    out, err = bytearray(), bytearray()
+    while True:
+        progressed = False
+        if chan.recv_ready():
+            out += chan.recv(65536)
+            progressed = True
+        if chan.recv_stderr_ready():
+            err += chan.recv_stderr(65536)
+            progressed = True
+        if not progressed:
+            if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                break
+            chan.status_event.wait(0.01) if not chan.recv_ready() else None
+    # Anything that raced in after the exit status.
+    while chan.recv_ready():
+        out += chan.recv(65536)
+    while chan.recv_stderr_ready():
+        err += chan.recv_stderr(65536)
+    return bytes(out), bytes(err)

@@ -1,0 +1,1 @@
+"""Stand-ins for services that cannot run in berth's test environment. See README.md in this folder."""
