@@ -22,7 +22,7 @@ COMMON_HELP = {
 
 
 @task(
-    iterable=["extra"], auto_shortflags=False,
+    iterable=["extra"],
     help={**COMMON_HELP, "host": "the host (or pattern) to converge; same as --limit",
           "check": "plan only: change nothing, exit 6 when changes are pending",
           "diff": "show file diffs (secrets redacted)",
@@ -57,7 +57,7 @@ def inventory_list(c, inventory="", extra=None):
     cli.print_tree(cli.load_project(inventory, extra or []).inventory)
 
 
-@task(iterable=["extra"], auto_shortflags=False, help=_help("inventory", "extra", host="the host to show"))
+@task(iterable=["extra"], help=_help("inventory", "extra", host="the host to show"))
 @exits_cleanly
 def inventory_show(c, host="", inventory="", extra=None):
     """Print a host's merged variables, each with the file (and line) it came from."""

@@ -109,7 +109,7 @@ def _apt_lists_age():
 def packages(names):
     if not names:
         return {}
-    _, out = sh(["dpkg-query", "-W", "-f", "${Package}\t${db:Status-Abbrev}\t${Version}\n"] + list(names))
+    _, out = sh(["dpkg-query", "-W", "-f", "${Package}\t${db:Status-Abbrev}\t${Version}\n", *list(names)])
     found = {name: None for name in names}
     for line in out.splitlines():
         parts = line.split("\t")
@@ -203,7 +203,7 @@ class Applier:
         debs = list(step.get("debs", []))
         if names or debs:
             sh(["apt-get", "install", "-y", "-qq", "--no-install-recommends",
-                "-o", "Dpkg::Options::=--force-confold", "-o", "DPkg::Lock::Timeout=300"] + debs + names, check=True)
+                "-o", "Dpkg::Options::=--force-confold", "-o", "DPkg::Lock::Timeout=300", *debs, *names], check=True)
 
     def service(self, step):
         name = step["name"]

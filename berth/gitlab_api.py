@@ -135,6 +135,27 @@ class GitLabAPI:
         except (KeyError, TypeError, ValueError):
             raise self._unexpected(status, "/api/v4/user/runners") from None
 
+    def register_runner_legacy(
+        self, registration_token: str, *, description: str | None = None
+    ) -> CreatedRunner:
+        """Legacy registration (``POST /api/v4/runners``), for GitLab before 16.0 only.
+
+        GitLab 17.0+ answers 410 Gone unless an administrator re-enabled registration tokens; the
+        GitLabAPIError then tells the operator to create the runner with a glrt- token instead.
+        """
+        status, body = self._request(
+            "POST",
+            "/api/v4/runners",
+            {"token": registration_token, "description": description},
+            context="runner",
+            secrets=(registration_token,),
+        )
+        if status != 201 or not isinstance(body, dict) or "id" not in body or "token" not in body:
+            raise self._unexpected(status, "/api/v4/runners")
+        return CreatedRunner(
+            id=int(body["id"]), token=str(body["token"]), token_expires_at=body.get("token_expires_at")
+        )
+
     def verify_runner(self, token: str, system_id: str) -> dict[str, Any]:
         """Check a runner token for this host's system ID (``POST /api/v4/runners/verify``)."""
         status, body = self._request(

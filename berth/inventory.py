@@ -12,9 +12,10 @@ Variable precedence, lowest first; a later level replaces a variable's whole val
    ``(depth, ansible_group_priority, name)``: depth is the longest path from ``all``, so parents come before
    children; priority defaults to 1 and a higher one merges later. For each group, its inventory ``vars:``
    then its ``group_vars/<group>`` file. (Ansible applies all inventory group vars before all group_vars
-   files; berth keeps each group's two sources together, which only differs when a parent's group_vars
-   file and a child's inventory ``vars:`` set the same variable.) ``ansible_group_priority`` is read
-   from the group's own variables (inventory ``vars:`` then its group_vars file);
+   files; berth keeps each group's two sources together, which only differs when an earlier group's
+   group_vars file and a later group's inventory ``vars:`` set the same variable.)
+   ``ansible_group_priority`` is read from the group's own variables (inventory ``vars:`` then its
+   group_vars file);
 6. the host's variables in the inventory (if the host is listed several times, later listings win);
 7. ``host_vars/<host>``;
 8. extra vars (``-e``), in the order given.
@@ -27,10 +28,10 @@ skipped.
 
 Checks, each reported as ``file:line: ...`` (an :class:`~berth.errors.InventoryError`): every variable set
 at levels 2-8 (in any file, whether or not it wins for some host) must have the type of the role default
-of the same name (any role under ``roles_dir``; a null default accepts anything); a variable that is not
-known (a role default, a config default, ``ansible_*`` or ``berth_*``) but is close to a known name is
-treated as a typo; ``ansible_port`` and ``ansible_group_priority`` must be integers; ``berth_roles`` must be
-a list of existing role names.
+of the same name (any role under ``roles_dir``; a null default accepts anything; if several roles define
+it, fitting one of them is enough); a variable that is not known (a role default, a config default,
+``ansible_*`` or ``berth_*``) but is close to a known name is treated as a typo; ``ansible_port`` and
+``ansible_group_priority`` must be integers; ``berth_roles`` must be a list of existing role names.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ VARS_SUFFIXES = (".yml", ".yaml")
 GROUP_KEYS = ("hosts", "vars", "children")
 FREE_PREFIXES = ("ansible_", "berth_")  # never reported as typos: Ansible's and berth's own names
 TYPO_CUTOFF = 0.85  # difflib ratio above which an unknown variable is taken for a misspelt known one
-NEAREST_CUTOFF = 0.5  # looser, for suggestions in "unknown host or group" messages ('r9' -> 'r1' is 0.5)
+NEAREST_CUTOFF = 0.6  # difflib's default, for "nearest: ..." suggestions (see _nearest)
 
 _HOST_RANGE = re.compile(r"^(?P<head>[^\[\]]*)\[(?P<body>[^\[\]]*)\](?P<tail>.*)$")
 _VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -121,6 +122,8 @@ class GroupNode:
 
 @dataclass
 class Inventory:
+    """A loaded inventory: hosts with their merged variables, the groups as written, and the file."""
+
     hosts: dict[str, Host]  # in inventory order
     groups: dict[str, Group]  # in inventory order, "all" first
     path: Path
@@ -571,7 +574,8 @@ def _load_roles(roles_dir: Path, label: _Labeler) -> dict[str, _Role]:
 
 
 def _parse_extra_vars(arg: str, label: _Labeler) -> _Layer:
-    """One ``-e`` argument: ``@file.yml``, a ``{...}`` YAML/JSON mapping, or ``key=value`` pairs."""
+    """One ``-e`` argument: ``@file.yml`` (relative to the working directory), a ``{...}`` YAML/JSON
+    mapping, or space-separated ``key=value`` pairs (shell-style quoting, so ``msg='a b'`` works)."""
     text = arg.strip()
     layer = _Layer()
     if text.startswith("@"):
@@ -693,11 +697,16 @@ def _group_order(groups: dict[str, _GroupDef], layers: dict[str, _Layer]) -> dic
 
 
 def _nearest(word: str, candidates: Sequence[str], n: int = 3) -> list[str]:
-    """Up to n close names, best first; ties keep the candidates' order (so r1, r2, r3, not r3, r2, r1)."""
+    """Up to n close names, best first; ties keep the candidates' order (so r1, r2, r3, not r3, r2, r1).
+
+    Close means a difflib ratio of at least 0.6, or one wrong character in a short name ('r9' -> 'r1' is
+    only 0.5), or containing the word (3+ characters: 'shell' -> 'shell_runners').
+    """
+    cutoff = min(NEAREST_CUTOFF, (len(word) - 1) / len(word)) if word else NEAREST_CUTOFF
     scored = []
     for index, candidate in enumerate(candidates):
         ratio = difflib.SequenceMatcher(None, word, candidate).ratio()
-        if ratio >= NEAREST_CUTOFF:
+        if ratio >= cutoff or (len(word) >= 3 and word in candidate):
             scored.append((-ratio, index, candidate))
     return [candidate for _, _, candidate in sorted(scored)[:n]]
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import socket
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,8 +76,8 @@ class Session:
         path = Path(named).expanduser() if named else Path("~/.ssh/config").expanduser()
         if named and not path.exists():
             raise HostUnreachable(
-                f"{self.host.name}: the ssh_config {path} (berth_ssh_config, {self.host.origins.get('berth_ssh_config')})"
-                " does not exist; for the testbed run `invoke testbed.up`"
+                f"{self.host.name}: the ssh_config {path} (berth_ssh_config, "
+                f"{self.host.origins.get('berth_ssh_config')}) does not exist; for the testbed run `invoke testbed.up`"
             )
         if path.exists():
             cfg.set_runtime_ssh_path(str(path))
@@ -104,17 +103,18 @@ class Session:
         except paramiko.BadHostKeyException as exc:
             raise HostUnreachable(
                 f"{self.host.name}: the host key of {cx.host} CHANGED ({exc.key.get_name()}); it is not the one in "
-                f"{known_hosts}. If the host was rebuilt, remove the old key (ssh-keygen -R {cx.host} -f {known_hosts});"
-                " otherwise someone may be intercepting the connection."
+                f"{known_hosts}. If the host was rebuilt, remove the old key "
+                f"(ssh-keygen -R {cx.host} -f {known_hosts}); otherwise someone may be intercepting the connection."
             ) from None
         except paramiko.SSHException as exc:
             if "not found in known_hosts" in str(exc):
                 raise HostUnreachable(
                     f"{self.host.name}: the host key of {cx.host} is unknown (not in {known_hosts}); strict host key "
-                    "checking refuses it. Add it to known_hosts, or pass --accept-new-host-keys to trust it on first use."
+                    "checking refuses it. Add it to known_hosts, or pass --accept-new-host-keys to trust it on "
+                    "first use."
                 ) from None
             raise HostUnreachable(f"{self.host.name}: SSH to {cx.host}:{cx.port} failed: {exc}") from None
-        except (NoValidConnectionsError, OSError, socket.timeout) as exc:
+        except (TimeoutError, NoValidConnectionsError, OSError) as exc:
             raise HostUnreachable(
                 f"{self.host.name}: cannot connect to {cx.host}:{cx.port} ({exc.__class__.__name__}: {exc})"
             ) from None
@@ -138,7 +138,9 @@ class Session:
         return self._cx.user == "root"
 
     # -- commands ------------------------------------------------------------------------------
-    def run(self, command: str, *, stdin: bytes | None = None, sudo: bool = True, timeout: float | None = 600) -> CommandResult:
+    def run(
+        self, command: str, *, stdin: bytes | None = None, sudo: bool = True, timeout: float | None = 600
+    ) -> CommandResult:
         """Run one command (as root through ``sudo -n`` for a non-root user), feeding ``stdin`` if given.
 
         Every call is one SSH round trip and is counted: that count is the figure berth reports.
@@ -158,7 +160,7 @@ class Session:
             stdout, stderr = _drain(chan)
             code = chan.recv_exit_status()
             chan.close()
-        except (paramiko.SSHException, OSError, socket.timeout) as exc:
+        except (TimeoutError, paramiko.SSHException, OSError) as exc:
             raise HostUnreachable(f"{self.host.name}: the SSH session broke during a command ({exc})") from None
         return CommandResult(code, stdout.decode(errors="replace"), stderr.decode(errors="replace"))
 

@@ -166,7 +166,8 @@ class Testbed:
         self.key_file.with_suffix(".pub").write_bytes(public + b" berth-testbed\n")
 
     # -- lifecycle -----------------------------------------------------------------------------
-    def up(self, count: int = 3) -> list[TestbedHost]:
+    def up(self, count: int = 3, *, fresh: bool = False) -> list[TestbedHost]:
+        """Start r1..r{count}; running hosts are kept unless ``fresh`` (then every host is new)."""
         if count < 1:
             raise TestbedError("--hosts must be at least 1")
         tag = self.ensure_image()
@@ -174,6 +175,10 @@ class Testbed:
         self._ensure_network()
         wanted = [f"r{i}" for i in range(1, count + 1)]
         existing = {h.name: h for h in self.status()}
+        if fresh:
+            for host in existing.values():
+                _docker("rm", "-f", host.container)
+            existing = {}
         for name, host in existing.items():
             # Stopped leftovers (e.g. after the machine's processes were ended) have stale state.
             if name not in wanted or host.state != "running":
@@ -248,7 +253,7 @@ class Testbed:
                 time.sleep(0.5)
 
     def _address(self, container: str) -> str:
-        fmt = "{{(index .NetworkSettings.Networks \"%s\").IPAddress}}" % self.network
+        fmt = f"{{{{(index .NetworkSettings.Networks \"{self.network}\").IPAddress}}}}"
         return _docker("inspect", "-f", fmt, container).stdout.strip()
 
     def _write_client_files(self, hosts: Sequence[TestbedHost]) -> None:

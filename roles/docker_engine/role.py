@@ -15,7 +15,16 @@ from typing import Any
 from berth.errors import ConfigError
 from berth.inventory import Host
 from berth.resources import (
-    Absent, Directory, File, Handler, Health, Packages, RoleState, Service, apt_source, drop_in,
+    Absent,
+    Directory,
+    File,
+    Handler,
+    Health,
+    Packages,
+    RoleState,
+    Service,
+    apt_source,
+    drop_in,
 )
 from berth.roles import RoleContext
 

@@ -88,7 +88,12 @@ class GitLabStandIn:
     def start(self) -> GitLabStandIn:
         handler = type("_BoundHandler", (_Handler,), {"standin": self})
         self._server = _QuietServer(("127.0.0.1", 0), handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="gitlab-standin", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="gitlab-standin",
+            daemon=True,
+        )  # a short poll interval keeps stop() fast
         self._thread.start()
         return self
 

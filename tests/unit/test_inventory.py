@@ -1,4 +1,4 @@
-"""Tests for berth.inventory: Ansible YAML inventories, variable precedence with provenance, checks, select()."""
+"""Tests for berth.inventory: YAML inventories, variable precedence with provenance, checks, select()."""
 
 from __future__ import annotations
 
@@ -109,8 +109,11 @@ all:
     }
 
 
-@pytest.mark.parametrize(("top", "value", "origin"), [(n, v, o) for n, (_, v, o) in enumerate(LEVELS, 1)],
-                         ids=[name for name, _, _ in LEVELS])
+@pytest.mark.parametrize(
+    ("top", "value", "origin"),
+    [(n, v, o) for n, (_, v, o) in enumerate(LEVELS, 1)],
+    ids=[name for name, _, _ in LEVELS],
+)
 def test_each_precedence_level_beats_the_one_below(tmp_path: Path, top: int, value: str, origin: str) -> None:
     kwargs = build_levels(tmp_path, top)
     host = load(tmp_path, **kwargs).hosts["h1"]
@@ -144,7 +147,9 @@ def test_dicts_are_replaced_not_merged(tmp_path: Path) -> None:
     assert host.origins["opts"] == Origin(INVENTORY, 6)
 
 
-def test_child_group_beats_parent_and_each_group_applies_vars_then_its_group_vars_file(tmp_path: Path) -> None:
+def test_child_group_beats_parent_and_each_group_applies_vars_then_its_group_vars_file(
+    tmp_path: Path,
+) -> None:
     # Documented simplification: each group's inventory vars, then its group_vars file, parent before child.
     # So the child's inventory vars beat the parent's group_vars file (Ansible would do the opposite).
     inv = load(
@@ -209,7 +214,7 @@ def test_group_vars_file_with_yaml_extension_or_none(tmp_path: Path) -> None:
         {
             INVENTORY: SIMPLE,
             "inventory/group_vars/all": "a: no-extension\n",
-            "inventory/group_vars/runners.yaml": "\nb: yaml-extension\n",
+            "inventory/group_vars/runners.yaml": "# runners\nb: yaml-extension\n",
         },
     ).hosts["h2"]
     assert host.vars["a"] == "no-extension"
@@ -218,7 +223,9 @@ def test_group_vars_file_with_yaml_extension_or_none(tmp_path: Path) -> None:
 
 
 def test_host_vars_file_without_extension_for_a_dotted_host_name(tmp_path: Path) -> None:
-    inv = load(tmp_path, {INVENTORY: SIMPLE, "inventory/host_vars/runner-01.example.com": "ansible_port: 2222\n"})
+    inv = load(
+        tmp_path, {INVENTORY: SIMPLE, "inventory/host_vars/runner-01.example.com": "ansible_port: 2222\n"}
+    )
     host = inv.hosts["runner-01.example.com"]
     assert host.port == 2222
     assert str(host.origins["ansible_port"]) == "inventory/host_vars/runner-01.example.com:1"
@@ -279,17 +286,27 @@ def test_host_ranges(tmp_path: Path) -> None:
         "rack1-A", "rack1-B", "rack2-A", "rack2-B",
     ]  # fmt: skip
     assert inv.hosts["web09.example.com"].user == "deploy"
-    assert inv.hosts["web09.example.com"].origins["ansible_user"] == Origin(INVENTORY, 6)
+    assert inv.hosts["web09.example.com"].origins["ansible_user"] == Origin(INVENTORY, 5)
 
 
 @pytest.mark.parametrize(
     ("pattern", "message"),
     [
         ("r[3:1]", "inventory/hosts.yml:3: bad host range 'r[3:1]': 3 is after 1"),
-        ("r[01:100]", "inventory/hosts.yml:3: bad host range 'r[01:100]': zero-padded bounds must have the same width"),
-        ("r[1:a]", "inventory/hosts.yml:3: bad host range 'r[1:a]': bounds must be two numbers or two letters of the "
-                   "same case"),
-        ("r[1:3:0]", "inventory/hosts.yml:3: bad host range 'r[1:3:0]': the stride must be a positive integer"),
+        (
+            "r[01:100]",
+            "inventory/hosts.yml:3: bad host range 'r[01:100]': zero-padded bounds must have the same width",
+        ),
+        (
+            "r[1:a]",
+            "inventory/hosts.yml:3: bad host range 'r[1:a]': "
+            "bounds must be two numbers or two letters of the "
+            "same case",
+        ),
+        (
+            "r[1:3:0]",
+            "inventory/hosts.yml:3: bad host range 'r[1:3:0]': the stride must be a positive integer",
+        ),
         ("r[1]", "inventory/hosts.yml:3: bad host range 'r[1]': expected [start:end] or [start:end:stride]"),
         ("r[1:2", "inventory/hosts.yml:3: bad host range in 'r[1:2': unbalanced brackets"),
     ],
@@ -519,7 +536,10 @@ def test_extra_vars_key_value_are_yaml_scalars(tmp_path: Path) -> None:
     host = load(
         tmp_path,
         {INVENTORY: "all:\n  hosts:\n    h1:\n"},
-        extra_vars=["docker_tls_port=2377 verify=true name=runner-1", "msg='hello world' empty= ver=1.10 list=[1,2]"],
+        extra_vars=[
+            "docker_tls_port=2377 verify=true name=runner-1",
+            "msg='hello world' empty= ver=1.10 list=[1,2]",
+        ],
     ).hosts["h1"]
     assert host.vars == {
         "docker_tls_port": 2377,
@@ -537,7 +557,9 @@ def test_extra_vars_key_value_are_yaml_scalars(tmp_path: Path) -> None:
 def test_extra_vars_from_a_file(tmp_path: Path) -> None:
     write(tmp_path, {"extra.yml": "# overrides\nx: from-file\nopts: {a: 1}\n"})
     host = load(
-        tmp_path, {INVENTORY: "all:\n  hosts:\n    h1: {x: host}\n"}, extra_vars=[f"@{tmp_path / 'extra.yml'}"]
+        tmp_path,
+        {INVENTORY: "all:\n  hosts:\n    h1: {x: host}\n"},
+        extra_vars=[f"@{tmp_path / 'extra.yml'}"],
     ).hosts["h1"]
     assert host.vars["x"] == "from-file"
     assert host.vars["opts"] == {"a": 1}
@@ -559,7 +581,7 @@ def test_extra_vars_as_a_json_mapping(tmp_path: Path) -> None:
     [
         ("novalue", "-e (command line): expected key=value, @file.yml or a {...} mapping, got 'novalue'"),
         ("a=1 9x=2", "-e (command line): expected key=value, @file.yml or a {...} mapping, got '9x=2'"),
-        ("msg='open", "-e (command line): No closing quotation in \"msg='open\""),
+        ("msg='open", '-e (command line): No closing quotation in "msg=\'open"'),
         ("{a: 1", "-e (command line):1:6: expected ',' or '}', but got '<stream end>'"),
         ("@missing.yml", "-e @missing.yml: file not found"),
     ],
@@ -570,7 +592,7 @@ def test_bad_extra_vars(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, arg: st
 
 
 def test_extra_vars_file_must_hold_a_mapping(tmp_path: Path) -> None:
-    write(tmp_path, {"extra.yml": "\n- a\n- b\n"})
+    write(tmp_path, {"extra.yml": "# a list\n- a\n- b\n"})
     message = load_error(
         tmp_path, {INVENTORY: "all:\n  hosts:\n    h1:\n"}, extra_vars=[f"@{tmp_path / 'extra.yml'}"]
     )
@@ -610,7 +632,9 @@ def test_berth_roles_pull_in_role_defaults_in_listed_order(tmp_path: Path) -> No
 
 
 def test_berth_roles_without_roles_dir_are_kept_without_defaults(tmp_path: Path) -> None:
-    host = load(tmp_path, {INVENTORY: "all:\n  vars:\n    berth_roles: [docker]\n  hosts: {h1: }\n"}).hosts["h1"]
+    host = load(tmp_path, {INVENTORY: "all:\n  vars:\n    berth_roles: [docker]\n  hosts: {h1: }\n"}).hosts[
+        "h1"
+    ]
     assert host.roles == ["docker"]
     assert host.vars == {"berth_roles": ["docker"]}
 
@@ -633,7 +657,8 @@ def test_unknown_role_in_berth_roles(tmp_path: Path) -> None:
         roles_dir=tmp_path / "roles",
     )
     assert message == (
-        "inventory/hosts.yml:4: berth_roles names unknown role 'docker_tl', not in roles/ (nearest: docker_tls)"
+        "inventory/hosts.yml:4: berth_roles names unknown role 'docker_tl', not in roles/ "
+        "(nearest: docker_tls)"
     )
 
 
@@ -648,16 +673,34 @@ def test_berth_roles_must_be_a_list_of_names(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ("docker_tls_port: abc", "docker_tls_port must be an integer (role docker_tls default: 2376), got 'abc' (str)"),
-        ("docker_tls_port: true", "docker_tls_port must be an integer (role docker_tls default: 2376), got True (bool)"),
-        ("docker_tls_verify: 1", "docker_tls_verify must be a boolean (role docker_tls default: True), got 1 (int)"),
-        ("docker_tls_version: '1.3'",
-         "docker_tls_version must be a number (role docker_tls default: 1.2), got '1.3' (str)"),
-        ("docker_tls_sans: a.example", "docker_tls_sans must be a list (role docker_tls default: []), "
-                                       "got 'a.example' (str)"),
-        ("docker_daemon_options: [debug]", "docker_daemon_options must be a mapping (role docker_tls default: {}), "
-                                           "got ['debug'] (list)"),
-        ("docker_tls_port:", "docker_tls_port must be an integer (role docker_tls default: 2376), got None (null)"),
+        (
+            "docker_tls_port: abc",
+            "docker_tls_port must be an integer (role docker_tls default: 2376), got 'abc' (str)",
+        ),
+        (
+            "docker_tls_port: true",
+            "docker_tls_port must be an integer (role docker_tls default: 2376), got True (bool)",
+        ),
+        (
+            "docker_tls_verify: 1",
+            "docker_tls_verify must be a boolean (role docker_tls default: True), got 1 (int)",
+        ),
+        (
+            "docker_tls_version: '1.3'",
+            "docker_tls_version must be a number (role docker_tls default: 1.2), got '1.3' (str)",
+        ),
+        (
+            "docker_tls_sans: a.example",
+            "docker_tls_sans must be a list (role docker_tls default: []), got 'a.example' (str)",
+        ),
+        (
+            "docker_daemon_options: [debug]",
+            "docker_daemon_options must be a mapping (role docker_tls default: {}), got ['debug'] (list)",
+        ),
+        (
+            "docker_tls_port:",
+            "docker_tls_port must be an integer (role docker_tls default: 2376), got None (null)",
+        ),
     ],
 )
 def test_wrong_type_names_file_line_and_expected_type(tmp_path: Path, line: str, message: str) -> None:
@@ -690,10 +733,15 @@ def test_types_that_fit(tmp_path: Path) -> None:
 
 
 def test_types_are_checked_for_hosts_without_the_role_and_for_extra_vars(tmp_path: Path) -> None:
-    message = load_error(tmp_path, {**ROLES, INVENTORY: SIMPLE}, roles_dir=tmp_path / "roles",
-                         extra_vars=["docker_tls_port=x2376"])
+    message = load_error(
+        tmp_path,
+        {**ROLES, INVENTORY: SIMPLE},
+        roles_dir=tmp_path / "roles",
+        extra_vars=["docker_tls_port=x2376"],
+    )
     assert message == (
-        "-e (command line): docker_tls_port must be an integer (role docker_tls default: 2376), got 'x2376' (str)"
+        "-e (command line): docker_tls_port must be an integer (role docker_tls default: 2376), "
+        "got 'x2376' (str)"
     )
 
 
@@ -718,7 +766,8 @@ def test_unknown_variable_close_to_a_role_default(tmp_path: Path) -> None:
         roles_dir=tmp_path / "roles",
     )
     assert message == (
-        "inventory/host_vars/h2.yml:2: unknown variable 'docker_daemon_option' (did you mean 'docker_daemon_options'?)"
+        "inventory/host_vars/h2.yml:2: unknown variable 'docker_daemon_option' "
+        "(did you mean 'docker_daemon_options'?)"
     )
 
 
@@ -729,7 +778,10 @@ def test_unknown_variable_close_to_a_config_default(tmp_path: Path) -> None:
         {INVENTORY: "all:\n  vars:\n    registry_mirrors: [a]\n"},
         config_defaults=tmp_path / "config/defaults.yml",
     )
-    assert message == "inventory/hosts.yml:3: unknown variable 'registry_mirrors' (did you mean 'registry_mirror'?)"
+    assert (
+        message
+        == "inventory/hosts.yml:3: unknown variable 'registry_mirrors' (did you mean 'registry_mirror'?)"
+    )
 
 
 def test_free_variables_are_allowed(tmp_path: Path) -> None:
@@ -757,7 +809,10 @@ def test_unknown_variable_with_close_match_is_an_error_even_plural(tmp_path: Pat
         {**ROLES, INVENTORY: SIMPLE, "inventory/host_vars/h2.yml": "docker_tls_ports: [1, 2]\n"},
         roles_dir=tmp_path / "roles",
     )
-    assert message == "inventory/host_vars/h2.yml:1: unknown variable 'docker_tls_ports' (did you mean 'docker_tls_port'?)"
+    assert (
+        message == "inventory/host_vars/h2.yml:1: unknown variable 'docker_tls_ports' "
+        "(did you mean 'docker_tls_port'?)"
+    )
 
 
 @pytest.mark.parametrize("value", ["'22'", "22.0", "true"])
@@ -771,14 +826,20 @@ def test_ansible_group_priority_must_be_an_integer(tmp_path: Path) -> None:
     message = load_error(
         tmp_path, {INVENTORY: SIMPLE, "inventory/group_vars/runners.yml": "ansible_group_priority: high\n"}
     )
-    assert message == "inventory/group_vars/runners.yml:1: ansible_group_priority must be an integer, got 'high' (str)"
+    assert (
+        message
+        == "inventory/group_vars/runners.yml:1: ansible_group_priority must be an integer, got 'high' (str)"
+    )
 
 
 # -- errors -------------------------------------------------------------------------------------------
 
 
 def test_missing_inventory_file(tmp_path: Path) -> None:
-    assert load_error(tmp_path) == "inventory file inventory/hosts.yml does not exist (use --inventory to pick another)"
+    assert (
+        load_error(tmp_path)
+        == "inventory file inventory/hosts.yml does not exist (use --inventory to pick another)"
+    )
 
 
 def test_inventory_directory_is_refused_with_a_hint(tmp_path: Path) -> None:
@@ -794,9 +855,18 @@ def test_inventory_directory_is_refused_with_a_hint(tmp_path: Path) -> None:
     ("text", "message"),
     [
         ("", "inventory/hosts.yml: the inventory is empty (expected a mapping that starts with 'all:')"),
-        ("# only a comment\n", "inventory/hosts.yml: the inventory is empty (expected a mapping that starts with 'all:')"),
-        ("runners:\n  hosts: {a: }\n", "inventory/hosts.yml: no 'all' group (an Ansible YAML inventory starts with 'all:')"),
-        ("\n- all\n", "inventory/hosts.yml:2: the inventory must be a mapping that starts with 'all:', got a list"),
+        (
+            "# only a comment\n",
+            "inventory/hosts.yml: the inventory is empty (expected a mapping that starts with 'all:')",
+        ),
+        (
+            "runners:\n  hosts: {a: }\n",
+            "inventory/hosts.yml: no 'all' group (an Ansible YAML inventory starts with 'all:')",
+        ),
+        (
+            "\n- all\n",
+            "inventory/hosts.yml:2: the inventory must be a mapping that starts with 'all:', got a list",
+        ),
     ],
 )
 def test_empty_or_without_all(tmp_path: Path, text: str, message: str) -> None:
@@ -808,12 +878,24 @@ def test_empty_or_without_all(tmp_path: Path, text: str, message: str) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("all:\n  hosts:\n    a: {x: 1\n", "inventory/hosts.yml:4:1: expected ',' or '}', but got '<stream end>'"),
-        ("all:\n  hosts:\n    a:\n   b: 2\n", "inventory/hosts.yml:4:4: mapping values are not allowed here"),
+        (
+            "all:\n  hosts:\n    a: {x: 1\n",
+            "inventory/hosts.yml:4:1: expected ',' or '}', but got '<stream end>'",
+        ),
+        ("all:\n  hosts: a: b\n", "inventory/hosts.yml:2:11: mapping values are not allowed here"),
+        (
+            "all:\n  hosts:\n    a:\n   b: 2\n",
+            "inventory/hosts.yml:4:4: expected <block end>, but found '<block mapping start>'",
+        ),
         ("all:\n\thosts:\n", "inventory/hosts.yml:2:1: found character '\\t' that cannot start any token"),
-        ("all:\n  hosts:\n    a:\n    a:\n", "inventory/hosts.yml:4:5: found duplicate key 'a' (first at line 3)"),
-        ("all:\n  vars: {p: !vault |\n    x}\n",
-         "inventory/hosts.yml:2:13: could not determine a constructor for the tag '!vault'"),
+        (
+            "all:\n  hosts:\n    a:\n    a:\n",
+            "inventory/hosts.yml:4:5: found duplicate key 'a' (first at line 3)",
+        ),
+        (
+            "all:\n  vars:\n    p: !vault |\n      $ANSIBLE_VAULT;1.1;AES256\n",
+            "inventory/hosts.yml:3:8: could not determine a constructor for the tag '!vault'",
+        ),
     ],
 )
 def test_yaml_syntax_errors_give_line_and_column(tmp_path: Path, text: str, message: str) -> None:
@@ -824,32 +906,49 @@ def test_yaml_syntax_errors_give_line_and_column(tmp_path: Path, text: str, mess
 
 def test_yaml_syntax_error_in_a_vars_file(tmp_path: Path) -> None:
     message = load_error(tmp_path, {INVENTORY: SIMPLE, "inventory/group_vars/all.yml": "a: 1\nb: [\n"})
-    assert message == "inventory/group_vars/all.yml:3:1: expected the node content in flow context, but got '<stream end>'"
+    assert message == "inventory/group_vars/all.yml:3:1: expected the node content, but found '<stream end>'"
 
 
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("all:\n  hosts:\n    - r1\n    - r2\n",
-         "inventory/hosts.yml:2: 'hosts' of group 'all' must be a mapping of host names (each followed by ':'), "
-         "got a list"),
-        ("all:\n  hosts:\n    r1: 10.0.0.1\n",
-         "inventory/hosts.yml:3: host 'r1' must be followed by a mapping of variables or nothing, got a string "
-         "'10.0.0.1' (e.g. 'r1: {ansible_host: ...}')"),
-        ("all:\n  children: [web, db]\n",
-         "inventory/hosts.yml:2: 'children' of group 'all' must be a mapping of group names (each followed by ':'), "
-         "got a list"),
-        ("all:\n  children:\n    web: [w1]\n",
-         "inventory/hosts.yml:3: group 'web' must be a mapping with hosts, vars or children, got a list"),
-        ("all:\n  children:\n    web:\n      host: {w1: }\n",
-         "inventory/hosts.yml:4: group 'web' has unknown key 'host' (expected hosts, vars or children; "
-         "did you mean 'hosts'?)"),
-        ("all:\n  children:\n    web:\n      w1:\n",
-         "inventory/hosts.yml:4: group 'web' has unknown key 'w1' (expected hosts, vars or children)"),
+        (
+            "all:\n  hosts:\n    - r1\n    - r2\n",
+            "inventory/hosts.yml:2: 'hosts' of group 'all' must be a mapping of host names "
+            "(each followed by ':'), "
+            "got a list",
+        ),
+        (
+            "all:\n  hosts:\n    r1: 10.0.0.1\n",
+            "inventory/hosts.yml:3: host 'r1' must be followed by a mapping of variables or nothing, "
+            "got a string "
+            "'10.0.0.1' (e.g. 'r1: {ansible_host: ...}')",
+        ),
+        (
+            "all:\n  children: [web, db]\n",
+            "inventory/hosts.yml:2: 'children' of group 'all' must be a mapping of group names "
+            "(each followed by ':'), "
+            "got a list",
+        ),
+        (
+            "all:\n  children:\n    web: [w1]\n",
+            "inventory/hosts.yml:3: group 'web' must be a mapping with hosts, vars or children, got a list",
+        ),
+        (
+            "all:\n  children:\n    web:\n      host: {w1: }\n",
+            "inventory/hosts.yml:4: group 'web' has unknown key 'host' (expected hosts, vars or children; "
+            "did you mean 'hosts'?)",
+        ),
+        (
+            "all:\n  children:\n    web:\n      w1:\n",
+            "inventory/hosts.yml:4: group 'web' has unknown key 'w1' (expected hosts, vars or children)",
+        ),
         ("all:\n  vars: [a]\n", "inventory/hosts.yml:2: 'vars' of group 'all' must be a mapping, got a list"),
         ("all:\n  vars: {1: a}\n", "inventory/hosts.yml:2: variable names must be strings, got 1"),
-        ("all:\n  children:\n    a:\n      children:\n        b:\n          children:\n            a:\n",
-         "inventory/hosts.yml:7: group 'a' cannot be a child of 'b': that makes a loop"),
+        (
+            "all:\n  children:\n    a:\n      children:\n        b:\n          children:\n            a:\n",
+            "inventory/hosts.yml:7: group 'a' cannot be a child of 'b': that makes a loop",
+        ),
     ],
 )
 def test_wrong_structure(tmp_path: Path, text: str, message: str) -> None:
@@ -865,7 +964,10 @@ def test_vars_file_must_be_a_mapping(tmp_path: Path) -> None:
 
 def test_group_vars_for_unknown_group(tmp_path: Path) -> None:
     message = load_error(tmp_path, {INVENTORY: SIMPLE, "inventory/group_vars/runner.yml": "x: 1\n"})
-    assert message == "inventory/group_vars/runner.yml: there is no group 'runner' in inventory/hosts.yml (nearest: runners)"
+    assert (
+        message == "inventory/group_vars/runner.yml: there is no group 'runner' in inventory/hosts.yml "
+        "(nearest: runners)"
+    )
 
 
 def test_group_vars_folder_for_unknown_group_without_near_names(tmp_path: Path) -> None:
@@ -941,10 +1043,17 @@ def test_select_returns_the_host_objects(inv: Inventory) -> None:
     [
         ("r9", "unknown host or group 'r9' (nearest: r1, r2, r3)"),
         ("runners,!europa", "unknown host or group 'europa' (nearest: europe)"),
-        ("&shell", "unknown host or group 'shell' (known groups: all, runners, docker_runners, shell_runners, "
-                   "europe, empty)"),
-        ("db*", "unknown host or group 'db*' (known groups: all, runners, docker_runners, shell_runners, "
-                "europe, empty)"),
+        ("&shell", "unknown host or group 'shell' (nearest: shell_runners)"),
+        (
+            "&database",
+            "unknown host or group 'database' (known groups: all, runners, docker_runners, "
+            "shell_runners, europe, empty)",
+        ),
+        (
+            "db*",
+            "unknown host or group 'db*' (known groups: all, runners, docker_runners, shell_runners, "
+            "europe, empty)",
+        ),
         ("", "empty host pattern (use 'all' for every host)"),
         ("r1,!", "empty host pattern after '!' or '&'"),
     ],

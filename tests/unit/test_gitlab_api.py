@@ -1,0 +1,263 @@
+"""GitLabAPI against the GitLab STAND-IN (tests/standins/gitlab_api.py): real HTTP on loopback."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import pytest
+
+from berth.errors import BerthError, ConfigError
+from berth.gitlab_api import CreatedRunner, GitLabAPI, GitLabAPIError
+from berth.redact import redact
+
+try:
+    from tests.standins.gitlab_api import GitLabStandIn
+except ModuleNotFoundError:  # pytest started without the repository root on sys.path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from tests.standins.gitlab_api import GitLabStandIn
+
+# Marker secrets: no message, repr or traceback may contain them.
+PAT = "glpat-MARKERpat7Qx9"
+RUNNER_TOKEN = "glrt-MARKERrunner4Kd2"
+REGISTRATION_TOKEN = "GR1348941MARKERreg8Zp"
+MARKERS = (PAT, RUNNER_TOKEN, REGISTRATION_TOKEN, "MARKER")
+SYSTEM_ID = "s_0123456789ab"
+
+
+@pytest.fixture
+def gl():
+    with GitLabStandIn(access_token=PAT) as standin:
+        yield standin
+
+
+def assert_no_secret(exc: BaseException) -> None:
+    # What an operator could see: the message, the repr, and any chained exception shown in a traceback.
+    texts = [str(exc), repr(exc), *traceback.format_exception_only(exc)]
+    assert exc.__cause__ is None
+    if exc.__context__ is not None and not exc.__suppress_context__:
+        texts += [str(exc.__context__), repr(exc.__context__)]
+    for text in texts:
+        for marker in MARKERS:
+            assert marker not in text
+
+
+# -- create ----------------------------------------------------------------------------------------
+
+
+def test_create_runner_returns_the_new_token(gl):
+    created = GitLabAPI(gl.url, PAT).create_runner(
+        runner_type="project_type", project_id=42, tag_list=["docker", "linux"], run_untagged=False,
+        description="build host",
+    )  # fmt: skip
+    assert isinstance(created, CreatedRunner)
+    assert created.token.startswith("glrt-")
+    assert created.id == 1
+    assert created.token not in repr(created)
+    [request] = gl.created
+    assert request.private_token_sent
+    assert request.form == {
+        "runner_type": "project_type",
+        "project_id": "42",
+        "tag_list": "docker,linux",
+        "run_untagged": "false",
+        "description": "build host",
+    }
+
+
+def test_create_runner_passes_expiry_and_omits_unset_params(gl):
+    gl.token_expires_at = "2026-03-01T00:00:00.000Z"
+    created = GitLabAPI(gl.url, PAT).create_runner(runner_type="group_type", group_id=7, project_id=9)
+    assert created.token_expires_at == "2026-03-01T00:00:00.000Z"
+    assert gl.created[0].form == {"runner_type": "group_type", "group_id": "7"}  # project_id not for groups
+
+
+def test_401_wrong_access_token_names_the_fix_and_creates_nothing(gl):
+    with pytest.raises(GitLabAPIError) as caught:
+        GitLabAPI(gl.url, "glpat-MARKERwrong").create_runner(runner_type="instance_type")
+    assert caught.value.status == 401
+    assert str(caught.value) == (
+        f"GitLab at {gl.url} refused the access token (401): "
+        "set a token with scope create_runner in GITLAB_TOKEN"
+    )
+    assert_no_secret(caught.value)
+    assert gl.runners == {}
+
+
+def test_403_token_without_create_runner_scope(gl):
+    gl.scopes = ("read_api",)
+    with pytest.raises(GitLabAPIError) as caught:
+        GitLabAPI(gl.url, PAT).create_runner(runner_type="project_type", project_id=1)
+    assert caught.value.status == 403
+    assert "create_runner" in str(caught.value)
+    assert "insufficient_scope" in str(caught.value)  # GitLab's own words are passed on
+    assert_no_secret(caught.value)
+    assert gl.runners == {}
+
+
+def test_403_instance_runner_needs_an_administrator(gl):
+    gl.admin = False
+    with pytest.raises(GitLabAPIError) as caught:
+        GitLabAPI(gl.url, PAT).create_runner(runner_type="instance_type")
+    assert caught.value.status == 403
+    assert "administrator" in str(caught.value)
+    assert gl.runners == {}
+
+
+def test_400_from_gitlab_is_reported_with_its_message(gl):
+    with pytest.raises(GitLabAPIError) as caught:
+        GitLabAPI(gl.url, PAT).create_runner(runner_type="project_type", project_id="not-a-number")  # type: ignore[arg-type]
+    assert caught.value.status == 400
+    assert "project_id is missing" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("params", "problem"),
+    [
+        ({"runner_type": "shared"}, "runner_type must be one of"),
+        ({"runner_type": "group_type"}, "group_type needs group_id"),
+        ({"runner_type": "project_type", "group_id": 3}, "project_type needs project_id"),
+        ({"runner_type": "instance_type", "access_level": "protected"}, "access_level must be one of"),
+    ],
+)
+def test_bad_create_params_are_refused_before_any_request(gl, params, problem):
+    with pytest.raises(ConfigError, match=problem):
+        GitLabAPI(gl.url, PAT).create_runner(**params)
+    assert gl.requests == []
+
+
+def test_create_without_access_token_sends_nothing(gl):
+    with pytest.raises(GitLabAPIError, match="GITLAB_TOKEN"):
+        GitLabAPI(gl.url, None).create_runner(runner_type="instance_type")
+    assert gl.requests == []
+
+
+def test_legacy_registration_gets_410_with_the_way_forward(gl):
+    with pytest.raises(GitLabAPIError) as caught:
+        GitLabAPI(gl.url, None).register_runner_legacy(REGISTRATION_TOKEN, description="old way")
+    assert caught.value.status == 410
+    assert str(caught.value) == (
+        "legacy registration tokens are disabled on this GitLab (410 Gone): "
+        "create runners with a runner authentication token (glrt-)"
+    )
+    assert_no_secret(caught.value)
+    assert gl.requests[0].form == {"token": "***", "description": "old way"}  # the stand-in logs no tokens
+
+
+# -- no answer -------------------------------------------------------------------------------------
+
+
+def test_timeout_is_reported_in_seconds():
+    with GitLabStandIn(access_token=PAT, delay=5) as slow:
+        api = GitLabAPI(slow.url, PAT, timeout=0.3)
+        started = time.monotonic()
+        with pytest.raises(GitLabAPIError) as caught:
+            api.create_runner(runner_type="instance_type")
+        assert time.monotonic() - started < 3
+    assert str(caught.value).startswith(f"GitLab at {slow.url} did not answer within 0.3s")
+    assert caught.value.status is None
+    assert_no_secret(caught.value)
+
+
+def test_connection_refused():
+    with socket.socket() as probe:  # a port that nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(GitLabAPIError) as caught:
+        GitLabAPI(f"http://127.0.0.1:{port}", PAT, timeout=2).verify_runner(RUNNER_TOKEN, SYSTEM_ID)
+    assert (
+        str(caught.value)
+        == f"GitLab at http://127.0.0.1:{port} did not answer within 2s (connection refused)"
+    )
+    assert_no_secret(caught.value)
+
+
+def test_bad_url_is_a_config_error():
+    with pytest.raises(ConfigError, match="must start with https://"):
+        GitLabAPI("gitlab.example.com", PAT)
+
+
+def test_error_is_a_berth_error_with_status():
+    assert issubclass(GitLabAPIError, BerthError)
+    assert GitLabAPIError("x", status=418).status == 418
+
+
+# -- runner-token endpoints ------------------------------------------------------------------------
+
+
+def test_verify_known_token(gl):
+    runner = gl.add_runner(token=RUNNER_TOKEN)
+    answer = GitLabAPI(gl.url, None).verify_runner(RUNNER_TOKEN, SYSTEM_ID)
+    assert answer["id"] == runner.id
+    assert runner.managers == {SYSTEM_ID}
+    assert gl.requests[0].form == {"token": "***", "system_id": SYSTEM_ID}
+    assert not gl.requests[0].private_token_sent  # the runner token authenticates, not the PAT
+
+
+def test_verify_unknown_token_is_403_without_the_token(gl):
+    with pytest.raises(GitLabAPIError) as caught:
+        GitLabAPI(gl.url, PAT).verify_runner(RUNNER_TOKEN, SYSTEM_ID)
+    assert caught.value.status == 403
+    assert "refused the runner token (403)" in str(caught.value)
+    assert_no_secret(caught.value)
+
+
+def test_delete_runner_manager_removes_only_this_host(gl):
+    runner = gl.add_runner(token=RUNNER_TOKEN)
+    api = GitLabAPI(gl.url, None)
+    api.verify_runner(RUNNER_TOKEN, SYSTEM_ID)
+    api.verify_runner(RUNNER_TOKEN, "s_other0000000")
+    api.delete_runner_manager(RUNNER_TOKEN, SYSTEM_ID)
+    assert runner.managers == {"s_other0000000"}
+    assert gl.runner_by_token(RUNNER_TOKEN) is runner
+    with pytest.raises(GitLabAPIError) as caught:
+        api.delete_runner_manager(RUNNER_TOKEN, SYSTEM_ID)
+    assert caught.value.status == 403
+    assert_no_secret(caught.value)
+
+
+def test_delete_runner(gl):
+    gl.add_runner(token=RUNNER_TOKEN)
+    api = GitLabAPI(gl.url, None)
+    api.delete_runner(RUNNER_TOKEN)
+    assert gl.runners == {}
+    with pytest.raises(GitLabAPIError) as caught:
+        api.delete_runner(RUNNER_TOKEN)
+    assert caught.value.status == 403
+    assert_no_secret(caught.value)
+
+
+def test_created_runner_can_be_verified_and_deleted(gl):
+    api = GitLabAPI(gl.url, PAT)
+    created = api.create_runner(runner_type="instance_type")
+    assert api.verify_runner(created.token, SYSTEM_ID)["id"] == created.id
+    api.delete_runner(created.token)
+    assert gl.runners == {}
+
+
+def test_unknown_path_404_explains(gl):
+    with pytest.raises(GitLabAPIError) as caught:
+        GitLabAPI(gl.url + "/wrong-prefix", PAT).create_runner(runner_type="instance_type")
+    assert caught.value.status == 404
+    assert "15.11" in str(caught.value)
+
+
+def test_api_repr_has_no_token():
+    assert PAT not in repr(GitLabAPI("https://gitlab.example.com", PAT))
+
+
+# -- redact ----------------------------------------------------------------------------------------
+
+
+def test_redact_masks_given_secrets_and_token_shapes():
+    text = f"pat={PAT} runner {RUNNER_TOKEN} other glrt-abc_DEF-123 and glpat-xyz; pw hunter22 (hunter22)"
+    out = redact(text, ["hunter22", None, ""])
+    assert out == "pat=glpat-*** runner glrt-*** other glrt-*** and glpat-***; pw *** (***)"
+
+
+def test_redact_ignores_short_secrets_and_masks_url_encoded_ones():
+    assert redact("a b abc", ["a", "abc"]) == "a b abc"
+    assert redact("token=p%40ss%2Fword", ["p@ss/word"]) == "token=***"
