@@ -119,6 +119,74 @@ def _print_testbed(hosts):
     console.print(table)
 
 
+# -- certificates ----------------------------------------------------------------------------------
+def _ca(project):
+    from berth.pki import CertificateAuthority
+
+    return CertificateAuthority.load(project.settings.pki_dir, passphrase=cli.ca_passphrase())
+
+
+@task(help={"key_type": "ec-p256 (default), ec-p384, ed25519, rsa-3072, rsa-4096", "days": "CA validity"})
+@exits_cleanly
+def certs_init(c, key_type="ec-p256", days=3650):
+    """Create berth's CA in pki_dir (encrypted when BERTH_CA_PASSPHRASE is set); never overwrites one."""
+    from berth.pki import CertificateAuthority
+
+    settings = cli.load_settings()
+    ca = CertificateAuthority.init(settings.pki_dir, key_type=key_type, days=days, passphrase=cli.ca_passphrase())
+    console.print(f"CA created in {settings.pki_dir} ({key_type}, sha256 {ca.fingerprint()[:16]}...)"
+                  + ("; key encrypted" if cli.ca_passphrase() else "; key NOT encrypted (set BERTH_CA_PASSPHRASE)"))
+
+
+@task(iterable=["extra"], help=_help("limit", "inventory", "extra", "json",
+                                     clients="list the issued client certificates instead of the hosts"))
+@exits_cleanly
+def certs_status(c, limit="", clients=False, inventory="", extra=None, json=""):
+    """The certificate each daemon serves on its TLS port: subject, SANs, expiry, issuer."""
+    project = cli.load_project(inventory, extra or [])
+    ca = _ca(project)
+    rows = cli.client_rows(ca) if clients else cli.served_rows(project, ca, project.hosts(limit))
+    cli.print_rows(rows, title="berth certs.status" + (" --clients" if clients else ""))
+    cli.write_json(json, rows)
+    if any(r.get("error") for r in rows):
+        raise Exit(code=2)
+
+
+@task(help={"name": "the client's name (certificate CN)", "days": "validity in days (default 90)",
+            "out": "output folder (default: .berth/clients/NAME)"})
+@exits_cleanly
+def certs_client(c, name="", days=90, out=""):
+    """Issue a client certificate: a folder with ca.pem, cert.pem, key.pem for DOCKER_CERT_PATH."""
+    from berth.tls import write_client
+
+    cli.require(bool(name), "give --name NAME")
+    project = cli.load_project()
+    folder = Path(out) if out else project.settings.root / ".berth" / "clients" / name
+    identity = write_client(_ca(project), name, folder, days=days)
+    console.print(f"client certificate for {name} in {identity.path} (key 0600: guard it like a root password)")
+    console.print(f"  export DOCKER_TLS_VERIFY=1 DOCKER_CERT_PATH={identity.path.resolve()}")
+
+
+@task(help={"key_type": "key type of the new CA (default: the current one's)"})
+@exits_cleanly
+def certs_rotate_ca(c, key_type=""):
+    """Start a CA rotation: a new CA signs from now on; hosts trust both until certs.drop-old-ca."""
+    project = cli.load_project()
+    ca = _ca(project)
+    ca.rotate(key_type=key_type or None)
+    console.print("new CA created; converge the hosts (they will trust both CAs and get new certificates), "
+                  "re-issue client certificates, then run `invoke certs.drop-old-ca` and converge again")
+
+
+@task
+@exits_cleanly
+def certs_drop_old_ca(c):
+    """End a CA rotation: the previous CA is deleted; the next converge removes it from the hosts."""
+    project = cli.load_project()
+    _ca(project).drop_previous()
+    console.print("previous CA dropped; converge the hosts so that they stop trusting it")
+
+
 inventory_ns = Collection("inventory")
 inventory_ns.add_task(inventory_list, name="list")
 inventory_ns.add_task(inventory_show, name="show")
@@ -127,4 +195,11 @@ testbed_ns.add_task(testbed_up, name="up")
 testbed_ns.add_task(testbed_down, name="down")
 testbed_ns.add_task(testbed_status, name="status")
 
-ns = Collection(setup_runner, inventory_ns, testbed_ns)
+certs_ns = Collection("certs")
+certs_ns.add_task(certs_init, name="init")
+certs_ns.add_task(certs_status, name="status")
+certs_ns.add_task(certs_client, name="client")
+certs_ns.add_task(certs_rotate_ca, name="rotate-ca")
+certs_ns.add_task(certs_drop_old_ca, name="drop-old-ca")
+
+ns = Collection(setup_runner, inventory_ns, testbed_ns, certs_ns)

@@ -80,6 +80,9 @@ def facts():
     code, out = sh(["ip", "-j", "addr", "show"])
     if code == 0:
         for link in json.loads(out or "[]"):
+            # Bridges dockerd itself creates come and go with it; they are not how clients reach the host.
+            if link.get("ifname", "").startswith(("docker", "br-", "veth")):
+                continue
             for addr in link.get("addr_info", []):
                 if addr.get("scope") == "global":
                     addresses.append(addr["local"])
@@ -179,6 +182,18 @@ class Applier:
             os.close(fd) if _is_open(fd) else None
             os.unlink(tmp) if os.path.exists(tmp) else None
             raise
+
+    def install_key(self, step):
+        """Swap a freshly made key into place, remembering the old one for a rollback (it stays on the host)."""
+        path = step["path"]
+        previous = None
+        if os.path.isfile(path):
+            with open(path, "rb") as fh:
+                previous = fh.read()
+        self.written.append((path, previous))
+        os.chown(step["src"], 0, 0)
+        os.chmod(step["src"], 0o400)
+        os.rename(step["src"], path)
 
     def directory(self, step):
         path = step["path"]

@@ -51,6 +51,11 @@ def exits_cleanly(fn: Callable[P, T]) -> Callable[P, T]:
     return wrapper
 
 
+def ca_passphrase() -> bytes | None:
+    value = os.environ.get("BERTH_CA_PASSPHRASE")
+    return value.encode() if value else None
+
+
 def secrets() -> list[str]:
     """Values never to print: every environment variable that looks like it holds a secret."""
     markers = ("TOKEN", "PASSWORD", "PASSPHRASE", "SECRET")
@@ -70,9 +75,7 @@ class Project:
                            connect_timeout=self.settings.connect_timeout)
 
     def role_context(self) -> RoleContext:
-        passphrase = os.environ.get("BERTH_CA_PASSPHRASE")
-        return RoleContext(self.settings.roles_dir, self.settings.pki_dir,
-                           passphrase.encode() if passphrase else None)
+        return RoleContext(self.settings.roles_dir, self.settings.pki_dir, ca_passphrase())
 
 
 def load_project(inventory: str = "", extra: Sequence[str] = ()) -> Project:
@@ -106,7 +109,7 @@ def print_plan(host: str, plan: Plan) -> None:
 
 STATUS_STYLE = {
     Status.OK: "green", Status.CHANGED: "yellow", Status.PENDING: "yellow",
-    Status.FAILED: "bold red", Status.UNREACHABLE: "bold red",
+    Status.FAILED: "bold red", Status.UNREACHABLE: "bold red", Status.INVALID: "bold red",
 }
 
 
@@ -125,6 +128,8 @@ def print_reports(reports: Sequence[HostReport], *, title: str) -> None:
 
 def exit_code(reports: Sequence[HostReport]) -> ExitCode:
     statuses = {r.status for r in reports}
+    if Status.INVALID in statuses:
+        return ExitCode.BAD_INVENTORY
     if Status.FAILED in statuses:
         return ExitCode.HOST_FAILED
     if Status.UNREACHABLE in statuses:
@@ -161,3 +166,73 @@ def print_tree(inv: Inventory) -> None:
 def require(condition: bool, message: str) -> None:
     if not condition:
         raise OptionError(message)
+
+
+def served_rows(project: Project, ca: Any, hosts: Sequence[Host]) -> list[dict[str, Any]]:
+    """Per host, what its daemon's TLS port serves, checked against berth's CA."""
+    from berth.ssh import network_address
+    from berth.tls import controller_identity, probe_port
+
+    identity = controller_identity(ca, project.settings.pki_dir)
+    ssh = project.ssh()
+
+    def one(host: Host) -> dict[str, Any]:
+        if "docker_tls" not in host.roles:
+            return {"host": host.name, "error": "no role docker_tls"}
+        try:
+            address = network_address(host, ssh)
+        except BerthError as exc:
+            return {"host": host.name, "error": str(exc)}
+        served = probe_port(address, int(host.vars["docker_tls_port"]), identity=identity, ca_pem=ca.bundle_pem(),
+                            server_name=host.name)
+        row: dict[str, Any] = {"host": host.name, "endpoint": f"tcp://{address}:{served.port}"}
+        if served.cert:
+            pem = served.cert
+            row.update(subject=pem.subject_cn, sans=pem.sans, not_after=pem.not_after.isoformat(),
+                       days_left=round(pem.days_left(), 1), issuer=pem.issuer_cn)
+        row["issued_by_berth"] = _issued_by(ca, served)
+        row["ping"] = served.ping
+        row["error"] = served.error
+        return row
+
+    return run_parallel(hosts, one, forks=project.settings.forks, label="reading certificates")
+
+
+def _issued_by(ca: Any, served: Any) -> str:
+    if served.cert is None:
+        return "-"
+    for name, cert in (("current CA", ca.cert), ("previous CA", ca.previous)):
+        if cert is not None and served.cert.issuer_cn == _cn(cert):
+            return name
+    return "no"
+
+
+def _cn(cert: Any) -> str:
+    from cryptography.x509.oid import NameOID
+
+    attrs = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(attrs[0].value) if attrs else ""
+
+
+def client_rows(ca: Any) -> list[dict[str, Any]]:
+    return [{"name": r.name, "serial": r.serial, "not_after": r.not_after.isoformat(),
+             "days_left": round(r.days_left, 1), "issued_by": r.issued_by, "fingerprint": r.fingerprint[:16]}
+            for r in ca.clients()]
+
+
+def print_rows(rows: Sequence[dict[str, Any]], *, title: str) -> None:
+    table = Table(title=title, title_justify="left")
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*[_cell(row.get(c)) for c in columns])
+    console.print(table)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, list):
+        return ", ".join(map(str, value))
+    return str(value)

@@ -14,7 +14,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from berth.errors import BerthError, HostFailed, HostUnreachable
+from berth.errors import BerthError, ConfigError, HostFailed, HostUnreachable, InventoryError
 from berth.inventory import Host
 from berth.plan import Change, Plan, make_plan, probe_request
 from berth.resources import Handler, Resource, RoleState
@@ -36,6 +36,7 @@ class Status(StrEnum):
     PENDING = "pending"          # check mode found changes
     FAILED = "failed"
     UNREACHABLE = "unreachable"
+    INVALID = "invalid"          # the host's variables or roles are wrong; nothing was changed
 
 
 @dataclass
@@ -102,6 +103,8 @@ class Converger:
                 self._apply(session, plan, certs, report)
         except HostUnreachable as exc:
             report.status, report.error = Status.UNREACHABLE, str(exc)
+        except (ConfigError, InventoryError) as exc:
+            report.status, report.error = Status.INVALID, str(exc)
         except BerthError as exc:
             report.status, report.error = Status.FAILED, str(exc)
         finally:
@@ -112,7 +115,7 @@ class Converger:
 
     def _apply(self, session: Session, plan: Plan, certs: list[Any], report: HostReport) -> None:
         for cert in certs:
-            plan.steps.append(cert.issue(session, self.context))
+            plan.steps += cert.issue(session, self.context)
         for data, remote in plan.uploads:
             session.put(data, remote)
         answer = run_agent(session, {

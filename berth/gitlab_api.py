@@ -277,7 +277,10 @@ class GitLabAPI:
                 f"group_id/project_id, and that GitLab is 15.11 or newer{detail}"
             )
         elif status in (301, 302, 303, 307, 308):
-            target = redact(_public_url(location), secrets) if location else "another address"
+            # Name the base URL the operator should configure, not the API path.
+            target = (
+                redact(_public_url(location).removesuffix(path), secrets) if location else "another address"
+            )
             message = f"GitLab at {url} redirects to {target} ({status}): set the GitLab URL to that address"
         elif status == 400:
             message = f"GitLab at {url} rejected the request to {path} (400){detail}"

@@ -59,6 +59,7 @@ DEFAULT_KEY_TYPE = "ec-p256"
 
 CA_CERT = "ca.pem"
 CA_KEY = "ca-key.pem"
+CA_CROSS = "cross.pem"  # during a rotation: the new CA's certificate signed by the previous CA
 CLIENTS_INDEX = "clients.json"
 CLOCK_SKEW = timedelta(minutes=5)
 
@@ -401,7 +402,8 @@ def _build_ca(
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - CLOCK_SKEW)
         .not_valid_after(now + timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        # path_length=1: room for the cross-signed certificate of the next CA during a rotation.
+        .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
         .add_extension(_key_usage(ca=True), critical=True)
         .add_extension(ski, critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
@@ -766,6 +768,7 @@ class CertificateAuthority:
             base = common_name or _CA_SUFFIX.sub("", _cn(self.cert.subject)) or "berth CA"
             key, cert = _build_ca(key_type or self.key_type() or DEFAULT_KEY_TYPE, base, days, _now())
             staging = _write_ca_dir(ca_dir, key, cert, self._passphrase)
+            _atomic_write(staging / CA_CROSS, _cert_pem(self._cross_sign(cert)), CERT_MODE)
             try:
                 os.rename(current, previous)
             except OSError as exc:
@@ -774,6 +777,30 @@ class CertificateAuthority:
             os.rename(staging, current)
             _fsync_dir(ca_dir)
         self.previous, self.cert, self._key = self.cert, cert, key
+
+    def _cross_sign(self, new: x509.Certificate) -> x509.Certificate:
+        """The new CA's certificate issued by this (old) CA: clients that trust only the old CA can
+        verify servers whose certificates the new CA signed, so a rotation needs no flag day."""
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(new.subject)
+            .issuer_name(self.cert.subject)
+            .public_key(new.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(new.not_valid_before_utc)
+            .not_valid_after(min(new.not_valid_after_utc, self.cert.not_valid_after_utc))
+        )
+        for ext in new.extensions:
+            if ext.oid != x509.oid.ExtensionOID.AUTHORITY_KEY_IDENTIFIER:
+                builder = builder.add_extension(ext.value, ext.critical)
+        ski = self.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        builder = builder.add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), False)
+        return builder.sign(self._key, _sig_hash(self._key))
+
+    def chain_pem(self) -> bytes:
+        """What servers send after their own certificate: the cross-signed CA during a rotation, else nothing."""
+        cross = self.pki_dir / "ca" / "current" / CA_CROSS
+        return cross.read_bytes() if self.previous is not None and cross.exists() else b""
 
     def drop_previous(self) -> None:
         """End a rotation: delete the previous CA (its certificates stop being trusted)."""
@@ -785,6 +812,8 @@ class CertificateAuthority:
             # Rename first so a crash mid-delete cannot leave a half-deleted "previous".
             doomed = Path(tempfile.mkdtemp(dir=ca_dir, prefix=".dropping-"))
             os.rename(previous, doomed / "previous")
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(ca_dir / "current" / CA_CROSS)   # nothing is signed by the old CA any more
             _fsync_dir(ca_dir)
             shutil.rmtree(doomed)
         self.previous = None

@@ -35,6 +35,18 @@ class Plan:
     def changed(self) -> bool:
         return bool(self.changes)
 
+    def notify(self, names: Sequence[str], handlers: Sequence[Handler]) -> None:
+        """Add notified handlers, keeping one order: daemon-reload first, then as the roles declare them."""
+        by_name = {h.name: h for h in handlers}
+        by_name.setdefault(DAEMON_RELOAD, Handler(DAEMON_RELOAD, "systemctl daemon-reload"))
+        by_name.setdefault("apt update", Handler("apt update", "apt-get update -qq"))
+        unknown = set(names) - set(by_name)
+        if unknown:
+            raise ValueError(f"resources notify undefined handlers: {', '.join(sorted(unknown))}")
+        wanted = {h.name for h in self.handlers} | set(names)
+        order = [DAEMON_RELOAD, "apt update", *[h.name for h in handlers]]
+        self.handlers = [by_name[name] for name in dict.fromkeys(order) if name in wanted]
+
 
 def probe_request(resources: Sequence[Resource]) -> dict[str, Any]:
     files = [{"path": r.path, "content": True} for r in resources if isinstance(r, File)]
@@ -55,15 +67,7 @@ def make_plan(resources: Sequence[Resource], handlers: Sequence[Handler], found:
             if step["op"] == "packages":
                 step["update"] = True
                 notified = [n for n in notified if n != "apt update"]
-    by_name = {h.name: h for h in handlers}
-    by_name.setdefault(DAEMON_RELOAD, Handler(DAEMON_RELOAD, "systemctl daemon-reload"))
-    by_name.setdefault("apt update", Handler("apt update", "apt-get update -qq"))
-    order = [DAEMON_RELOAD, "apt update", *[h.name for h in handlers]]
-    wanted = set(notified)
-    unknown = wanted - set(by_name)
-    if unknown:
-        raise ValueError(f"resources notify undefined handlers: {', '.join(sorted(unknown))}")
-    plan.handlers = [by_name[name] for name in dict.fromkeys(order) if name in wanted]
+    plan.notify(notified, handlers)
     return plan
 
 

@@ -68,12 +68,12 @@ class RoleContext:
 
     def plan_certificates(self, host: Host, states: list[RoleState], found: dict[str, Any], plan: Any) -> list[Any]:
         """Certificates due for issue (missing, expiring, SANs or CA changed); each adds a change to the plan."""
-        due = []
-        for state in states:
-            for cert in state.certificates:
-                if cert.plan(host, found, self, plan):
-                    due.append(cert)
-        return due
+        handlers = [h for s in states for h in s.handlers]
+        certificates = [cert for s in states for cert in s.certificates]
+        for cert in certificates:
+            if cert.plan(host, found, self, plan):
+                plan.notify(cert.notify, handlers)
+        return [cert for cert in certificates if cert.due]
 
 
 def declare_roles(host: Host, ctx: RoleContext) -> list[RoleState]:

@@ -71,18 +71,7 @@ class Session:
     def open(self) -> Session:
         if self._cx is not None:
             return self
-        cfg = fabric.Config(lazy=True)
-        named = self.settings.ssh_config or self.host.vars.get("berth_ssh_config")
-        path = Path(named).expanduser() if named else Path("~/.ssh/config").expanduser()
-        if named and not path.exists():
-            raise HostUnreachable(
-                f"{self.host.name}: the ssh_config {path} (berth_ssh_config, "
-                f"{self.host.origins.get('berth_ssh_config')}) does not exist; for the testbed run `invoke testbed.up`"
-            )
-        if path.exists():
-            cfg.set_runtime_ssh_path(str(path))
-            cfg.load_ssh_config()
-        cfg.timeouts.connect = self.settings.connect_timeout
+        cfg = fabric_config(self.host, self.settings)
         lookup = cfg.base_ssh_config.lookup(self.host.name)
         kwargs: dict = {}
         if self.host.key_file:
@@ -173,6 +162,30 @@ class Session:
         with sftp.open(remote_path, "wb") as fh:
             fh.set_pipelined(True)
             fh.write(data)
+
+
+def fabric_config(host: Host, settings: SSHSettings) -> fabric.Config:
+    """A Fabric config with the host's ssh_config loaded (berth_ssh_config, else ~/.ssh/config)."""
+    cfg = fabric.Config(lazy=True)
+    named = settings.ssh_config or host.vars.get("berth_ssh_config")
+    path = Path(named).expanduser() if named else Path("~/.ssh/config").expanduser()
+    if named and not path.exists():
+        raise HostUnreachable(
+            f"{host.name}: the ssh_config {path} (berth_ssh_config, {host.origins.get('berth_ssh_config')}) "
+            "does not exist; for the testbed run `invoke testbed.up`"
+        )
+    if path.exists():
+        cfg.set_runtime_ssh_path(str(path))
+        cfg.load_ssh_config()
+    cfg.timeouts.connect = settings.connect_timeout
+    return cfg
+
+
+def network_address(host: Host, settings: SSHSettings) -> str:
+    """The address other protocols (the TLS port) reach the host at: ansible_host, else ssh_config's HostName."""
+    if host.vars.get("ansible_host"):
+        return str(host.vars["ansible_host"])
+    return str(fabric_config(host, settings).base_ssh_config.lookup(host.name).get("hostname", host.name))
 
 
 def _drain(chan: paramiko.Channel) -> tuple[bytes, bytes]:

@@ -83,8 +83,10 @@ def declare(host: Host, ctx: RoleContext) -> RoleState:
         state.resources.append(Absent(dropin_path, notify=("systemd daemon-reload", "restart docker")))
     state.resources.append(Service("docker", enabled=True, running=True))
     state.handlers += [
-        Handler("restart docker", "systemctl restart docker", unit="docker", health=health, rollback=True,
-                disruptive=True),
+        # reset-failed first: the unit's start limit (3 in 60 s) must not turn a deliberate restart
+        # into a refusal; the health check below is what judges the restart.
+        Handler("restart docker", "systemctl reset-failed docker; systemctl restart docker", unit="docker",
+                health=health, rollback=True, disruptive=True),
         Handler("reload docker", "systemctl reload docker", unit="docker", health=health, rollback=True),
     ]
     return state
@@ -97,6 +99,12 @@ def daemon_json(host: Host) -> dict[str, Any]:
     origin = host.origins.get("docker_daemon_options") or host.origins.get("docker_daemon_defaults")
     _check_types(options, origin)
     tcp = [h for h in options.get("hosts", []) if str(h).startswith("tcp://")]
+    plain = [h for h in tcp if str(h).rstrip("/").endswith(":2375")]
+    if plain:
+        raise ConfigError(
+            f"{origin}: {host.name}: daemon.json hosts {plain} would open port 2375, Docker's plain-TCP port; berth "
+            "never opens it. Role docker_tls puts the API on 2376 with mutual TLS (docker_tls_port)."
+        )
     if tcp and "docker_tls" not in host.roles:
         raise ConfigError(
             f"{origin}: {host.name}: daemon.json hosts {tcp} open the Docker API on TCP without TLS, which gives "

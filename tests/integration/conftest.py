@@ -42,6 +42,7 @@ class Berth:
 
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
+        self.pki_dir = tmp / "pki"        # the session's own CA, not the project's
         self.calls = 0
         self.outputs: list[str] = []
 
@@ -55,7 +56,7 @@ class Berth:
         if args[0] in ("setup-runner", "rollout", "verify", "certs.status", "smoke"):
             argv += ["--json", str(report)]
         proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                              env={**os.environ, "COLUMNS": "200", **(env or {})})
+                              env={**os.environ, "COLUMNS": "200", "BERTH_PKI_DIR": str(self.pki_dir), **(env or {})})
         self.outputs.append(proc.stdout + proc.stderr)
         data = json.loads(report.read_text()) if report.exists() else None
         return Run(proc.returncode, proc.stdout, proc.stderr, data)
@@ -76,6 +77,8 @@ def berth(testbed: Testbed, tmp_path_factory: pytest.TempPathFactory) -> Berth:
 @pytest.fixture(scope="session")
 def first_converge(berth: Berth) -> Run:
     """The first converge of every testbed host, in parallel (installs Docker everywhere)."""
+    init = berth("certs.init", inventory=None)
+    assert init.code == 0, init.output
     run = berth("setup-runner", "--limit", "runners")
     assert run.code == 0, run.output
     return run

@@ -71,9 +71,7 @@ def verify_signature(issuer: x509.Certificate, cert: x509.Certificate) -> None:
     """Check cert's signature with the issuer's public key by hand (raises InvalidSignature)."""
     pub = issuer.public_key()
     if isinstance(pub, rsa.RSAPublicKey):
-        pub.verify(
-            cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(), cert.signature_hash_algorithm
-        )
+        pub.verify(cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(), cert.signature_hash_algorithm)
     elif isinstance(pub, ec.EllipticCurvePublicKey):
         pub.verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(cert.signature_hash_algorithm))
     elif isinstance(pub, ed25519.Ed25519PublicKey):
@@ -118,7 +116,7 @@ def test_init_each_key_type(pki_dir: Path, key_type: str) -> None:
     assert cert.issuer == cert.subject
     cert.verify_directly_issued_by(cert)  # self-signed, signature valid
     bc = cert.extensions.get_extension_for_class(x509.BasicConstraints)
-    assert (bc.critical, bc.value.ca, bc.value.path_length) == (True, True, 0)
+    assert (bc.critical, bc.value.ca, bc.value.path_length) == (True, True, 1)
     ku = cert.extensions.get_extension_for_class(x509.KeyUsage)
     assert ku.critical is True
     assert (ku.value.key_cert_sign, ku.value.crl_sign, ku.value.digital_signature) == (True, True, False)
@@ -153,9 +151,7 @@ def test_two_cas_have_distinct_names(tmp_path: Path) -> None:
 
 def test_custom_common_name(pki_dir: Path) -> None:
     ca = CertificateAuthority.init(pki_dir, common_name="ACME runners CA")
-    assert re.fullmatch(
-        r"ACME runners CA \d{4}-\d{2}-\d{2} [0-9a-f]{4}", cert_info(ca.bundle_pem()).subject_cn
-    )
+    assert re.fullmatch(r"ACME runners CA \d{4}-\d{2}-\d{2} [0-9a-f]{4}", cert_info(ca.bundle_pem()).subject_cn)
 
 
 def test_exists_false_for_empty_dir(pki_dir: Path) -> None:
@@ -178,9 +174,7 @@ def test_init_refuses_to_overwrite_and_changes_nothing(pki_dir: Path) -> None:
 
 
 def test_init_rejects_unknown_key_type(pki_dir: Path) -> None:
-    with pytest.raises(
-        PKIError, match=r"unknown key type 'dsa'.*ec-p256, ec-p384, ed25519, rsa-3072, rsa-4096"
-    ):
+    with pytest.raises(PKIError, match=r"unknown key type 'dsa'.*ec-p256, ec-p384, ed25519, rsa-3072, rsa-4096"):
         CertificateAuthority.init(pki_dir, key_type="dsa")
     assert not CertificateAuthority.exists(pki_dir)
 
@@ -233,9 +227,7 @@ def test_encrypted_ca_key(pki_dir: Path) -> None:
     assert new_key.startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----\n")
     with pytest.raises(PKIError, match="is encrypted"):
         CertificateAuthority.load(pki_dir)
-    assert (
-        CertificateAuthority.load(pki_dir, passphrase=b"correct horse").fingerprint() == loaded.fingerprint()
-    )
+    assert CertificateAuthority.load(pki_dir, passphrase=b"correct horse").fingerprint() == loaded.fingerprint()
 
 
 def test_empty_passphrase_is_refused(pki_dir: Path) -> None:
@@ -470,9 +462,7 @@ def test_issue_client(pki_dir: Path, ca: CertificateAuthority) -> None:
         data = path.read_bytes()
         assert key_pem not in data, path
         assert key_body not in data.replace(b"\n", b"").replace(b"\\n", b""), path
-    holders = [
-        p.relative_to(pki_dir).as_posix() for p in all_files(pki_dir) if b"PRIVATE KEY" in p.read_bytes()
-    ]
+    holders = [p.relative_to(pki_dir).as_posix() for p in all_files(pki_dir) if b"PRIVATE KEY" in p.read_bytes()]
     assert holders == ["ca/current/ca-key.pem"]
 
 
@@ -653,9 +643,7 @@ NOW = datetime(2027, 1, 10, 12, 0, 0, tzinfo=UTC)
 
 def test_renewal_reason_good_cert(ca: CertificateAuthority) -> None:
     pem = server_cert(ca, ["r1", "10.0.0.5", "::1", "extra.example"], not_after=NOW + timedelta(days=300))
-    assert (
-        renewal_reason(pem, wanted_sans=["10.0.0.5", "R1", "0:0::1"], ca=ca, renew_days=30, now=NOW) is None
-    )
+    assert renewal_reason(pem, wanted_sans=["10.0.0.5", "R1", "0:0::1"], ca=ca, renew_days=30, now=NOW) is None
     assert renewal_reason(pem, wanted_sans=[], ca=ca, renew_days=30, now=NOW) is None
 
 
@@ -717,8 +705,7 @@ def test_renewal_reason_previous_ca(ca: CertificateAuthority) -> None:
 def test_renewal_reason_client_cert_is_not_a_server_cert(ca: CertificateAuthority) -> None:
     pem, _ = ca.issue_client("r1", not_after=NOW + timedelta(days=300))
     assert (
-        renewal_reason(pem, wanted_sans=[], ca=ca, renew_days=30, now=NOW)
-        == "not a server certificate (no serverAuth)"
+        renewal_reason(pem, wanted_sans=[], ca=ca, renew_days=30, now=NOW) == "not a server certificate (no serverAuth)"
     )
 
 
@@ -805,16 +792,19 @@ class MTLSServer:
         self.ctx.verify_mode = ssl.CERT_REQUIRED
         self.ctx.load_verify_locations(cafile=cafile)
         self.sock = socket.create_server(("127.0.0.1", 0))
-        self.sock.settimeout(10)
+        self.sock.settimeout(0.1)
         self.port = self.sock.getsockname()[1]
+        self.stop = threading.Event()
         self.results: queue.Queue[tuple[str, str]] = queue.Queue()
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
     def _serve(self) -> None:
-        while True:
+        while not self.stop.is_set():
             try:
                 conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
             except OSError:
                 return
             conn.settimeout(10)
@@ -833,8 +823,9 @@ class MTLSServer:
                 conn.close()
 
     def close(self) -> None:
-        self.sock.close()
+        self.stop.set()
         self.thread.join(timeout=10)
+        self.sock.close()
 
 
 def talk(port: int, cafile: Path, cert: Path | None = None, key: Path | None = None) -> bytes | Exception:

@@ -213,7 +213,12 @@ def test_comments_and_unmanaged_keys_survive_a_change():
 
 # -- merge: what berth sets ------------------------------------------------------------------------
 
-DIND = {"tls_verify": False, "image": "docker:27.5-cli", "disable_cache": False, "volumes": ["/certs/client", "/cache"]}
+DIND = {
+    "tls_verify": False,
+    "image": "docker:27.5-cli",
+    "disable_cache": False,
+    "volumes": ["/certs/client", "/cache"],
+}
 EXPECTED_DOCKER = {
     ("dind", "privileged"): {**DIND, "privileged": True},
     ("dind", "services_privileged"): {
@@ -248,10 +253,14 @@ EXPECTED_DOCKER = {
 
 @pytest.mark.parametrize(("mode", "form"), list(EXPECTED_DOCKER))
 def test_each_mode_writes_its_exact_docker_table(mode, form):
-    runner = spec("r1", mode, privileged_form=form, remote_host="tcp://builder:2376" if mode == "remote" else None)
+    runner = spec(
+        "r1", mode, privileged_form=form, remote_host="tcp://builder:2376" if mode == "remote" else None
+    )
     assert docker_settings(runner) == EXPECTED_DOCKER[mode, form]
     assert set(docker_settings(runner)) <= MODE_OWNED_KEYS
-    result = merge(None, runners=[runner], globals_={}, tokens={"r1": RegisteredToken(5, "glrt-r1token", None)})
+    result = merge(
+        None, runners=[runner], globals_={}, tokens={"r1": RegisteredToken(5, "glrt-r1token", None)}
+    )
     assert tomllib.loads(result.text)["runners"][0]["docker"] == EXPECTED_DOCKER[mode, form]
 
 
@@ -274,7 +283,11 @@ def test_extra_volumes_docker_keys_and_image_pass_through():
     )  # fmt: skip
     settings = docker_settings(runner)
     assert settings["image"] == "docker:28.1-cli"
-    assert settings["volumes"] == ["/var/run/docker.sock:/var/run/docker.sock", "/cache", "/srv/cache:/srv/cache"]
+    assert settings["volumes"] == [
+        "/var/run/docker.sock:/var/run/docker.sock",
+        "/cache",
+        "/srv/cache:/srv/cache",
+    ]
     assert settings["shm_size"] == 300000 and settings["cap_drop"] == ["NET_RAW"]
     assert settings["services"] == [{"name": "redis:7"}]
 
@@ -308,7 +321,9 @@ def test_new_runner_block_has_registration_and_docker_table():
 
 
 def test_token_without_expiry_gets_the_zero_time():
-    result = merge(None, runners=[spec("a")], globals_={"concurrent": 1}, tokens={"a": RegisteredToken(1, "glrt-a1b2")})
+    result = merge(
+        None, runners=[spec("a")], globals_={"concurrent": 1}, tokens={"a": RegisteredToken(1, "glrt-a1b2")}
+    )
     assert "  token_expires_at = 0001-01-01T00:00:00Z\n" in result.text
     assert result.text.startswith("concurrent = 1\n\n[[runners]]\n")
     assert result.changed
@@ -324,7 +339,10 @@ def test_switching_mode_removes_the_old_modes_keys():
     assert runners_of(with_caps)["build-dind"]["docker"]["cap_add"] == ["ALL"]
     result = merge(with_caps, runners=[spec("build-dind", "socket")])
     docker = runners_of(result.text)["build-dind"]["docker"]
-    assert docker == {**EXPECTED_DOCKER["socket", "privileged"], "shm_size": 300000}  # shm_size is not berth's
+    assert docker == {
+        **EXPECTED_DOCKER["socket", "privileged"],
+        "shm_size": 300000,
+    }  # shm_size is not berth's
     assert "[runners.cache]" in block(result.text, "build-dind")
     assert block(result.text, "hand-shell") == block(CONFIG, "hand-shell")
 
@@ -340,7 +358,9 @@ def test_switching_mode_removes_the_old_modes_keys():
 def test_dind_service_in_the_file_is_removed_when_switching_to_socket():
     text = CONFIG.replace(
         "    shm_size = 300000 # hand-tuned for builds\n",
-        '    shm_size = 300000 # hand-tuned for builds\n    [[runners.docker.services]]\n      name = "docker:27.5-dind"\n',
+        "    shm_size = 300000 # hand-tuned for builds\n"
+        "    [[runners.docker.services]]\n"
+        '      name = "docker:27.5-dind"\n',
     )
     assert runners_of(text)["build-dind"]["docker"]["services"] == [{"name": "docker:27.5-dind"}]
     result = merge(text, runners=[spec("build-dind", "socket")])
@@ -357,6 +377,18 @@ def test_existing_block_gets_url_executor_and_limits():
     assert runner["docker"] == EXPECTED_DOCKER["socket", "privileged"]
     assert runner["cache"] == {"MaxUploadedArchiveSize": 0}
     assert result.updated == ["hand-shell"]
+
+
+def test_block_written_by_hand_without_token_gets_the_registration():
+    text = 'concurrent = 1\n\n[[runners]]\n  name = "a"\n  url = "https://old.example.com"\n'
+    token = RegisteredToken(8, "glrt-A8token", "2025-07-01T00:00:00+02:00")
+    result = merge(text, runners=[spec("a", "socket")], globals_={}, tokens={"a": token})
+    runner = runners_of(result.text)["a"]
+    assert (runner["id"], runner["token"], runner["url"]) == (8, "glrt-A8token", URL)
+    assert runner["token_obtained_at"] == datetime(2025, 6, 1, 12, 30, 45, tzinfo=UTC)
+    assert runner["token_expires_at"] == datetime(2025, 6, 30, 22, tzinfo=UTC)
+    assert runner["docker"] == EXPECTED_DOCKER["socket", "privileged"]
+    assert result.updated == ["a"] and result.added == []
 
 
 def test_invalid_toml_names_the_path_and_line():
@@ -397,7 +429,12 @@ def test_bad_globals_are_refused(globals_, problem):
 def test_remove_runner_leaves_the_others_byte_identical():
     text, removed = remove_runner(CONFIG, "build-dind", path=PATH)
     assert removed is not None
-    assert (removed.name, removed.url, removed.id, removed.token) == ("build-dind", URL, 12, "glrt-ROTATEDbyTheRunner")
+    assert (removed.name, removed.url, removed.id, removed.token) == (
+        "build-dind",
+        URL,
+        12,
+        "glrt-ROTATEDbyTheRunner",
+    )
     assert "glrt-" not in repr(removed)
     head = CONFIG[: CONFIG.index('[[runners]]\n  name = "build-dind"')]
     tail = CONFIG[CONFIG.index("# the socket runner") :]
@@ -427,10 +464,20 @@ def test_remove_the_only_runner():
 
 
 def test_remove_is_not_fooled_by_a_header_inside_a_multiline_string():
-    text = '[[runners]]\n  name = "a"\n  pre_build_script = """\necho\n[[runners]]\n"""\n\n[[runners]]\n  name = "b"\n'
+    text = (
+        '[[runners]]\n  name = "a"\n  pre_build_script = """\necho\n[[runners]]\n"""\n\n'
+        '[[runners]]\n  name = "b"\n'
+    )
     out, _ = remove_runner(text, "b")
     assert runner_names(out) == ["a"]
     assert tomllib.loads(out)["runners"][0]["pre_build_script"] == "echo\n[[runners]]\n"
+
+
+def test_remove_falls_back_to_tomlkit_when_the_line_scan_fails(monkeypatch):
+    monkeypatch.setattr("berth.runner_config._cut_block", lambda text, position: None)
+    text, removed = remove_runner(CONFIG, "build-dind")
+    assert removed is not None and runner_names(text) == ["hand-shell", "build-socket"]
+    assert runners_of(text)["build-socket"] == runners_of(CONFIG)["build-socket"]
 
 
 def test_runner_names():
@@ -446,9 +493,22 @@ def test_runner_names():
 def test_parse_valid_runners_with_defaults():
     specs, warnings = parse_runners(
         [
-            {"name": "d", "url": URL, "mode": "dind", "runner_type": "group_type", "group_id": 4, "tag_list": ["x"]},
+            {
+                "name": "d",
+                "url": URL,
+                "mode": "dind",
+                "runner_type": "group_type",
+                "group_id": 4,
+                "tag_list": ["x"],
+            },
             {"name": "s", "url": URL, "mode": "socket", "token_env": "S_TOKEN", "limit": 2},
-            {"name": "r", "url": URL, "mode": "remote", "remote_host": "tcp://b:2376", "token_file": "/run/r.tok"},
+            {
+                "name": "r",
+                "url": URL,
+                "mode": "remote",
+                "remote_host": "tcp://b:2376",
+                "token_file": "/run/r.tok",
+            },
         ],
         ORIGIN,
     )
@@ -478,7 +538,10 @@ CONTRADICTIONS = [
         {**BASE, "mode": "socket", "services": ["docker:27.5-dind"]},
         "a dind service (docker:27.5-dind) on a socket runner",
     ),
-    ({**BASE, "mode": "socket", "services": [{"name": "docker:27"}]}, "a dind service (docker:27) on a socket runner"),
+    (
+        {**BASE, "mode": "socket", "services": [{"name": "docker:27"}]},
+        "a dind service (docker:27) on a socket runner",
+    ),
     ({**BASE, "mode": "remote"}, "mode remote needs remote_host"),
     ({**BASE, "mode": "remote", "remote_host": "builder:2376"}, "must look like tcp://host:2376"),
     ({**BASE, "mode": "socket", "privileged": True}, "privileged on a socket runner"),
@@ -490,10 +553,16 @@ CONTRADICTIONS = [
         "sets DOCKER_HOST",
     ),
     ({**BASE, "mode": "dind", "docker_version": 27.10}, "docker_version must be quoted"),
-    ({**BASE, "mode": "dind", "token_env": "T", "tag_list": ["a"]}, "tag_list are set in GitLab when berth creates"),
+    (
+        {**BASE, "mode": "dind", "token_env": "T", "tag_list": ["a"]},
+        "tag_list are set in GitLab when berth creates",
+    ),
     ({**BASE, "mode": "dind", "tag_list": ["a"]}, "tag_list need runner_type"),
     ({**BASE, "mode": "dind", "runner_type": "group_type"}, "runner_type group_type needs group_id"),
-    ({**BASE, "mode": "dind", "token_env": "T", "token_file": "/t"}, "give only one of token_env, token_file"),
+    (
+        {**BASE, "mode": "dind", "token_env": "T", "token_file": "/t"},
+        "give only one of token_env, token_file",
+    ),
     ({**BASE, "mode": "dind", "token": "GR1348941secretREG"}, "token must be a runner authentication token"),
     ({**BASE, "mode": "dind", "executor": "shell"}, "executor must be docker"),
     ({**BASE, "mode": "dind", "limit": "2"}, "limit must be a whole number"),

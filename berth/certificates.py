@@ -1,0 +1,110 @@
+"""The server certificate resource: the key is made on the host, only a CSR crosses the wire.
+
+Planning needs the probe (the certificate on the host, the addresses for the SANs) and the CA, so
+it runs after the probe. Issuing costs one extra command: the host creates its key (or reuses
+it) and prints a CSR; the controller signs it; the certificate goes out with the rest of the apply.
+"""
+
+from __future__ import annotations
+
+import base64
+import shlex
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from berth.errors import HostFailed
+from berth.inventory import Host
+from berth.pki import renewal_reason
+from berth.plan import Change, Plan
+
+if TYPE_CHECKING:
+    from berth.roles import RoleContext
+    from berth.ssh import Session
+
+# openssl genpkey arguments per key type (berth.pki.KEY_TYPES).
+GENPKEY = {
+    "ec-p256": "-algorithm EC -pkeyopt ec_paramgen_curve:P-256",
+    "ec-p384": "-algorithm EC -pkeyopt ec_paramgen_curve:P-384",
+    "ed25519": "-algorithm ED25519",
+    "rsa-3072": "-algorithm RSA -pkeyopt rsa_keygen_bits:3072",
+    "rsa-4096": "-algorithm RSA -pkeyopt rsa_keygen_bits:4096",
+}
+
+
+@dataclass
+class ServerCertificate:
+    cert_path: str
+    key_path: str
+    common_name: str
+    sans: list[str]                  # from the inventory; the probe's addresses and FQDN are added
+    days: int = 365
+    renew_days: int = 30
+    key_type: str = "ec-p256"
+    rotate_key: bool = False
+    notify: tuple[str, ...] = ()
+    wanted_sans: list[str] = field(default_factory=list)
+    new_key: bool = False
+    due: bool = False                # to be (re)issued in this apply
+
+    def plan(self, host: Host, found: dict[str, Any], ctx: RoleContext, plan: Plan) -> bool:
+        """Add this certificate's changes to the plan; True when the certificate file changes."""
+        facts = found["facts"]
+        self.wanted_sans = list(dict.fromkeys(
+            [*self.sans, facts.get("hostname", ""), facts.get("fqdn", ""), *facts.get("addresses", []), "127.0.0.1"]
+        ))
+        self.wanted_sans = [s for s in self.wanted_sans if s and s != "localhost"]
+        cert = found["files"].get(self.cert_path, {})
+        key = found["files"].get(self.key_path, {})
+        pem = base64.b64decode(cert["content"]) if cert.get("content") else None
+        self.new_key = not key.get("exists") or self.rotate_key
+        reason = renewal_reason(pem, wanted_sans=self.wanted_sans, ca=ctx.ca(), renew_days=self.renew_days)
+        if reason is None and self.new_key:
+            reason = "key rotation asked (docker_tls_rotate_key)" if key.get("exists") else "key missing"
+        if key.get("exists") and not self.new_key and (key.get("mode"), key.get("owner")) != (0o400, "root"):
+            plan.changes.append(Change("file", self.key_path, f"mode {key.get('mode', 0):04o} -> 0400, owner root"))
+            plan.steps.append({"op": "write", "path": self.key_path, "content": None, "mode": 0o400,
+                               "owner": "root", "group": "root"})
+        if reason is None:
+            leaf, chain = split_leaf(pem or b"")
+            if chain != ctx.ca().chain_pem():
+                # Same certificate, new intermediate: the cross-signed CA comes or goes with a rotation.
+                plan.changes.append(Change("certificate", self.cert_path, "CA chain updated (CA rotation)"))
+                plan.steps.append(self._write_step(leaf + ctx.ca().chain_pem()))
+                return True
+            return False
+        plan.changes.append(Change("certificate", self.cert_path, f"issue: {reason}"))
+        self.due = True
+        return True
+
+    def _write_step(self, pem: bytes) -> dict[str, Any]:
+        return {"op": "write", "path": self.cert_path, "content": base64.b64encode(pem).decode(),
+                "mode": 0o444, "owner": "root", "group": "root", "backup": False}
+
+    def issue(self, session: Session, ctx: RoleContext) -> list[dict[str, Any]]:
+        """Have the host make its key (if needed) and a CSR; sign it; return the apply steps."""
+        key = shlex.quote(self.key_path)
+        csr_key = shlex.quote(self.key_path + ".next") if self.new_key else key
+        script = ["set -e", "umask 077", f"mkdir -p $(dirname {key})"]
+        if self.new_key:
+            script.append(f"openssl genpkey {GENPKEY[self.key_type]} -out {csr_key} 2>/dev/null")
+        script.append(f"openssl req -new -key {csr_key} -subj {shlex.quote('/CN=' + self.common_name)}")
+        result = session.run("; ".join(script))
+        if not result.ok or "BEGIN CERTIFICATE REQUEST" not in result.stdout:
+            raise HostFailed(f"{session.host.name}: making a key and CSR failed: {result.stderr.strip()[-500:]}")
+        pem = ctx.ca().sign_server_csr(result.stdout.encode(), sans=self.wanted_sans, days=self.days,
+                                       common_name=self.common_name)
+        steps: list[dict[str, Any]] = []
+        if self.new_key:
+            # Swapped in by the apply, so that a rollback restores the old key with the old certificate.
+            steps.append({"op": "install_key", "src": self.key_path + ".next", "path": self.key_path})
+        steps.append(self._write_step(pem + ctx.ca().chain_pem()))
+        return steps
+
+
+def split_leaf(pem: bytes) -> tuple[bytes, bytes]:
+    """The first PEM block (the server's own certificate) and the rest (its chain)."""
+    marker = b"-----END CERTIFICATE-----\n"
+    end = pem.find(marker)
+    if end < 0:
+        return pem, b""
+    return pem[: end + len(marker)], pem[end + len(marker):]
