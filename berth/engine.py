@@ -17,7 +17,7 @@ from typing import Any
 from berth.errors import BerthError, ConfigError, HostFailed, HostUnreachable, InventoryError
 from berth.inventory import Host
 from berth.plan import Change, Plan, make_plan, probe_request
-from berth.resources import Handler, Resource, RoleState
+from berth.resources import Handler, Resource
 from berth.roles import RoleContext, declare_roles
 from berth.ssh import Session, SSHSettings
 
@@ -87,11 +87,11 @@ class Converger:
             resources: list[Resource] = [r for s in states for r in s.resources]
             handlers: list[Handler] = [h for s in states for h in s.handlers]
             request = probe_request(resources)
-            request["files"] += _certificate_files(states)
+            request["files"] += [f for s in states for d in s.derived for f in d.probe_files()]
             found = run_agent(session, request)
             report.facts = found["facts"]
             plan = make_plan(resources, handlers, found)
-            certs = self.context.plan_certificates(host, states, found, plan)
+            derived = self.context.plan_derived(host, states, found, plan)
             report.changes = plan.changes
             if on_plan is not None:
                 on_plan(host, plan)
@@ -100,7 +100,7 @@ class Converger:
             elif self.check:
                 report.status = Status.PENDING
             else:
-                self._apply(session, plan, certs, report)
+                self._apply(session, plan, derived, report)
         except HostUnreachable as exc:
             report.status, report.error = Status.UNREACHABLE, str(exc)
         except (ConfigError, InventoryError) as exc:
@@ -113,9 +113,9 @@ class Converger:
             report.seconds = time.monotonic() - started
         return report
 
-    def _apply(self, session: Session, plan: Plan, certs: list[Any], report: HostReport) -> None:
-        for cert in certs:
-            plan.steps += cert.issue(session, self.context)
+    def _apply(self, session: Session, plan: Plan, derived: list[Any], report: HostReport) -> None:
+        for resource in derived:
+            plan.steps += resource.prepare(session, self.context)
         for data, remote in plan.uploads:
             session.put(data, remote)
         answer = run_agent(session, {
@@ -138,9 +138,3 @@ def _handler_request(handler: Handler) -> dict[str, Any]:
                   "timeout": handler.health.timeout}
     return {"name": handler.name, "cmd": handler.command, "unit": handler.unit, "health": health,
             "rollback": handler.rollback}
-
-
-def _certificate_files(states: list[RoleState]) -> list[dict[str, Any]]:
-    """Certificates are probed as files (public PEMs); their keys for existence only, never read."""
-    files = [{"path": c.cert_path, "content": True} for s in states for c in s.certificates]
-    return files + [{"path": c.key_path} for s in states for c in s.certificates]
