@@ -224,6 +224,23 @@ def _converge_or_exit(c, project):
         raise Exit(code=int(code))
 
 
+# -- runners ---------------------------------------------------------------------------------------
+@task(iterable=["extra"], help=_help("inventory", "extra", host="the host", name="the runner's name in config.toml",
+                                     delete="also delete the runner in GitLab (default: only this host's manager)"))
+@exits_cleanly
+def runner_remove(c, host="", name="", delete=False, inventory="", extra=None):
+    """Remove a runner from a host's config.toml and unregister it; other runners stay byte-identical."""
+    from berth.runners import remove_from_host
+    from berth.ssh import Session
+
+    cli.require(bool(host) and bool(name), "give --host HOST and --name RUNNER")
+    project = cli.load_project(inventory, extra or [])
+    (target,) = project.hosts(host)[:1]
+    with Session(target, project.ssh()) as session:
+        outcome = remove_from_host(session, name, delete=delete)
+    console.print(f"{target.name}: runner {name} removed from config.toml; {outcome}")
+
+
 inventory_ns = Collection("inventory")
 inventory_ns.add_task(inventory_list, name="list")
 inventory_ns.add_task(inventory_show, name="show")
@@ -239,4 +256,7 @@ certs_ns.add_task(certs_client, name="client")
 certs_ns.add_task(certs_rotate_ca, name="rotate-ca")
 certs_ns.add_task(certs_drop_old_ca, name="drop-old-ca")
 
-ns = Collection(setup_runner, demo, inventory_ns, testbed_ns, certs_ns)
+runner_ns = Collection("runner")
+runner_ns.add_task(runner_remove, name="remove")
+
+ns = Collection(setup_runner, demo, inventory_ns, testbed_ns, certs_ns, runner_ns)

@@ -7,7 +7,6 @@ to issue (the host makes its key and CSR) and one SFTP upload when local .deb fi
 from __future__ import annotations
 
 import json
-import shlex
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -48,6 +47,7 @@ class HostReport:
     commands: int = 0
     seconds: float = 0.0
     error: str | None = None
+    notes: list[str] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -55,7 +55,7 @@ class HostReport:
             "host": self.host, "status": str(self.status), "changed": len(self.changes),
             "changes": [{"kind": c.kind, "target": c.target, "summary": c.summary} for c in self.changes],
             "handlers": self.handlers, "ssh_commands": self.commands, "seconds": round(self.seconds, 3),
-            "error": self.error,
+            "error": self.error, "notes": self.notes,
         }
 
 
@@ -93,6 +93,7 @@ class Converger:
             plan = make_plan(resources, handlers, found)
             derived = self.context.plan_derived(host, states, found, plan)
             report.changes = plan.changes
+            report.notes = plan.notes
             if on_plan is not None:
                 on_plan(host, plan)
             if not plan.changed:
@@ -123,8 +124,6 @@ class Converger:
             "steps": plan.steps,
             "handlers": [_handler_request(h) for h in plan.handlers],
         })
-        if plan.uploads:
-            session.run("rm -f " + " ".join(shlex.quote(r) for _, r in plan.uploads))
         report.handlers = answer.get("handlers", [])
         if answer.get("error"):
             raise HostFailed(f"{session.host.name}: {answer['error']}")

@@ -51,13 +51,14 @@ class Absent:
     notify: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Packages:
     """Debian packages installed with apt; ``debs`` are local files uploaded from the controller."""
 
     names: tuple[str, ...]
     debs: tuple[Path, ...] = ()
     notify: tuple[str, ...] = ()
+    versions: dict[str, str] = field(default_factory=dict)   # pins: name -> exact Debian version
 
 
 @dataclass(frozen=True)
