@@ -121,6 +121,8 @@ class RunnerConfigFile:
                 return RegisteredToken(int(answer["id"]), token, answer.get("token_expires_at"))
             api = GitLabAPI(spec.url, os.environ.get(self.api_token_env), timeout=self.api_timeout)
             created = api.create_runner(**registration_params(spec))
+            # As `gitlab-runner register --token` does: this host becomes the runner's manager.
+            api.verify_runner(created.token, self._system_id or "")
             return RegisteredToken(created.id, created.token, created.token_expires_at)
         except BerthError as exc:
             message = redact(str(exc))

@@ -50,7 +50,7 @@ def declare(host: Host, ctx: RoleContext) -> RoleState:
         # The jobs' client key is made on this host, like the daemons' server keys.
         state.derived.append(HostCertificate(
             cert_path=f"{spec.remote_cert_dir}/cert.pem", key_path=f"{spec.remote_cert_dir}/key.pem",
-            common_name=f"{host.name}/{spec.name}", sans=[], purpose="client",
+            common_name=f"{host.name}-{spec.name}", sans=[], purpose="client",
             days=v["gitlab_runner_client_cert_days"], renew_days=max(1, v["gitlab_runner_client_cert_days"] // 3),
         ))
     state.handlers.append(Handler("reload gitlab-runner", RELOAD_RUNNER))
