@@ -127,6 +127,9 @@ class Verifier:
             dirs = verify_dirs(host, self.roles_dir)
             if dirs:
                 self._pytest(host, dirs, result)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            # A worker must not raise (fleet.run_parallel): the host is reported with the error.
+            result.error = f"verify could not run: {exc.__class__.__name__}: {exc}"
         finally:
             result.seconds = time.monotonic() - began
             result.finished = time.time()

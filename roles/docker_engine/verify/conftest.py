@@ -71,7 +71,9 @@ def daemon_json(facts: Facts, host_vars: dict[str, Any]) -> dict[str, Any]:
 def docker_info(facts: Facts) -> dict[str, Any]:
     """`docker info` of the running daemon; fails the checks that need it when dockerd is not running."""
     result = facts.command("docker_info")
-    assert result.rc == 0, "dockerd is not running: its live configuration cannot be read"
+    running = facts.unit("docker.service").get("ActiveState") == "active"
+    assert running, "dockerd is not running: its live configuration cannot be read"
+    assert result.rc == 0, f"docker info failed: {result.stderr.strip()[-200:]}"
     return json.loads(result.stdout)
 
 
@@ -79,5 +81,7 @@ def docker_info(facts: Facts) -> dict[str, Any]:
 def containers(facts: Facts) -> list[dict[str, Any]]:
     """`docker inspect` of the running containers."""
     result = facts.command("containers")
-    assert result.rc == 0, "dockerd is not running: its containers cannot be inspected"
+    running = facts.unit("docker.service").get("ActiveState") == "active"
+    assert running, "dockerd is not running: its containers cannot be inspected"
+    assert result.rc == 0, f"docker ps/inspect failed: {result.stderr.strip()[-200:]}"
     return json.loads(result.stdout)
