@@ -45,6 +45,22 @@ def setup_runner(c, host="", limit="", check=False, diff=False, extra=None, inve
         raise Exit(code=int(code))
 
 
+@task(
+    iterable=["extra"],
+    help={**COMMON_HELP, "junit": "write JUnit XML to this file (GitLab shows it in merge requests)",
+          "forks": "hosts verified at once (default: config/berth.yml)"},
+)
+@exits_cleanly
+def verify(c, limit="", junit="", json="", inventory="", extra=None, forks=0):
+    """Compliance checks of every role of each host (testinfra, CIS Docker Benchmark IDs); exit 2 on a failure."""
+    from berth import verify as verifying
+
+    project = cli.load_project(inventory, extra or [])
+    code = verifying.run(project, project.hosts(limit), forks=forks, junit=junit, json_path=json)
+    if code:
+        raise Exit(code=int(code))
+
+
 # -- inventory -------------------------------------------------------------------------------------
 def _help(*names: str, **more: str) -> dict[str, str]:
     return {**{n: COMMON_HELP[n] for n in names}, **more}
@@ -259,4 +275,4 @@ certs_ns.add_task(certs_drop_old_ca, name="drop-old-ca")
 runner_ns = Collection("runner")
 runner_ns.add_task(runner_remove, name="remove")
 
-ns = Collection(setup_runner, demo, inventory_ns, testbed_ns, certs_ns, runner_ns)
+ns = Collection(setup_runner, verify, demo, inventory_ns, testbed_ns, certs_ns, runner_ns)
