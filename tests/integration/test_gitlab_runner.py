@@ -197,3 +197,33 @@ def test_remote_runner_jobs_reach_r1_with_a_client_key_made_on_r2(converged, ber
     version = testbed.exec("r2", "env", "DOCKER_HOST=tcp://r1:2376", "DOCKER_TLS_VERIFY=1", f"DOCKER_CERT_PATH={certs}",
                            "docker", "version", "--format", "{{.Server.Version}}", check=False)
     assert version.returncode == 0, version.stdout + version.stderr
+
+
+def test_verify_catches_runner_drift_and_a_converge_repairs_it(registered, berth, testbed):
+    vars_file, env, _ = registered
+    check = "gitlab_runner/declared_runners_have_their_modes_exact_settings"
+
+    def verify() -> dict[str, dict]:
+        run = berth("verify", "--limit", "r1", "-e", f"@{vars_file}")
+        return {c["id"]: c for c in run.host("r1")["checks"]} | {"exit": {"status": run.code}}
+
+    assert verify()[check]["status"] == "pass"
+    # A privileged flag flipped and the host's socket added to the dind runner, by hand.
+    testbed.exec("r1", "python3", "-c", f"""
+import re
+p = "{CONFIG}"
+s = open(p).read()
+head, sep, rest = s.partition('name = "build-dind"')
+rest = rest.replace("privileged = false", "privileged = true", 1)
+rest = rest.replace('"/certs/client"', '"/certs/client", "/var/run/docker.sock:/var/run/docker.sock"', 1)
+open(p, "w").write(head + sep + rest)
+""")
+    broken = verify()
+    assert broken["exit"]["status"] == 2
+    assert broken[check]["status"] == "failed"
+    assert "build-dind (dind)" in broken[check]["message"] and "privileged=True" in broken[check]["message"]
+    others = {k: v["status"] for k, v in broken.items() if k not in (check, "exit")}
+    assert set(others.values()) <= {"pass", "risk"}
+    repair = berth("setup-runner", "--host", "r1", "-e", f"@{vars_file}", env=env)
+    assert repair.code == 0 and repair.host("r1")["changed"] == 1, repair.output
+    assert verify()[check]["status"] == "pass"

@@ -180,7 +180,7 @@ def test_mode_risks_are_reported_by_name_and_an_unreachable_host_is_its_own_fail
         assert run.code == 3, run.output
         r1 = {c["id"]: c for c in run.host("r1")["checks"]}
         assert r1["docker_engine/docker_sock_not_mounted"]["status"] == "risk"
-        assert "runner_docker_mode socket" in r1["docker_engine/docker_sock_not_mounted"]["message"]
+        assert "mode socket (runner_docker_mode)" in r1["docker_engine/docker_sock_not_mounted"]["message"]
         assert problems(run, "r1") == {}
         r3 = run.host("r3")
         assert r3["status"] == "unreachable" and r3["ssh_commands"] == 0
@@ -195,7 +195,7 @@ def test_mode_risks_are_reported_by_name_and_an_unreachable_host_is_its_own_fail
 
         dind = berth("verify", "--limit", "r1", "-e", "runner_docker_mode=dind")
         assert dind.code == 2                                  # dind accepts privileged containers, not the socket
-        assert "runner_docker_mode dind" in message(dind, "r1", "docker_engine/no_privileged_containers")
+        assert "mode dind (runner_docker_mode)" in message(dind, "r1", "docker_engine/no_privileged_containers")
         assert problems(dind, "r1") == {"docker_engine/docker_sock_not_mounted": "failed"}
     finally:
         testbed.exec("r1", "sh", "-c", "docker rm -f sock-user; docker rmi berth-sleep", check=False)

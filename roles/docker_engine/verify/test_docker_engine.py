@@ -163,13 +163,24 @@ def test_file(control: str, owner: str, group: str, mode: int, exact: bool, fact
         assert (found.owner, found.group) == (owner, group) and mode_ok, f"{found.describe()}, want {want}"
 
 
+def mode_reason(host_vars: dict[str, Any], mode: str) -> str | None:
+    """Why this host runs jobs in ``mode``: its runners (gitlab_runners) or runner_docker_mode, else None."""
+    names = [r.get("name", "?") for r in host_vars.get("gitlab_runners") or [] if r.get("mode") == mode]
+    if names:
+        return f"mode {mode} (runners {', '.join(names)})"
+    if host_vars.get("runner_docker_mode") == mode:
+        return f"mode {mode} (runner_docker_mode)"
+    return None
+
+
 @pytest.mark.cis("5.5")
 def test_no_privileged_containers(host_vars: dict[str, Any], request: pytest.FixtureRequest,
                                   accept_risk: Callable[[str], None]) -> None:
     """No running container is privileged, unless the runner's docker mode needs it (dind)."""
-    if host_vars.get("runner_docker_mode") == "dind":
-        accept_risk("runner_docker_mode dind: job services (docker:dind) run privileged, and a privileged "
-                    "job can be root on the host")
+    reason = mode_reason(host_vars, "dind")
+    if reason:
+        accept_risk(f"{reason}: job services (docker:dind) run privileged, and a privileged job can be root on "
+                    "the host")
         return
     containers = request.getfixturevalue("containers")
     privileged = [c["Name"].lstrip("/") for c in containers if c.get("HostConfig", {}).get("Privileged")]
@@ -180,8 +191,9 @@ def test_no_privileged_containers(host_vars: dict[str, Any], request: pytest.Fix
 def test_docker_sock_not_mounted(host_vars: dict[str, Any], request: pytest.FixtureRequest,
                                  accept_risk: Callable[[str], None]) -> None:
     """No running container mounts docker.sock, unless the runner's docker mode is socket binding."""
-    if host_vars.get("runner_docker_mode") == "socket":
-        accept_risk("runner_docker_mode socket: jobs mount docker.sock by design, and any job is root on the host")
+    reason = mode_reason(host_vars, "socket")
+    if reason:
+        accept_risk(f"{reason}: jobs mount docker.sock by design, and any job is root on the host")
         return
     containers = request.getfixturevalue("containers")
     mounting = [c["Name"].lstrip("/") for c in containers
