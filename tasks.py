@@ -61,6 +61,35 @@ def verify(c, limit="", junit="", json="", inventory="", extra=None, forks=0):
         raise Exit(code=int(code))
 
 
+@task(
+    iterable=["extra"],
+    help={**COMMON_HELP, "runner": "only the runner with this name", "keep": "keep the containers for inspection",
+          "clean": "remove what earlier smokes left (after --keep or an interruption)",
+          "junit": "write JUnit XML to this file",
+          "registry": "registry host:port to push to (default: $BERTH_REGISTRY; the testbed starts one)"},
+)
+@exits_cleanly
+def smoke(c, limit="", runner="", keep=False, clean=False, registry="", junit="", json="", inventory="", extra=None):
+    """A canary job per runner, as the Docker executor runs it: reach a daemon, build, push, pull by digest."""
+    import os
+
+    from berth import smoke as smoking
+
+    project = cli.load_project(inventory, extra or [])
+    hosts = project.hosts(limit)
+    if clean:
+        for host in hosts:
+            console.print(f"{host.name}: removed {smoking.clean_host(host, project.ssh())} smoke object(s)")
+        return
+    target = registry or os.environ.get("BERTH_REGISTRY", "")
+    cli.require(bool(target), "give --registry HOST:PORT or set BERTH_REGISTRY (the testbed's: .testbed/registry.env)")
+    creds = smoking.Registry(target, os.environ.get("BERTH_REGISTRY_USER", ""),
+                             os.environ.get("BERTH_REGISTRY_PASSWORD", ""))
+    code = smoking.run(project, hosts, creds, runner=runner, keep=keep, junit=junit, json_path=json)
+    if code:
+        raise Exit(code=int(code))
+
+
 # -- inventory -------------------------------------------------------------------------------------
 def _help(*names: str, **more: str) -> dict[str, str]:
     return {**{n: COMMON_HELP[n] for n in names}, **more}
@@ -282,4 +311,4 @@ certs_ns.add_task(certs_drop_old_ca, name="drop-old-ca")
 runner_ns = Collection("runner")
 runner_ns.add_task(runner_remove, name="remove")
 
-ns = Collection(setup_runner, verify, demo, inventory_ns, testbed_ns, certs_ns, runner_ns)
+ns = Collection(setup_runner, verify, smoke, demo, inventory_ns, testbed_ns, certs_ns, runner_ns)

@@ -78,7 +78,7 @@ auth:
 # Runs on a testbed host: its own file system (minus secrets and caches) becomes the job and service images.
 JOB_IMAGES_SCRIPT = r"""set -e
 cd /tmp/berth-images
-tar -C / -c --exclude=./proc --exclude=./sys --exclude=./dev --exclude=./run --exclude=./tmp \
+tar -C / -c --exclude='./proc/*' --exclude='./sys/*' --exclude='./dev/*' --exclude='./run/*' --exclude='./tmp/*' \
   --exclude=./var/lib/docker --exclude=./var/cache/apt --exclude=./var/lib/apt/lists --exclude=./usr/share/doc \
   --exclude=./usr/share/man --exclude=./usr/share/locale --exclude=./home --exclude=./root --exclude=./etc/docker \
   --exclude=./etc/gitlab-runner --exclude='./etc/ssh/ssh_host_*' . | docker import - berth-testbed-rootfs:{version}
