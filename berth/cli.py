@@ -130,9 +130,9 @@ def rollout(
     size = batch_size(batch, len(hosts))
     budget = failure_budget(max_fail, len(hosts))
     converger = make_converger(project, check=check, accept_new=accept_new, force=force, drain_timeout=drain_timeout)
-    plan = Rollout(converger, size, parallel or project.settings.forks, budget, chosen,
+    rolling = Rollout(converger, size, parallel or project.settings.forks, budget, chosen,
                    log=lambda line: console.print(f"[dim]{line}[/]", highlight=False))
-    return plan.run(hosts)
+    return rolling.run(hosts)
 
 
 def print_rollout(result: RolloutResult, *, title: str) -> None:
