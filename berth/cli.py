@@ -131,7 +131,7 @@ def rollout(
     budget = failure_budget(max_fail, len(hosts))
     converger = make_converger(project, check=check, accept_new=accept_new, force=force, drain_timeout=drain_timeout)
     rolling = Rollout(converger, size, parallel or project.settings.forks, budget, chosen,
-                   log=lambda line: console.print(f"[dim]{line}[/]", highlight=False))
+                      log=lambda line: console.print(f"[dim]{line}[/]", highlight=False))
     return rolling.run(hosts)
 
 
