@@ -81,6 +81,22 @@ def rollout(c, limit="", batch="25%", parallel=0, max_fail="", check=False, shar
         raise Exit(code=int(code))
 
 
+@task(
+    iterable=["extra"],
+    help={**COMMON_HELP, "junit": "write JUnit XML to this file (GitLab shows it in merge requests)",
+          "forks": "hosts verified at once (default: config/berth.yml)"},
+)
+@exits_cleanly
+def verify(c, limit="", junit="", json="", inventory="", extra=None, forks=0):
+    """Compliance checks of every role of each host (testinfra, CIS Docker Benchmark IDs); exit 2 on a failure."""
+    from berth import verify as verifying
+
+    project = cli.load_project(inventory, extra or [])
+    code = verifying.run(project, project.hosts(limit), forks=forks, junit=junit, json_path=json)
+    if code:
+        raise Exit(code=int(code))
+
+
 # -- inventory -------------------------------------------------------------------------------------
 def _help(*names: str, **more: str) -> dict[str, str]:
     return {**{n: COMMON_HELP[n] for n in names}, **more}
@@ -223,6 +239,60 @@ def certs_drop_old_ca(c):
     console.print("previous CA dropped; converge the hosts so that they stop trusting it")
 
 
+# -- demo ------------------------------------------------------------------------------------------
+@task
+@exits_cleanly
+def demo(c):
+    """The main job on the local testbed: hosts up, CA, every host converged twice, TLS client lines."""
+    from berth.pki import CertificateAuthority
+    from berth.ssh import network_address
+
+    console.rule("1. testbed: three runner hosts (systemd, sshd) on the local Docker engine")
+    testbed_up(c, hosts=3)
+    project = cli.load_project()
+    if not CertificateAuthority.exists(project.settings.pki_dir):
+        console.rule("2. berth's CA (on this controller only)")
+        certs_init(c)
+    console.rule("3. invoke setup-runner --limit runners: Docker Engine, daemon.json, TLS on 2376")
+    _converge_or_exit(c, project)
+    console.rule("4. the same again: nothing to change, one SSH command per host")
+    _converge_or_exit(c, project)
+    console.rule("5. reach r1's daemon from here with mutual TLS")
+    certs_client(c, name="demo", days=30, out=str(Path(".berth/clients/demo")))
+    r1 = project.hosts("r1")[0]
+    address = network_address(r1, project.ssh())
+    folder = (project.settings.root / ".berth" / "clients" / "demo").resolve()
+    console.print("[bold]Run these to use r1's Docker daemon from this machine:[/]")
+    print(f"export DOCKER_HOST=tcp://{address}:{r1.vars['docker_tls_port']}")
+    print("export DOCKER_TLS_VERIFY=1")
+    print(f"export DOCKER_CERT_PATH={folder}")
+
+
+def _converge_or_exit(c, project):
+    reports = cli.converge(project, project.hosts("runners"), check=False, diff=False, accept_new=False)
+    cli.print_reports(reports, title="berth setup-runner --limit runners")
+    code = cli.exit_code(reports)
+    if code:
+        raise Exit(code=int(code))
+
+
+# -- runners ---------------------------------------------------------------------------------------
+@task(iterable=["extra"], help=_help("inventory", "extra", host="the host", name="the runner's name in config.toml",
+                                     delete="also delete the runner in GitLab (default: only this host's manager)"))
+@exits_cleanly
+def runner_remove(c, host="", name="", delete=False, inventory="", extra=None):
+    """Remove a runner from a host's config.toml and unregister it; other runners stay byte-identical."""
+    from berth.runners import remove_from_host
+    from berth.ssh import Session
+
+    cli.require(bool(host) and bool(name), "give --host HOST and --name RUNNER")
+    project = cli.load_project(inventory, extra or [])
+    (target,) = project.hosts(host)[:1]
+    with Session(target, project.ssh()) as session:
+        outcome = remove_from_host(session, name, delete=delete)
+    console.print(f"{target.name}: runner {name} removed from config.toml; {outcome}")
+
+
 inventory_ns = Collection("inventory")
 inventory_ns.add_task(inventory_list, name="list")
 inventory_ns.add_task(inventory_show, name="show")
@@ -238,4 +308,7 @@ certs_ns.add_task(certs_client, name="client")
 certs_ns.add_task(certs_rotate_ca, name="rotate-ca")
 certs_ns.add_task(certs_drop_old_ca, name="drop-old-ca")
 
-ns = Collection(setup_runner, rollout, inventory_ns, testbed_ns, certs_ns)
+runner_ns = Collection("runner")
+runner_ns.add_task(runner_remove, name="remove")
+
+ns = Collection(setup_runner, rollout, verify, demo, inventory_ns, testbed_ns, certs_ns, runner_ns)

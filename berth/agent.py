@@ -223,6 +223,8 @@ class Applier:
         if names or debs:
             sh(["apt-get", "install", "-y", "-qq", "--no-install-recommends",
                 "-o", "Dpkg::Options::=--force-confold", "-o", "DPkg::Lock::Timeout=300", *debs, *names], check=True)
+        for deb in debs:    # uploaded by berth for this install only
+            os.unlink(deb)
 
     def service(self, step):
         name = step["name"]

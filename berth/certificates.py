@@ -1,4 +1,7 @@
-"""The server certificate resource: the key is made on the host, only a CSR crosses the wire.
+"""Host certificates: the key is made on the host, only a CSR crosses the wire.
+
+A server certificate (the daemon's TLS port) or a client certificate (for jobs of a runner that
+reach another daemon) is a *derived* resource: it can only be planned after the probe.
 
 Planning needs the probe (the certificate on the host, the addresses for the SANs) and the CA, so
 it runs after the probe. Issuing costs one extra command: the host creates its key (or reuses
@@ -14,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from berth.errors import HostFailed
 from berth.inventory import Host
-from berth.pki import renewal_reason
+from berth.pki import cert_info, renewal_reason
 from berth.plan import Change, Plan
 
 if TYPE_CHECKING:
@@ -32,11 +35,12 @@ GENPKEY = {
 
 
 @dataclass
-class ServerCertificate:
+class HostCertificate:
     cert_path: str
     key_path: str
     common_name: str
-    sans: list[str]                  # from the inventory; the probe's addresses and FQDN are added
+    sans: list[str]                  # server: from the inventory; the probe's addresses and FQDN are added
+    purpose: str = "server"          # or "client"
     days: int = 365
     renew_days: int = 30
     key_type: str = "ec-p256"
@@ -46,8 +50,14 @@ class ServerCertificate:
     new_key: bool = False
     due: bool = False                # to be (re)issued in this apply
 
+    def probe_files(self) -> list[dict[str, Any]]:
+        """The certificate is read (public); the key only checked for existence and mode, never read."""
+        return [{"path": self.cert_path, "content": True}, {"path": self.key_path}]
+
     def plan(self, host: Host, found: dict[str, Any], ctx: RoleContext, plan: Plan) -> bool:
         """Add this certificate's changes to the plan; True when the certificate file changes."""
+        if self.purpose == "client":
+            return self._plan_client(found, ctx, plan)
         facts = found["facts"]
         self.wanted_sans = list(dict.fromkeys(
             [*self.sans, facts.get("hostname", ""), facts.get("fqdn", ""), *facts.get("addresses", []), "127.0.0.1"]
@@ -76,11 +86,30 @@ class ServerCertificate:
         self.due = True
         return True
 
+    def _plan_client(self, found: dict[str, Any], ctx: RoleContext, plan: Plan) -> bool:
+        cert = found["files"].get(self.cert_path, {})
+        pem = base64.b64decode(cert["content"]) if cert.get("content") else None
+        self.new_key = not found["files"].get(self.key_path, {}).get("exists") or self.rotate_key
+        reason = "missing" if not pem else None
+        if pem:
+            info = cert_info(pem)
+            if ctx.ca().issued_by_us(pem) != "current":
+                reason = "not issued by the current CA"
+            elif info.days_left() < self.renew_days:
+                reason = f"expires in {info.days_left():.1f} days (renewal window {self.renew_days} days)"
+        if reason is None and self.new_key:
+            reason = "key missing"
+        if reason is None:
+            return False
+        plan.changes.append(Change("certificate", self.cert_path, f"issue client certificate: {reason}"))
+        self.due = True
+        return True
+
     def _write_step(self, pem: bytes) -> dict[str, Any]:
         return {"op": "write", "path": self.cert_path, "content": base64.b64encode(pem).decode(),
                 "mode": 0o444, "owner": "root", "group": "root", "backup": False}
 
-    def issue(self, session: Session, ctx: RoleContext) -> list[dict[str, Any]]:
+    def prepare(self, session: Session, ctx: RoleContext) -> list[dict[str, Any]]:
         """Have the host make its key (if needed) and a CSR; sign it; return the apply steps."""
         key = shlex.quote(self.key_path)
         csr_key = shlex.quote(self.key_path + ".next") if self.new_key else key
@@ -91,13 +120,16 @@ class ServerCertificate:
         result = session.run("; ".join(script))
         if not result.ok or "BEGIN CERTIFICATE REQUEST" not in result.stdout:
             raise HostFailed(f"{session.host.name}: making a key and CSR failed: {result.stderr.strip()[-500:]}")
-        pem = ctx.ca().sign_server_csr(result.stdout.encode(), sans=self.wanted_sans, days=self.days,
-                                       common_name=self.common_name)
+        csr = result.stdout.encode()
+        if self.purpose == "client":
+            pem = ctx.ca().sign_client_csr(csr, name=self.common_name, days=self.days)
+        else:
+            pem = ctx.ca().sign_server_csr(csr, sans=self.wanted_sans, days=self.days, common_name=self.common_name)
         steps: list[dict[str, Any]] = []
         if self.new_key:
             # Swapped in by the apply, so that a rollback restores the old key with the old certificate.
             steps.append({"op": "install_key", "src": self.key_path + ".next", "path": self.key_path})
-        steps.append(self._write_step(pem + ctx.ca().chain_pem()))
+        steps.append(self._write_step(pem + (ctx.ca().chain_pem() if self.purpose == "server" else b"")))
         return steps
 
 

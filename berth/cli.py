@@ -165,6 +165,8 @@ def print_reports(reports: Sequence[HostReport], *, title: str) -> None:
                       ", ".join(r.handlers) or "-", str(r.commands), f"{r.seconds:.2f}s")
     console.print(table)
     for r in reports:
+        for note in r.notes:
+            console.print(f"[yellow]{r.host}[/]: {redact(note, secrets())}", soft_wrap=True)
         if r.error:
             console.print(f"[bold red]{redact(r.error, secrets())}[/]", soft_wrap=True)
 

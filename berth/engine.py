@@ -11,7 +11,6 @@ changes anything (berth/agent.py, Drain).
 from __future__ import annotations
 
 import json
-import shlex
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -21,7 +20,7 @@ from typing import Any
 from berth.errors import BerthError, ConfigError, HostFailed, HostUnreachable, InventoryError
 from berth.inventory import Host
 from berth.plan import Change, Plan, make_plan, probe_request
-from berth.resources import Handler, Resource, RoleState
+from berth.resources import Handler, Resource
 from berth.roles import RoleContext, declare_roles
 from berth.ssh import Session, SSHSettings
 
@@ -52,6 +51,7 @@ class HostReport:
     commands: int = 0
     seconds: float = 0.0
     error: str | None = None
+    notes: list[str] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)
     drain: dict[str, Any] | None = None      # the agent's account of a drain: runner, jobs, waited, forced
 
@@ -60,7 +60,7 @@ class HostReport:
             "host": self.host, "status": str(self.status), "changed": len(self.changes),
             "changes": [{"kind": c.kind, "target": c.target, "summary": c.summary} for c in self.changes],
             "handlers": self.handlers, "ssh_commands": self.commands, "seconds": round(self.seconds, 3),
-            "error": self.error, "drain": self.drain,
+            "error": self.error, "notes": self.notes, "drain": self.drain,
         }
 
 
@@ -94,12 +94,13 @@ class Converger:
             resources: list[Resource] = [r for s in states for r in s.resources]
             handlers: list[Handler] = [h for s in states for h in s.handlers]
             request = probe_request(resources)
-            request["files"] += _certificate_files(states)
+            request["files"] += [f for s in states for d in s.derived for f in d.probe_files()]
             found = run_agent(session, request)
             report.facts = found["facts"]
             plan = make_plan(resources, handlers, found)
-            certs = self.context.plan_certificates(host, states, found, plan)
+            derived = self.context.plan_derived(host, states, found, plan)
             report.changes = plan.changes
+            report.notes = plan.notes
             if on_plan is not None:
                 on_plan(host, plan)
             if not plan.changed:
@@ -107,7 +108,7 @@ class Converger:
             elif self.check:
                 report.status = Status.PENDING
             else:
-                self._apply(session, plan, certs, report)
+                self._apply(session, plan, derived, report)
         except HostUnreachable as exc:
             report.status, report.error = Status.UNREACHABLE, str(exc)
         except (ConfigError, InventoryError) as exc:
@@ -120,9 +121,9 @@ class Converger:
             report.seconds = time.monotonic() - started
         return report
 
-    def _apply(self, session: Session, plan: Plan, certs: list[Any], report: HostReport) -> None:
-        for cert in certs:
-            plan.steps += cert.issue(session, self.context)
+    def _apply(self, session: Session, plan: Plan, derived: list[Any], report: HostReport) -> None:
+        for resource in derived:
+            plan.steps += resource.prepare(session, self.context)
         for data, remote in plan.uploads:
             session.put(data, remote)
         request: dict[str, Any] = {
@@ -134,8 +135,6 @@ class Converger:
         if disruptive:
             request["drain"] = self._drain_request(disruptive)
         answer = run_agent(session, request)
-        if plan.uploads:
-            session.run("rm -f " + " ".join(shlex.quote(r) for _, r in plan.uploads))
         report.handlers = answer.get("handlers", [])
         report.drain = answer.get("drain")
         if answer.get("error"):
@@ -178,9 +177,3 @@ def _handler_request(handler: Handler) -> dict[str, Any]:
                   "timeout": handler.health.timeout}
     return {"name": handler.name, "cmd": handler.command, "unit": handler.unit, "health": health,
             "rollback": handler.rollback}
-
-
-def _certificate_files(states: list[RoleState]) -> list[dict[str, Any]]:
-    """Certificates are probed as files (public PEMs); their keys for existence only, never read."""
-    files = [{"path": c.cert_path, "content": True} for s in states for c in s.certificates]
-    return files + [{"path": c.key_path} for s in states for c in s.certificates]

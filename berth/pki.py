@@ -641,6 +641,37 @@ class CertificateAuthority:
         Only the CSR's public key (and CN, unless ``common_name`` is given) is used; extensions the CSR
         requests are ignored. ``sans`` are plain strings: IPs become IPAddress, the rest DNSName.
         """
+        csr, public_key = self._checked_csr(csr_pem)
+        cn = common_name or _cn(csr.subject)
+        if not cn:
+            raise PKIError("the CSR has no common name and none was given")
+        names = _parse_sans(sans)
+        if not names:
+            raise PKIError("a server certificate needs at least one SAN (the names and IPs clients dial)")
+        is_rsa = isinstance(public_key, rsa.RSAPublicKey)
+        cert = (
+            self._leaf_builder(cn, public_key, days, not_after)
+            .add_extension(_key_usage(digital_signature=True, key_encipherment=is_rsa), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.SubjectAlternativeName(names), critical=False)
+            .sign(self._key, _sig_hash(self._key))
+        )
+        return _cert_pem(cert)
+
+    def sign_client_csr(self, csr_pem: bytes, *, name: str, days: int = 90) -> bytes:
+        """Sign a CSR as a client certificate (CN=name, clientAuth) for a key made where it is used,
+        such as a runner host whose jobs reach another daemon; recorded in clients.json."""
+        _, public_key = self._checked_csr(csr_pem)
+        cert = (
+            self._leaf_builder(name, public_key, days, None)
+            .add_extension(_key_usage(digital_signature=True), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(self._key, _sig_hash(self._key))
+        )
+        self._record_client(name, cert)
+        return _cert_pem(cert)
+
+    def _checked_csr(self, csr_pem: bytes) -> tuple[x509.CertificateSigningRequest, PublicKey]:
         try:
             csr = x509.load_pem_x509_csr(csr_pem)
         except ValueError as exc:
@@ -661,21 +692,7 @@ class CertificateAuthority:
             raise PKIError(f"unsupported key type in the CSR: {type(public_key).__name__}")
         if isinstance(public_key, rsa.RSAPublicKey) and public_key.key_size < 2048:
             raise PKIError(f"the CSR's RSA key has {public_key.key_size} bits; at least 2048 are required")
-        cn = common_name or _cn(csr.subject)
-        if not cn:
-            raise PKIError("the CSR has no common name and none was given")
-        names = _parse_sans(sans)
-        if not names:
-            raise PKIError("a server certificate needs at least one SAN (the names and IPs clients dial)")
-        is_rsa = isinstance(public_key, rsa.RSAPublicKey)
-        cert = (
-            self._leaf_builder(cn, public_key, days, not_after)
-            .add_extension(_key_usage(digital_signature=True, key_encipherment=is_rsa), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(x509.SubjectAlternativeName(names), critical=False)
-            .sign(self._key, _sig_hash(self._key))
-        )
-        return _cert_pem(cert)
+        return csr, public_key
 
     def issue_client(
         self,
@@ -697,6 +714,10 @@ class CertificateAuthority:
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
             .sign(self._key, _sig_hash(self._key))
         )
+        self._record_client(name, cert)
+        return _cert_pem(cert), _key_pem(key)
+
+    def _record_client(self, name: str, cert: x509.Certificate) -> None:
         cert_pem = _cert_pem(cert)
         record = {
             "name": name,
@@ -711,7 +732,6 @@ class CertificateAuthority:
             entries.append(record)
             data = json.dumps({"version": 1, "clients": entries}, indent=2) + "\n"
             _atomic_write(self.pki_dir / CLIENTS_INDEX, data.encode(), CERT_MODE)
-        return cert_pem, _key_pem(key)
 
     def _read_index(self) -> list[dict[str, str]]:
         path = self.pki_dir / CLIENTS_INDEX

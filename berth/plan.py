@@ -30,6 +30,7 @@ class Plan:
     steps: list[dict[str, Any]] = field(default_factory=list)
     handlers: list[Handler] = field(default_factory=list)
     uploads: list[tuple[bytes, str]] = field(default_factory=list)   # (data, remote path) sent by SFTP first
+    notes: list[str] = field(default_factory=list)                     # told to the operator, not changes
 
     @property
     def changed(self) -> bool:
@@ -93,11 +94,12 @@ def _plan_resource(plan: Plan, resource: Resource, found: dict[str, Any]) -> lis
                 return list(resource.notify)
             return []
         case Packages():
-            missing = [n for n in resource.names if not found["packages"].get(n)]
+            missing = [n for n in resource.names if not _installed(found["packages"].get(n), resource.versions.get(n))]
             if not missing:
                 return []
-            plan.changes.append(Change("packages", " ".join(missing), "install"))
-            step: dict[str, Any] = {"op": "packages", "install": missing, "debs": []}
+            pinned = [f"{n}={resource.versions[n]}" if n in resource.versions else n for n in missing]
+            plan.changes.append(Change("packages", " ".join(pinned), "install"))
+            step: dict[str, Any] = {"op": "packages", "install": pinned, "debs": []}
             for deb in resource.debs:
                 remote = f"/tmp/berth-{hashlib.sha256(deb.read_bytes()).hexdigest()[:16]}.deb"
                 plan.uploads.append((deb.read_bytes(), remote))
@@ -134,6 +136,10 @@ def _plan_file(plan: Plan, wanted: File, state: dict[str, Any]) -> list[str]:
         plan.changes.append(Change("file", wanted.path, ", ".join(drift)))
         plan.steps.append({**_attrs_step("write", wanted), "content": None})
     return []
+
+
+def _installed(version: str | None, wanted: str | None) -> bool:
+    return version is not None and (wanted is None or version == wanted)
 
 
 def _attrs_step(op: str, resource: File | Directory) -> dict[str, Any]:

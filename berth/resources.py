@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 DAEMON_RELOAD = "systemd daemon-reload"
 
@@ -50,13 +51,14 @@ class Absent:
     notify: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Packages:
     """Debian packages installed with apt; ``debs`` are local files uploaded from the controller."""
 
     names: tuple[str, ...]
     debs: tuple[Path, ...] = ()
     notify: tuple[str, ...] = ()
+    versions: dict[str, str] = field(default_factory=dict)   # pins: name -> exact Debian version
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,23 @@ def apt_source(name: str, line: str, keyring: bytes) -> list[File]:
 Resource = File | Directory | Absent | Packages | Service
 
 
+class Derived(Protocol):
+    """A resource whose wanted state depends on the probe (a certificate to sign, a config to merge).
+
+    ``plan`` adds its changes to the plan and says whether its notify handlers must run; when it sets
+    ``due``, the engine calls ``prepare`` during apply (an extra command may be needed, such as a CSR).
+    """
+
+    notify: tuple[str, ...]
+    due: bool
+
+    def probe_files(self) -> list[dict[str, Any]]: ...
+
+    def plan(self, host: Any, found: dict[str, Any], ctx: Any, plan: Any) -> bool: ...
+
+    def prepare(self, session: Any, ctx: Any) -> list[dict[str, Any]]: ...
+
+
 @dataclass
 class RoleState:
     """What one role wants on one host."""
@@ -139,4 +158,4 @@ class RoleState:
     role: str
     resources: list[Resource] = field(default_factory=list)
     handlers: list[Handler] = field(default_factory=list)
-    certificates: list[object] = field(default_factory=list)   # berth.certificates.ServerCertificate
+    derived: list[Derived] = field(default_factory=list)

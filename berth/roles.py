@@ -66,14 +66,14 @@ class RoleContext:
                 self._ca = CertificateAuthority.load(self.pki_dir, passphrase=self.ca_passphrase)
             return self._ca
 
-    def plan_certificates(self, host: Host, states: list[RoleState], found: dict[str, Any], plan: Any) -> list[Any]:
-        """Certificates due for issue (missing, expiring, SANs or CA changed); each adds a change to the plan."""
+    def plan_derived(self, host: Host, states: list[RoleState], found: dict[str, Any], plan: Any) -> list[Any]:
+        """Plan the resources that need the probe; returns those to prepare during apply."""
         handlers = [h for s in states for h in s.handlers]
-        certificates = [cert for s in states for cert in s.certificates]
-        for cert in certificates:
-            if cert.plan(host, found, self, plan):
-                plan.notify(cert.notify, handlers)
-        return [cert for cert in certificates if cert.due]
+        derived = [d for s in states for d in s.derived]
+        for resource in derived:
+            if resource.plan(host, found, self, plan):
+                plan.notify(resource.notify, handlers)
+        return [d for d in derived if d.due]
 
 
 def declare_roles(host: Host, ctx: RoleContext) -> list[RoleState]:

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 import shutil
 import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +62,33 @@ for unit in getty@tty1.service console-getty.service systemd-firstboot.service; 
   ln -sf /dev/null /etc/systemd/system/$unit
 done
 rm -f /etc/hostname /etc/machine-id && touch /etc/machine-id
+"""
+
+
+REGISTRY = "registry"
+IMAGES_DIR = Path(__file__).parent / "testbed_images"
+REGISTRY_CONFIG = """version: 0.1
+storage:
+  filesystem: {rootdirectory: /var/lib/docker-registry}
+  delete: {enabled: true}
+http: {addr: ":5000"}
+auth:
+  htpasswd: {realm: berth-testbed, path: /etc/docker/registry/htpasswd}
+"""
+# Runs on a testbed host: its own file system (minus secrets and caches) becomes the job and service images.
+JOB_IMAGES_SCRIPT = r"""set -e
+cd /tmp/berth-images
+tar -C / -c --exclude=./proc --exclude=./sys --exclude=./dev --exclude=./run --exclude=./tmp \
+  --exclude=./var/lib/docker --exclude=./var/cache/apt --exclude=./var/lib/apt/lists --exclude=./usr/share/doc \
+  --exclude=./usr/share/man --exclude=./usr/share/locale --exclude=./home --exclude=./root --exclude=./etc/docker \
+  --exclude=./etc/gitlab-runner --exclude='./etc/ssh/ssh_host_*' . | docker import - berth-testbed-rootfs:{version}
+printf 'FROM berth-testbed-rootfs:{version}\nCOPY docker-entrypoint.sh dockerd-entrypoint.sh /usr/local/bin/\n\
+ENV DOCKER_TLS_CERTDIR=/certs\nENTRYPOINT ["docker-entrypoint.sh"]\nCMD ["sh"]\n' > Dockerfile.cli
+docker build -q -t docker:{version}-cli -f Dockerfile.cli . >/dev/null
+printf 'FROM docker:{version}-cli\nVOLUME /var/lib/docker\nEXPOSE 2375 2376\n\
+ENTRYPOINT ["dockerd-entrypoint.sh"]\nCMD []\n' > Dockerfile.dind
+docker build -q -t docker:{version}-dind -f Dockerfile.dind . >/dev/null
+docker rmi berth-testbed-rootfs:{version} >/dev/null 2>&1 || true
 """
 
 
@@ -181,6 +210,8 @@ class Testbed:
             existing = {}
         for name, host in existing.items():
             # Stopped leftovers (e.g. after the machine's processes were ended) have stale state.
+            if name == REGISTRY:
+                continue
             if name not in wanted or host.state != "running":
                 _docker("rm", "-f", host.container)
         started = [name for name in wanted if name not in existing or existing[name].state != "running"]
@@ -210,6 +241,57 @@ class Testbed:
             name, container, state = line.split("\t")
             hosts.append(TestbedHost(name, container, self._address(container) if state == "running" else "", state))
         return sorted(hosts, key=lambda h: int(h.name[1:]) if h.name[1:].isdigit() else 0)
+
+    # -- what smoke tests need: job images and a registry -----------------------------------------
+    def load_job_images(self, hosts: Sequence[str], version: str = "27.5") -> None:
+        """Make docker:<version>-cli and -dind on each host's daemon from the host's own file system.
+
+        No registry can be reached here, so these stand for Docker's official images: the real docker
+        CLI and dockerd (Debian's), with entrypoints that behave as the official ones do.
+        """
+        def build(host: str) -> None:
+            if self.exec(host, "docker", "image", "inspect", f"docker:{version}-dind", check=False).returncode == 0:
+                return
+            self.exec(host, "mkdir", "-p", "/tmp/berth-images")
+            for script in ("docker-entrypoint.sh", "dockerd-entrypoint.sh"):
+                _docker("cp", str(IMAGES_DIR / script), f"{self.container_name(host)}:/tmp/berth-images/{script}")
+            self.exec(host, "sh", "-c", JOB_IMAGES_SCRIPT.format(version=version))
+
+        with ThreadPoolExecutor(max_workers=len(hosts) or 1) as pool:
+            list(pool.map(build, hosts))
+
+    def registry_up(self) -> dict[str, str]:
+        """A real registry (Debian's docker-registry) with htpasswd auth, on its own testbed container.
+
+        Returns (and writes to .testbed/registry.env, 0600) BERTH_REGISTRY, _USER and _PASSWORD.
+        """
+        env_file = self.dir / "registry.env"
+        running = {h.name: h for h in self.status()}.get(REGISTRY)
+        if running and running.state == "running" and env_file.exists():
+            return dict(line.split("=", 1) for line in env_file.read_text().split())
+        if running:
+            _docker("rm", "-f", running.container)
+        self.ensure_keypair()
+        self._ensure_network()
+        self._run_host(REGISTRY, self.ensure_image())
+        self._wait_booted([REGISTRY])
+        password = secrets.token_urlsafe(18)
+        self.exec(REGISTRY, "sh", "-c", "apt-get update -qq && DEBIAN_FRONTEND=noninteractive "
+                  "apt-get install -y -qq --no-install-recommends docker-registry apache2-utils >/dev/null")
+        subprocess.run(["docker", "exec", "-i", self.container_name(REGISTRY), "sh", "-c",
+                        "htpasswd -iBn berth > /etc/docker/registry/htpasswd"], input=password, text=True,
+                       check=True, capture_output=True)
+        self.exec(REGISTRY, "sh", "-c", f"cat > /etc/docker/registry/config.yml <<'EOF'\n{REGISTRY_CONFIG}EOF\n"
+                  "systemctl restart docker-registry")
+        address = f"{self._address(self.container_name(REGISTRY))}:5000"
+        for _ in range(60):
+            if self.exec(REGISTRY, "sh", "-c", "exec 3<>/dev/tcp/127.0.0.1/5000", check=False).returncode == 0:
+                break
+            time.sleep(0.5)
+        values = {"BERTH_REGISTRY": address, "BERTH_REGISTRY_USER": "berth", "BERTH_REGISTRY_PASSWORD": password}
+        env_file.touch(mode=0o600)
+        env_file.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+        return values
 
     def exec(self, host: str, *command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run a command on a testbed host as root, bypassing SSH (for tests that break hosts on purpose)."""

@@ -6,7 +6,7 @@ this role lays down the CA bundle and the server certificate and refuses unsafe 
 
 from __future__ import annotations
 
-from berth.certificates import ServerCertificate
+from berth.certificates import HostCertificate
 from berth.errors import ConfigError
 from berth.inventory import Host
 from berth.pki import KEY_TYPES
@@ -32,7 +32,7 @@ def declare(host: Host, ctx: RoleContext) -> RoleState:
         # During a CA rotation the bundle holds both CAs, so clients of either are accepted.
         File(f"{d}/ca.pem", ctx.ca().bundle_pem(), mode=0o444, notify=(restart,)),
     ]
-    state.certificates.append(ServerCertificate(
+    state.derived.append(HostCertificate(
         cert_path=f"{d}/cert.pem", key_path=f"{d}/key.pem", common_name=host.name, sans=sans,
         days=v["docker_tls_days"], renew_days=v["docker_tls_renew_days"], key_type=v["docker_tls_key_type"],
         rotate_key=v["docker_tls_rotate_key"], notify=(restart,),

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from berth.testbed import Testbed
+from tests.standins.gitlab_runner.build import build_deb
 
 ROOT = Path(__file__).resolve().parents[2]
 INVENTORY = Path(__file__).parent / "inventory" / "hosts.yml"
@@ -77,6 +78,7 @@ def berth(testbed: Testbed, tmp_path_factory: pytest.TempPathFactory) -> Berth:
 @pytest.fixture(scope="session")
 def first_converge(berth: Berth) -> Run:
     """The first converge of every testbed host, in parallel (installs Docker everywhere)."""
+    build_deb(ROOT / ".testbed" / "standins")   # the gitlab-runner stand-in the gitlab group installs
     init = berth("certs.init", inventory=None)
     assert init.code == 0, init.output
     run = berth("setup-runner", "--limit", "runners")

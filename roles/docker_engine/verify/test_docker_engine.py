@@ -1,0 +1,201 @@
+"""docker_engine: the host against what the inventory declares, and the CIS Docker Benchmark controls.
+
+Every fact comes from the host's one facts command (see conftest.py). Controls the inventory breaks on
+purpose are accepted risks (docker_accepted_risks, or the runner's docker mode), never skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from berth.inventory import Host
+from berth.roles import RoleContext
+from berth.verify_plugin import Facts, FileFacts
+
+DOCKER_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock")
+
+
+def declared_daemon_json(roles_dir: Path, host: Host) -> dict[str, Any]:
+    """daemon.json as role docker_engine builds it from the host's variables (the same code as a converge)."""
+    return RoleContext(roles_dir).module("docker_engine").daemon_json(host)
+
+
+def test_packages_installed(facts: Facts, host_vars: dict[str, Any], declared_packages: list[str]) -> None:
+    """The packages of the declared install method are installed."""
+    missing = [name for name in declared_packages if facts.package(name) is None]
+    method = host_vars["docker_install_method"]
+    assert not missing, f"not installed: {', '.join(missing)} (docker_install_method {method})"
+
+
+def test_service_enabled(facts: Facts) -> None:
+    """docker.service starts at boot."""
+    state = facts.unit("docker.service").get("UnitFileState") or "unknown"
+    assert state == "enabled", f"docker.service is {state}, not enabled: dockerd would not start at boot"
+
+
+def test_service_running(facts: Facts) -> None:
+    """dockerd runs."""
+    unit = facts.unit("docker.service")
+    assert unit.get("ActiveState") == "active", (
+        f"docker.service is {unit.get('ActiveState')} ({unit.get('SubState')}): dockerd is not running")
+
+
+def test_daemon_json_as_declared(daemon_json: dict[str, Any], inventory_host: Host, roles_dir: Path) -> None:
+    """daemon.json parses and holds exactly the declared keys and values."""
+    declared = declared_daemon_json(roles_dir, inventory_host)
+    problems = [f"{key} missing" for key in declared if key not in daemon_json]
+    problems += [f"{key} is {daemon_json[key]!r}, declared {declared[key]!r}"
+                 for key in declared if key in daemon_json and daemon_json[key] != declared[key]]
+    problems += [f"{key} is not declared" for key in daemon_json if key not in declared]
+    assert not problems, "daemon.json: " + "; ".join(problems)
+
+
+def test_hosts_dropin(facts: Facts, host_vars: dict[str, Any], inventory_host: Host, roles_dir: Path) -> None:
+    """With `hosts` in daemon.json, berth's drop-in replaces the unit's -H fd:// and systemd has loaded it."""
+    path = f"/etc/systemd/system/docker.service.d/{host_vars['docker_dropin_name']}"
+    dropin = facts.file(path)
+    unit = facts.unit("docker.service")
+    if "hosts" not in declared_daemon_json(roles_dir, inventory_host):
+        assert not dropin.exists, f"{path} exists, but daemon.json declares no hosts"
+        return
+    assert dropin.exists, f"{path} is missing: the unit's -H fd:// conflicts with hosts in daemon.json"
+    dockerd = "/usr/bin/dockerd" if host_vars["docker_install_method"] == "docker-repo" else "/usr/sbin/dockerd"
+    wanted = RoleContext(roles_dir).render("docker_engine", "docker-hosts.conf.j2", {"dockerd": dockerd})
+    assert dropin.content == wanted, f"{path} differs from the role's template"
+    assert path in unit.get("DropInPaths", "").split(), f"{path} is not loaded by systemd (daemon-reload pending)"
+    argv = unit.get("ExecStart", "").partition("argv[]=")[2].partition(" ;")[0].split()
+    flags = [a for a in argv if a in ("-H", "--host") or a.startswith(("-H=", "--host="))]
+    assert not flags, f"dockerd runs with {' '.join(flags)} although daemon.json sets hosts: {' '.join(argv)}"
+
+
+@pytest.mark.cis("2.15")
+def test_live_restore(daemon_json: dict[str, Any], request: pytest.FixtureRequest,
+                      deviation: Callable[[str, str], None]) -> None:
+    """live-restore is on, in daemon.json and in the running dockerd: a restart keeps jobs' containers."""
+    if daemon_json.get("live-restore") is not True:
+        deviation("2.15", "daemon.json: live-restore is not true: restarting dockerd kills running CI jobs")
+        return
+    live = request.getfixturevalue("docker_info").get("LiveRestoreEnabled")
+    assert live is True, "dockerd runs without live-restore: daemon.json was changed but not applied (reload)"
+
+
+# (CIS ID, daemon.json key, compliant(value of the key or None), what is wrong otherwise)
+DAEMON_CONTROLS: list[tuple[str, str, Callable[[Any], bool], str]] = [
+    ("2.2", "icc", lambda v: v is False, "icc is not false: containers on the default bridge can reach each other"),
+    ("2.3", "log-level", lambda v: v in (None, "info"), "log-level is not info"),
+    ("2.4", "iptables", lambda v: v is not False, "iptables is false: Docker does not manage its firewall rules"),
+    ("2.5", "insecure-registries", lambda v: not v, "insecure-registries is set: images travel without TLS"),
+    ("2.14", "no-new-privileges", lambda v: v is True, "no-new-privileges is not true: setuid binaries in "
+                                                       "containers can gain privileges"),
+    ("2.16", "userland-proxy", lambda v: v is False, "userland-proxy is not false"),
+    ("2.18", "experimental", lambda v: v is not True, "experimental features are on"),
+]
+
+
+@pytest.mark.parametrize("cis_id, key, compliant, problem", [
+    pytest.param(*c, id=c[1], marks=pytest.mark.cis(c[0])) for c in DAEMON_CONTROLS])
+def test_daemon_option(cis_id: str, key: str, compliant: Callable[[Any], bool], problem: str,
+                       daemon_json: dict[str, Any], deviation: Callable[[str, str], None]) -> None:
+    """A section 2 daemon control, read from daemon.json (what dockerd starts with)."""
+    if not compliant(daemon_json.get(key)):
+        deviation(cis_id, f"daemon.json: {problem} ({key}: {daemon_json.get(key)!r})")
+
+
+@pytest.mark.cis("2.7")
+def test_tcp_requires_tls_verify(daemon_json: dict[str, Any], deviation: Callable[[str, str], None]) -> None:
+    """When dockerd listens on TCP, it verifies client certificates (tlsverify)."""
+    tcp = [h for h in daemon_json.get("hosts", []) if str(h).startswith("tcp://")]
+    if tcp and daemon_json.get("tlsverify") is not True:
+        deviation("2.7", f"dockerd listens on {', '.join(tcp)} without tlsverify: any client is root on the host")
+
+
+@pytest.mark.cis("2.6")
+def test_storage_driver_not_aufs(docker_info: dict[str, Any]) -> None:
+    """The running dockerd does not use the aufs storage driver."""
+    assert docker_info.get("Driver") != "aufs", "dockerd uses the aufs storage driver"
+
+
+# Section 3: (IDs, check id, owner, group, mode, exact) where the path is found by `where`; "exact" for the
+# files berth writes (their declared mode), "at most" (no permission bit beyond) for vendor and runtime files.
+FILE_CONTROLS = [
+    (("3.1", "3.2"), "docker.service", "root", "root", 0o644, False),
+    (("3.3", "3.4"), "docker.socket", "root", "root", 0o644, False),
+    (("3.5", "3.6"), "etc-docker", "root", "root", 0o755, True),
+    (("3.7", "3.8"), "certs.d", "root", "root", 0o444, False),
+    (("3.15", "3.16"), "docker.sock", "root", "docker", 0o660, False),
+    (("3.17", "3.18"), "daemon.json", "root", "root", 0o644, True),
+    (("3.19", "3.20"), "etc-default-docker", "root", "root", 0o644, False),
+    (("3.23", "3.24"), "containerd.sock", "root", "root", 0o660, False),
+]
+
+
+def _files_of(control: str, facts: Facts, host_vars: dict[str, Any]) -> list[FileFacts]:
+    """The files a control covers; optional ones (certs.d, /etc/default/docker) may be absent."""
+    if control in ("docker.service", "docker.socket"):
+        for line in facts.command("unit_files").stdout.splitlines():
+            unit, owner, group, mode, path = line.split(" ", 4)
+            if unit == control:
+                return [FileFacts(path, True, int(mode, 8), owner, group, "file")]
+        return [FileFacts(control, False)]
+    if control == "certs.d":
+        return [facts.file(p) for p in facts.glob("/etc/docker/certs.d/**") if p in facts.raw["files"]]
+    if control == "etc-default-docker":
+        found = facts.file("/etc/default/docker")
+        return [found] if found.exists else []
+    path = {"etc-docker": "/etc/docker", "docker.sock": "/var/run/docker.sock",
+            "daemon.json": host_vars["docker_daemon_json"], "containerd.sock": "/run/containerd/containerd.sock"}
+    return [facts.file(path[control])]
+
+
+@pytest.mark.parametrize("control, owner, group, mode, exact", [
+    pytest.param(c[1], *c[2:], id=c[1], marks=pytest.mark.cis(*c[0])) for c in FILE_CONTROLS])
+def test_file(control: str, owner: str, group: str, mode: int, exact: bool, facts: Facts,
+              host_vars: dict[str, Any]) -> None:
+    """A section 3 file control: owner, group and permissions."""
+    want = f"{owner}:{group} {'' if exact else 'at most '}{mode:04o}"
+    for found in _files_of(control, facts, host_vars):
+        assert found.exists, f"{found.path} is missing"
+        mode_ok = found.mode == mode if exact else not found.mode & ~mode
+        assert (found.owner, found.group) == (owner, group) and mode_ok, f"{found.describe()}, want {want}"
+
+
+def mode_reason(host_vars: dict[str, Any], mode: str) -> str | None:
+    """Why this host runs jobs in ``mode``: its runners (gitlab_runners) or runner_docker_mode, else None."""
+    names = [r.get("name", "?") for r in host_vars.get("gitlab_runners") or [] if r.get("mode") == mode]
+    if names:
+        return f"mode {mode} (runners {', '.join(names)})"
+    if host_vars.get("runner_docker_mode") == mode:
+        return f"mode {mode} (runner_docker_mode)"
+    return None
+
+
+@pytest.mark.cis("5.5")
+def test_no_privileged_containers(host_vars: dict[str, Any], request: pytest.FixtureRequest,
+                                  accept_risk: Callable[[str], None]) -> None:
+    """No running container is privileged, unless the runner's docker mode needs it (dind)."""
+    reason = mode_reason(host_vars, "dind")
+    if reason:
+        accept_risk(f"{reason}: job services (docker:dind) run privileged, and a privileged job can be root on "
+                    "the host")
+        return
+    containers = request.getfixturevalue("containers")
+    privileged = [c["Name"].lstrip("/") for c in containers if c.get("HostConfig", {}).get("Privileged")]
+    assert not privileged, f"privileged containers run: {', '.join(privileged)}"
+
+
+@pytest.mark.cis("5.32")
+def test_docker_sock_not_mounted(host_vars: dict[str, Any], request: pytest.FixtureRequest,
+                                 accept_risk: Callable[[str], None]) -> None:
+    """No running container mounts docker.sock, unless the runner's docker mode is socket binding."""
+    reason = mode_reason(host_vars, "socket")
+    if reason:
+        accept_risk(f"{reason}: jobs mount docker.sock by design, and any job is root on the host")
+        return
+    containers = request.getfixturevalue("containers")
+    mounting = [c["Name"].lstrip("/") for c in containers
+                if any(m.get("Source") in DOCKER_SOCKETS for m in c.get("Mounts", []))]
+    assert not mounting, f"containers mount docker.sock (root on the host): {', '.join(mounting)}"

@@ -1,0 +1,229 @@
+"""gitlab-runner on r1 and r2: registration through the GitLab API stand-in, config.toml merged, modes exact.
+
+The gitlab-runner binary on the hosts is the test stand-in (tests/standins/gitlab_runner), installed
+through berth's local-debs path; GitLab's API is the stand-in HTTP server on loopback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from berth.runner_config import docker_settings, parse_runners
+from tests.standins.gitlab_api import GitLabStandIn
+
+MARKER = "BERTHMARKER"                     # in every token the tests hand to berth
+ACCESS_TOKEN = f"glpat-{MARKER}-access-token"
+CONFIG = "/etc/gitlab-runner/config.toml"
+
+
+@pytest.fixture(scope="module")
+def gitlab():
+    with GitLabStandIn(access_token=ACCESS_TOKEN) as standin:
+        yield standin
+
+
+@pytest.fixture(scope="module")
+def socket_token(gitlab) -> str:
+    return gitlab.add_runner(token=f"glrt-{MARKER}-socket-runner").token
+
+
+def runners_file(tmp: Path, name: str, runners: list[dict]) -> Path:
+    path = tmp / f"{name}.yml"
+    path.write_text(yaml.safe_dump({"gitlab_runners": runners}))
+    return path
+
+
+def two_runners(url: str) -> list[dict]:
+    return [
+        {"name": "build-dind", "url": url, "mode": "dind", "privileged_form": "capabilities",
+         "runner_type": "instance_type", "tag_list": ["docker", "dind"], "run_untagged": False},
+        {"name": "build-socket", "url": url, "mode": "socket", "token_env": "BERTH_TEST_SOCKET_TOKEN"},
+    ]
+
+
+def config_on(testbed, host: str = "r1") -> str:
+    return testbed.exec(host, "cat", CONFIG).stdout
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@pytest.fixture
+def registered(converged, berth, gitlab, socket_token, tmp_path):
+    """r1 with a dind and a socket runner, registered through the API."""
+    vars_file = runners_file(tmp_path, "two", two_runners(gitlab.url))
+    env = {"GITLAB_TOKEN": ACCESS_TOKEN, "BERTH_TEST_SOCKET_TOKEN": socket_token}
+    run = berth("setup-runner", "--host", "r1", "--diff", "-e", f"@{vars_file}", env=env)   # diffs hold tokens
+    assert run.code == 0, run.output
+    return vars_file, env, run
+
+
+def test_runners_registered_with_exactly_their_modes_settings(registered, testbed, gitlab):
+    vars_file, _, run = registered
+    config = tomllib.loads(config_on(testbed))
+    by_name = {r["name"]: r for r in config["runners"]}
+    specs, _ = parse_runners(yaml.safe_load(vars_file.read_text())["gitlab_runners"], "test")
+    for spec in specs:
+        assert by_name[spec.name]["docker"] == docker_settings(spec), spec.name
+        assert by_name[spec.name]["token"].startswith("glrt-")
+    assert "privileged" in by_name["build-dind"]["docker"] and not by_name["build-dind"]["docker"]["privileged"]
+    assert by_name["build-dind"]["docker"]["cap_add"] == ["ALL"]
+    assert "/var/run/docker.sock:/var/run/docker.sock" in by_name["build-socket"]["docker"]["volumes"]
+    assert "/certs/client" not in by_name["build-socket"]["docker"]["volumes"]
+    created = [r for r in gitlab.created if r.form.get("description") or r.form.get("runner_type")]
+    assert any(r.form.get("tag_list") == "docker,dind" for r in created)
+    stat = testbed.exec("r1", "stat", "-c", "%a %U", CONFIG, "/etc/gitlab-runner").stdout.split("\n")
+    assert stat[:2] == ["600 root", "700 root"]
+    assert "KillSignal=SIGQUIT" in testbed.exec(
+        "r1", "cat", "/etc/systemd/system/gitlab-runner.service.d/berth-kill.conf").stdout
+    assert testbed.exec("r1", "systemctl", "is-active", "gitlab-runner").stdout.strip() == "active"
+    assert "reload gitlab-runner" in run.host("r1")["handlers"]
+
+
+def test_hand_edits_survive_and_a_second_run_registers_nothing(registered, berth, testbed, gitlab):
+    vars_file, env, _ = registered
+    hand = '\n[[runners]]\n  name = "added-by-hand"\n  url = "https://gitlab.example.com"\n  executor = "shell"\n'
+    testbed.exec("r1", "sh", "-c", f"printf '%s' '{hand}' >> {CONFIG}")
+    config = tomllib.loads(config_on(testbed))
+    old = next(r for r in config["runners"] if r["name"] == "build-socket")["token"]
+    testbed.exec("r1", "sed", "-i", f"s/{old}/glrt-{MARKER}-rotated-by-the-runner/", CONFIG)
+    creates = len(gitlab.created)
+    run = berth("setup-runner", "--host", "r1", "-e", f"@{vars_file}", env=env)
+    assert run.code == 0, run.output
+    assert run.host("r1")["changed"] == 0 and run.host("r1")["handlers"] == []
+    assert len(gitlab.created) == creates
+    after = tomllib.loads(config_on(testbed))
+    assert "added-by-hand" in [r["name"] for r in after["runners"]]
+    assert next(r for r in after["runners"] if r["name"] == "build-socket")["token"] == \
+        f"glrt-{MARKER}-rotated-by-the-runner"
+
+
+def test_changing_concurrent_changes_that_key_only_and_restarts_nothing(registered, berth, testbed):
+    vars_file, env, _ = registered
+    before = config_on(testbed)
+    pid = testbed.exec("r1", "systemctl", "show", "-p", "MainPID", "--value", "gitlab-runner").stdout
+    run = berth("setup-runner", "--host", "r1", "-e", f"@{vars_file}", "-e", "gitlab_runner_concurrent=7", env=env)
+    assert run.code == 0, run.output
+    after = config_on(testbed)
+    changed = [(a, b) for a, b in zip(before.splitlines(), after.splitlines(), strict=True) if a != b]
+    assert changed == [("concurrent = 2", "concurrent = 7")]
+    assert run.host("r1")["handlers"] == ["reload gitlab-runner"]
+    assert testbed.exec("r1", "systemctl", "show", "-p", "MainPID", "--value", "gitlab-runner").stdout == pid
+
+
+@pytest.mark.parametrize(("runner", "message"), [
+    ({"mode": "dind", "volumes": ["/var/run/docker.sock:/var/run/docker.sock"]}, "mounts the host's Docker socket"),
+    ({"mode": "socket", "services": ["docker:27.5-dind"]}, "a dind service (docker:27.5-dind) on a socket runner"),
+    ({"mode": "remote"}, "mode remote needs remote_host"),
+])
+def test_contradictory_runners_are_errors_naming_runner_and_file(first_converge, berth, tmp_path, runner, message):
+    vars_file = runners_file(tmp_path, "bad", [{"name": "contradiction", "url": "https://gitlab.example.com",
+                                                "token_env": "X", **runner}])
+    run = berth("setup-runner", "--host", "r1", "-e", f"@{vars_file}")
+    assert run.code == 4, run.output
+    assert message in run.err and "contradiction" in run.err and "bad.yml" in run.err
+
+
+@pytest.mark.parametrize("failure", ["401", "403", "410", "timeout"])
+def test_api_failures_leave_config_untouched(registered, berth, testbed, gitlab, tmp_path, failure):
+    _, env, _ = registered
+    before = sha(config_on(testbed))
+    runner = {"name": f"new-{failure}", "url": gitlab.url, "mode": "socket"}
+    extra = []
+    env = dict(env)
+    if failure == "401":
+        runner.update(runner_type="instance_type")
+        env["GITLAB_TOKEN"] = f"glpat-{MARKER}-wrong"
+        expected = "refused the access token (401)"
+    elif failure == "403":
+        runner["token_env"] = "NEW_TOKEN"
+        env["NEW_TOKEN"] = f"glrt-{MARKER}-unknown-to-gitlab"
+        expected = "403"
+    elif failure == "410":
+        runner["token_env"] = "NEW_TOKEN"
+        env["NEW_TOKEN"] = f"GR1348941{MARKER}legacy"
+        expected = "legacy registration tokens are disabled"
+    else:
+        slow = GitLabStandIn(access_token=ACCESS_TOKEN, delay=3).start()
+        runner.update(url=slow.url, runner_type="instance_type")
+        extra = ["-e", "gitlab_runner_api_timeout=1"]
+        expected = "did not answer within 1"
+    try:
+        vars_file = runners_file(tmp_path, "failing", [*two_runners(gitlab.url), runner])
+        run = berth("setup-runner", "--host", "r1", "-e", f"@{vars_file}", *extra, env=env)
+    finally:
+        if failure == "timeout":
+            slow.stop()
+    assert run.code == 2, run.output
+    assert expected in run.err and "config.toml left as it was" in run.err
+    assert sha(config_on(testbed)) == before
+
+
+def test_runner_remove_leaves_the_other_runners_byte_identical(registered, berth, testbed, gitlab):
+    before = config_on(testbed)
+    dind = tomllib.loads(before)["runners"][0]
+    assert dind["name"] == "build-dind"
+    run = berth("runner.remove", "--host", "r1", "--name", "build-dind", "--delete")
+    assert run.code == 0, run.output
+    after = config_on(testbed)
+    start = before.index("[[runners]]")
+    end = before.index("[[runners]]", start + 1)
+    assert after == before[:start] + before[end:]
+    assert gitlab.runner_by_token(dind["token"]) is None     # deleted in GitLab
+    missing = berth("runner.remove", "--host", "r1", "--name", "build-dind")
+    assert missing.code == 4 and "no runner 'build-dind'" in missing.err
+
+
+def test_remote_runner_jobs_reach_r1_with_a_client_key_made_on_r2(converged, berth, testbed, gitlab, tmp_path):
+    token = gitlab.add_runner(token=f"glrt-{MARKER}-remote-runner").token
+    vars_file = runners_file(tmp_path, "remote", [{"name": "to-r1", "url": gitlab.url, "mode": "remote",
+                                                   "remote_host": "tcp://r1:2376", "token_env": "REMOTE_TOKEN"}])
+    run = berth("setup-runner", "--host", "r2", "-e", f"@{vars_file}", env={"REMOTE_TOKEN": token})
+    assert run.code == 0, run.output
+    certs = "/etc/gitlab-runner/certs/to-r1"
+    stat = testbed.exec("r2", "stat", "-c", "%n %a", f"{certs}/key.pem", f"{certs}/cert.pem").stdout.split("\n")
+    assert stat[:2] == [f"{certs}/key.pem 400", f"{certs}/cert.pem 444"]
+    runner = next(r for r in tomllib.loads(config_on(testbed, "r2"))["runners"] if r["name"] == "to-r1")
+    assert set(runner["environment"]) >= {"DOCKER_HOST=tcp://r1:2376", "DOCKER_TLS_VERIFY=1",
+                                          "DOCKER_CERT_PATH=/certs/client"}
+    assert f"{certs}:/certs/client:ro" in runner["docker"]["volumes"]
+    # What a job's docker CLI does with those variables and the mounted folder:
+    version = testbed.exec("r2", "env", "DOCKER_HOST=tcp://r1:2376", "DOCKER_TLS_VERIFY=1", f"DOCKER_CERT_PATH={certs}",
+                           "docker", "version", "--format", "{{.Server.Version}}", check=False)
+    assert version.returncode == 0, version.stdout + version.stderr
+
+
+def test_verify_catches_runner_drift_and_a_converge_repairs_it(registered, berth, testbed):
+    vars_file, env, _ = registered
+    check = "gitlab_runner/declared_runners_have_their_modes_exact_settings"
+
+    def verify() -> dict[str, dict]:
+        run = berth("verify", "--limit", "r1", "-e", f"@{vars_file}")
+        return {c["id"]: c for c in run.host("r1")["checks"]} | {"exit": {"status": run.code}}
+
+    assert verify()[check]["status"] == "pass"
+    # A privileged flag flipped and the host's socket added to the dind runner, by hand.
+    testbed.exec("r1", "python3", "-c", f"""
+import re
+p = "{CONFIG}"
+s = open(p).read()
+head, sep, rest = s.partition('name = "build-dind"')
+rest = rest.replace("privileged = false", "privileged = true", 1)
+rest = rest.replace('"/certs/client"', '"/certs/client", "/var/run/docker.sock:/var/run/docker.sock"', 1)
+open(p, "w").write(head + sep + rest)
+""")
+    broken = verify()
+    assert broken["exit"]["status"] == 2
+    assert broken[check]["status"] == "failed"
+    assert "build-dind (dind)" in broken[check]["message"] and "privileged=True" in broken[check]["message"]
+    others = {k: v["status"] for k, v in broken.items() if k not in (check, "exit")}
+    assert set(others.values()) <= {"pass", "risk"}
+    repair = berth("setup-runner", "--host", "r1", "-e", f"@{vars_file}", env=env)
+    assert repair.code == 0 and repair.host("r1")["changed"] == 1, repair.output
+    assert verify()[check]["status"] == "pass"
