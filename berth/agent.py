@@ -231,7 +231,10 @@ class Applier:
         if step.get("enabled") is not None:
             sh(["systemctl", "enable" if step["enabled"] else "disable", name], check=True)
         if step.get("running") is True:
-            sh(["systemctl", "start", name], check=True)
+            # A unit still stopping (gitlab-runner finishing its jobs after SIGQUIT, e.g. after a drain that
+            # timed out) holds a plain `start` until its jobs end: queue the start instead of waiting.
+            block = ["--no-block"] if unit_state(name) == "deactivating" else []
+            sh(["systemctl", "start", *block, name], check=True)
         elif step.get("running") is False:
             sh(["systemctl", "stop", name], check=True)
 
@@ -467,6 +470,10 @@ def apply(request):
     except (StepFailed, OSError, KeyError, subprocess.SubprocessError) as exc:
         results["error"] = str(exc)
     finally:
+        # Uploaded .deb files belong to this apply alone: removed even when it ended before installing them.
+        for step in request.get("steps", []):
+            for deb in step.get("debs", []) if step.get("op") == "packages" else []:
+                os.unlink(deb) if os.path.exists(deb) else None
         if drain is not None:
             try:
                 drain.resume(_ping_unix(drain.spec["socket"]))
