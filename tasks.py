@@ -257,7 +257,12 @@ def demo(c):
     _converge_or_exit(c, project)
     console.rule("4. the same again: nothing to change, one SSH command per host")
     _converge_or_exit(c, project)
-    console.rule("5. reach r1's daemon from here with mutual TLS")
+    console.rule("5. invoke verify --limit runners: compliance checks (testinfra, CIS Docker Benchmark)")
+    from berth import verify as verifying
+
+    verified = verifying.run(project, project.hosts("runners"), forks=0, junit="reports/compliance.xml",
+                             json_path="reports/compliance.json")
+    console.rule("6. reach r1's daemon from here with mutual TLS")
     certs_client(c, name="demo", days=30, out=str(Path(".berth/clients/demo")))
     r1 = project.hosts("r1")[0]
     address = network_address(r1, project.ssh())
@@ -266,6 +271,8 @@ def demo(c):
     print(f"export DOCKER_HOST=tcp://{address}:{r1.vars['docker_tls_port']}")
     print("export DOCKER_TLS_VERIFY=1")
     print(f"export DOCKER_CERT_PATH={folder}")
+    if verified:
+        raise Exit(code=int(verified))
 
 
 def _converge_or_exit(c, project):

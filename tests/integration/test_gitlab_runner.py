@@ -207,7 +207,7 @@ def test_verify_catches_runner_drift_and_a_converge_repairs_it(registered, berth
         run = berth("verify", "--limit", "r1", "-e", f"@{vars_file}")
         return {c["id"]: c for c in run.host("r1")["checks"]} | {"exit": {"status": run.code}}
 
-    assert verify()[check]["status"] == "pass"
+    assert verify()[check]["status"] == "passed"
     # A privileged flag flipped and the host's socket added to the dind runner, by hand.
     testbed.exec("r1", "python3", "-c", f"""
 import re
@@ -223,7 +223,7 @@ open(p, "w").write(head + sep + rest)
     assert broken[check]["status"] == "failed"
     assert "build-dind (dind)" in broken[check]["message"] and "privileged=True" in broken[check]["message"]
     others = {k: v["status"] for k, v in broken.items() if k not in (check, "exit")}
-    assert set(others.values()) <= {"pass", "risk"}
+    assert set(others.values()) <= {"passed", "risk"}
     repair = berth("setup-runner", "--host", "r1", "-e", f"@{vars_file}", env=env)
     assert repair.code == 0 and repair.host("r1")["changed"] == 1, repair.output
-    assert verify()[check]["status"] == "pass"
+    assert verify()[check]["status"] == "passed"
