@@ -21,26 +21,62 @@ COMMON_HELP = {
 }
 
 
+DRAIN_HELP = {
+    "force": "restarts that stop containers do not wait for running CI jobs (those jobs are killed)",
+    "drain_timeout": "seconds to wait for running CI jobs before such a restart (default: docker_drain_timeout)",
+}
+
+
 @task(
     iterable=["extra"],
     help={**COMMON_HELP, "host": "the host (or pattern) to converge; same as --limit",
           "check": "plan only: change nothing, exit 6 when changes are pending",
           "diff": "show file diffs (secrets redacted)",
           "forks": "hosts converged at once (default: config/berth.yml)",
-          "accept_new_host_keys": "trust unknown host keys on first use (changed keys are still refused)"},
+          "accept_new_host_keys": "trust unknown host keys on first use (changed keys are still refused)",
+          **DRAIN_HELP},
 )
 @exits_cleanly
 def setup_runner(c, host="", limit="", check=False, diff=False, extra=None, inventory="", forks=0,
-                 accept_new_host_keys=False, json=""):
+                 accept_new_host_keys=False, json="", force=False, drain_timeout=0):
     """Converge hosts with all their roles (Docker Engine, TLS, gitlab-runner)."""
     cli.require(not (host and limit), "give --host or --limit, not both")
     project = cli.load_project(inventory, extra or [])
     hosts = project.hosts(host or limit)
     reports = cli.converge(project, hosts, check=check, diff=diff, accept_new=accept_new_host_keys,
-                           forks=forks or None, label="checking" if check else "converging")
+                           forks=forks or None, label="checking" if check else "converging", force=force,
+                           drain_timeout=drain_timeout)
     cli.print_reports(reports, title="berth setup-runner" + (" --check" if check else ""))
     cli.write_json(json, [r.as_dict() for r in reports])
     code = cli.exit_code(reports)
+    if code:
+        raise Exit(code=int(code))
+
+
+@task(
+    iterable=["extra"],
+    help={**COMMON_HELP,
+          "batch": "hosts per batch: N, or P% of the hosts rolled out (at least 1; default 25%)",
+          "parallel": "hosts converged at once within a batch (default: forks in config/berth.yml)",
+          "max_fail": "failed or unreachable hosts tolerated, N or P%; beyond it no further batch starts "
+                      "(0: stop at the first). Default: stop when every host of a batch failed",
+          "check": "plan only, batch by batch: change nothing, exit 6 when changes are pending",
+          "shard": "roll out shard I of N only (1-based), e.g. 2/3. Default: CI_NODE_INDEX/CI_NODE_TOTAL of a "
+                   "GitLab parallel: job",
+          "accept_new_host_keys": "trust unknown host keys on first use (changed keys are still refused)",
+          **DRAIN_HELP},
+)
+@exits_cleanly
+def rollout(c, limit="", batch="25%", parallel=0, max_fail="", check=False, shard="", force=False, drain_timeout=0,
+            extra=None, inventory="", accept_new_host_keys=False, json=""):
+    """Rolling converge: batches, a failure budget, health checks, drained restarts; --shard for CI."""
+    project = cli.load_project(inventory, extra or [])
+    result = cli.rollout(project, project.hosts(limit), batch=batch, parallel=parallel, max_fail=max_fail,
+                         shard=shard, check=check, force=force, drain_timeout=drain_timeout,
+                         accept_new=accept_new_host_keys)
+    cli.print_rollout(result, title="berth rollout" + (" --check" if check else ""))
+    cli.write_json(json, result.as_dict())
+    code = result.exit_code()
     if code:
         raise Exit(code=int(code))
 
@@ -311,4 +347,4 @@ certs_ns.add_task(certs_drop_old_ca, name="drop-old-ca")
 runner_ns = Collection("runner")
 runner_ns.add_task(runner_remove, name="remove")
 
-ns = Collection(setup_runner, verify, smoke, demo, inventory_ns, testbed_ns, certs_ns, runner_ns)
+ns = Collection(setup_runner, rollout, verify, smoke, demo, inventory_ns, testbed_ns, certs_ns, runner_ns)

@@ -1,11 +1,14 @@
 """The remote half of berth: sent over SSH and run by the host's python3 (stdlib only, 3.9+).
 
 It is never installed on the host. berth sends this source and a JSON request on stdin in one
-SSH command, and reads one JSON answer from stdout. Two requests exist:
+SSH command, and reads one JSON answer from stdout. Three requests exist:
 
 - ``probe``: read-only. Facts about the host and the state of every declared resource.
 - ``apply``: an ordered list of steps, then the notified handlers, each guarded by a health check
-  that restores the files written in this run when the service does not come back.
+  that restores the files written in this run when the service does not come back. With a
+  ``drain`` (a handler will stop containers), the host is drained BEFORE the first step, so that
+  a drain that times out leaves the host exactly as it was.
+- ``health``: read-only. Do the daemons answer (unix socket /_ping, TCP ports accept)?
 
 Keeping the whole exchange to one command each is what keeps a no-op converge at one round trip.
 """
@@ -21,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from urllib.parse import quote
 
 
 def sh(argv, check=False, env=None, timeout=None):
@@ -227,7 +231,10 @@ class Applier:
         if step.get("enabled") is not None:
             sh(["systemctl", "enable" if step["enabled"] else "disable", name], check=True)
         if step.get("running") is True:
-            sh(["systemctl", "start", name], check=True)
+            # A unit still stopping (gitlab-runner finishing its jobs after SIGQUIT, e.g. after a drain that
+            # timed out) holds a plain `start` until its jobs end: queue the start instead of waiting.
+            block = ["--no-block"] if unit_state(name) == "deactivating" else []
+            sh(["systemctl", "start", *block, name], check=True)
         elif step.get("running") is False:
             sh(["systemctl", "stop", name], check=True)
 
@@ -296,6 +303,129 @@ class Applier:
         return lines[-1].strip() if lines else None
 
 
+# -- drain ------------------------------------------------------------------------------------
+# A runtime drop-in (under /run: gone at reboot) that makes `systemctl stop` graceful for the runner:
+# SIGQUIT is gitlab-runner's "finish running jobs, take no new ones, then exit" (its docs,
+# commands/_index.md), and systemd must wait for that. A bare `systemctl kill -s SIGQUIT` is not
+# enough: the packaged unit has Restart=always, so systemd would start the runner again as soon as it
+# exited, and it would take new jobs while dockerd restarts.
+DRAIN_DROPIN = "/run/systemd/system/%s.service.d/zz-berth-drain.conf"
+DRAIN_DROPIN_TEXT = b"# berth: drain before a dockerd restart (removed when the runner resumes)\n" \
+    b"[Service]\nKillSignal=SIGQUIT\nTimeoutStopSec=infinity\n"
+
+
+class Drain:
+    """Before a restart that stops containers: the runner takes no new jobs and its running jobs end."""
+
+    def __init__(self, spec):
+        self.spec = spec
+        self.unit = spec.get("runner_unit")
+        self.stopped_runner = False
+        self.state = {"forced": bool(spec.get("force")), "runner": "absent", "jobs": 0, "waited": 0.0,
+                      "resumed": False}
+
+    def run(self):
+        jobs = job_containers(self.spec["socket"], self.spec["job_label"])
+        self.state["jobs"] = len(jobs)
+        if self.spec.get("force"):
+            return          # --force: the restart goes ahead; the answer says how many jobs it hit
+        self._stop_runner()
+        started = time.time()
+        deadline = started + float(self.spec["timeout"])
+        quiet = 0
+        while True:
+            jobs = job_containers(self.spec["socket"], self.spec["job_label"])
+            self.state["jobs"] = max(self.state["jobs"], len(jobs))
+            # The runner exits only when all its jobs are done; between two containers of one job none
+            # runs for a moment, hence two quiet polls in a row when there is no runner to watch.
+            busy = bool(jobs) or (self.stopped_runner and unit_state(self.unit) not in ("inactive", "failed"))
+            quiet = 0 if busy else quiet + 1
+            if quiet >= 2:
+                break
+            if time.time() >= deadline:
+                self.state["waited"] = round(time.time() - started, 1)
+                what = "%d job container(s) still running (%s)" % (len(jobs), ", ".join(
+                    "%s job %s" % (c["Id"][:12], c.get("Labels", {}).get(self.spec["job_label"], "?"))
+                    for c in jobs)) if jobs else "%s still finishing its jobs" % self.unit
+                raise StepFailed("drain timed out after %gs: %s; nothing was changed"
+                                 % (float(self.spec["timeout"]), what))
+            time.sleep(float(self.spec.get("interval", 1.0)))
+        self.state["waited"] = round(time.time() - started, 1)
+
+    def _stop_runner(self):
+        if not self.unit:
+            return
+        _, out = sh(["systemctl", "show", "-p", "LoadState,ActiveState", self.unit])
+        props = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+        if props.get("LoadState") != "loaded":
+            return
+        if props.get("ActiveState") not in ("active", "activating", "reloading"):
+            self.state["runner"] = "inactive"      # stopped by someone else: left as it is
+            return
+        path = DRAIN_DROPIN % self.unit
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        Applier._atomic(path, DRAIN_DROPIN_TEXT, 0o644, "root", "root")
+        sh(["systemctl", "daemon-reload"], check=True)
+        sh(["systemctl", "stop", "--no-block", self.unit], check=True)
+        self.stopped_runner = True
+        self.state["runner"] = "stopped"
+
+    def resume(self, daemon_error):
+        """Start the runner again, unless dockerd is down (it would only fail the jobs it took)."""
+        if not self.stopped_runner:
+            return
+        if daemon_error:
+            self.state["runner"] = "left stopped: %s" % daemon_error
+            return
+        stopping = unit_state(self.unit) == "deactivating"
+        if not stopping:
+            os.unlink(DRAIN_DROPIN % self.unit) if os.path.exists(DRAIN_DROPIN % self.unit) else None
+            sh(["systemctl", "daemon-reload"])
+        # else the drain timed out and the runner still finishes its jobs: its stop stays graceful (the
+        # drop-in goes at reboot), and --no-block lets systemd start it once those jobs are done.
+        code, out = sh(["systemctl", "start", "--no-block", self.unit])
+        self.state["resumed"] = code == 0
+        if code != 0:
+            self.state["runner"] = "not resumed: %s" % out.strip()[-300:]
+        else:
+            self.state["runner"] = "resumes when its running jobs end" if stopping else "resumed"
+
+
+def unit_state(unit):
+    _, out = sh(["systemctl", "show", "-p", "ActiveState", "--value", unit])
+    return out.strip()
+
+
+def job_containers(socket_path, label):
+    """Running containers that carry the label, from the Docker API on the unix socket (no CLI needed)."""
+    query = "/containers/json?filters=" + quote(json.dumps({"label": [label]}))
+    try:
+        return json.loads(_docker_get(socket_path, query))
+    except (OSError, ValueError):
+        return []           # no daemon answers: nothing of it runs that a restart could stop
+
+
+def _docker_get(socket_path, path):
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.settimeout(10)
+    try:
+        conn.connect(socket_path)
+        # HTTP/1.0: the daemon answers without chunked encoding and closes the connection.
+        conn.sendall(("GET %s HTTP/1.0\r\nHost: docker\r\n\r\n" % path).encode())
+        data = b""
+        while True:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        conn.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    if b" 200 " not in head.split(b"\r\n")[0]:
+        raise ValueError(head[:200])
+    return body.decode()
+
+
 def _is_open(fd):
     try:
         os.fstat(fd)
@@ -327,8 +457,11 @@ def _tcp_open(host, port):
 
 def apply(request):
     applier = Applier()
-    results = {"steps": [], "handlers": [], "error": None}
+    results = {"steps": [], "handlers": [], "error": None, "drain": None}
+    drain = Drain(request["drain"]) if request.get("drain") else None
     try:
+        if drain is not None:
+            drain.run()         # before any step: a drain that times out has changed nothing
         for step in request.get("steps", []):
             getattr(applier, step["op"])(step)
             results["steps"].append(step.get("id"))
@@ -336,13 +469,39 @@ def apply(request):
             results["handlers"].append(applier.handler(handler)["name"])
     except (StepFailed, OSError, KeyError, subprocess.SubprocessError) as exc:
         results["error"] = str(exc)
+    finally:
+        # Uploaded .deb files belong to this apply alone: removed even when it ended before installing them.
+        for step in request.get("steps", []):
+            for deb in step.get("debs", []) if step.get("op") == "packages" else []:
+                os.unlink(deb) if os.path.exists(deb) else None
+        if drain is not None:
+            try:
+                drain.resume(_ping_unix(drain.spec["socket"]))
+            except (OSError, subprocess.SubprocessError) as exc:
+                drain.state["runner"] = "not resumed: %s" % exc
+            results["drain"] = drain.state
+            if results["error"] and drain.stopped_runner:
+                results["error"] += "; %s %s" % (drain.unit, drain.state["runner"])
     return results
+
+
+def health(request):
+    """Each check as a handler's health check would run it, with the request's (short) timeout."""
+    problems = []
+    for check in request.get("checks", []):
+        error = Applier.healthy(dict(check, timeout=request.get("timeout", check.get("timeout", 10))))
+        if error:
+            problems.append(error)
+    return {"error": "; ".join(problems) or None}
+
+
+ACTIONS = {"probe": probe, "apply": apply, "health": health}
 
 
 def main(raw):
     request = json.loads(raw)
-    action = request.get("action")
-    answer = probe(request) if action == "probe" else apply(request) if action == "apply" else {"error": "?"}
+    action = ACTIONS.get(request.get("action"))
+    answer = action(request) if action else {"error": "unknown request %r" % request.get("action")}
     sys.stdout.write(json.dumps(answer))
 
 

@@ -26,6 +26,15 @@ from berth.inventory import Host, Inventory
 from berth.plan import Plan
 from berth.redact import redact
 from berth.roles import RoleContext
+from berth.rollout import (
+    Rollout,
+    RolloutResult,
+    batch_size,
+    failure_budget,
+    resolve_shard,
+    summary_line,
+    summary_table,
+)
 from berth.settings import Settings, load_settings
 from berth.ssh import SSHSettings
 
@@ -88,9 +97,10 @@ def load_project(inventory: str = "", extra: Sequence[str] = ()) -> Project:
 
 def converge(
     project: Project, hosts: Sequence[Host], *, check: bool, diff: bool, accept_new: bool,
-    forks: int | None = None, label: str = "converging",
+    forks: int | None = None, label: str = "converging", force: bool = False, drain_timeout: float = 0,
 ) -> list[HostReport]:
-    converger = Converger(project.ssh("accept-new" if accept_new else None), project.role_context(), check=check)
+    converger = make_converger(project, check=check, accept_new=accept_new, force=force,
+                               drain_timeout=drain_timeout)
 
     def show_plan(host: Host, plan: Plan) -> None:
         if diff:
@@ -98,6 +108,39 @@ def converge(
 
     return run_parallel(hosts, lambda h: converger.converge(h, on_plan=show_plan),
                         forks=forks or project.settings.forks, label=label)
+
+
+def make_converger(project: Project, *, check: bool, accept_new: bool, force: bool, drain_timeout: float) -> Converger:
+    if force and not check:
+        console.print("[bold yellow]--force:[/] restarts that stop containers will NOT wait for running CI jobs; "
+                      "those jobs are killed")
+    return Converger(project.ssh("accept-new" if accept_new else None), project.role_context(), check=check,
+                     drain_timeout=drain_timeout or None, force=force)
+
+
+def rollout(
+    project: Project, hosts: Sequence[Host], *, batch: str, parallel: int, max_fail: str, shard: str, check: bool,
+    force: bool, drain_timeout: float, accept_new: bool,
+) -> RolloutResult:
+    """Shard, batch and roll out (berth/rollout.py); options are checked before any host is touched."""
+    chosen = resolve_shard(shard, os.environ)
+    if chosen is not None:
+        hosts = chosen.select(hosts)
+        console.print(f"shard {chosen}: {len(hosts)} host(s): {', '.join(h.name for h in hosts) or '-'}")
+    size = batch_size(batch, len(hosts))
+    budget = failure_budget(max_fail, len(hosts))
+    converger = make_converger(project, check=check, accept_new=accept_new, force=force, drain_timeout=drain_timeout)
+    rolling = Rollout(converger, size, parallel or project.settings.forks, budget, chosen,
+                      log=lambda line: console.print(f"[dim]{line}[/]", highlight=False))
+    return rolling.run(hosts)
+
+
+def print_rollout(result: RolloutResult, *, title: str) -> None:
+    console.print(summary_table(result, title=title))
+    console.print(summary_line(result), soft_wrap=True)
+    for h in result.hosts:
+        if h.error:
+            console.print(f"[bold red]{redact(h.error, secrets())}[/]", soft_wrap=True)
 
 
 def print_plan(host: str, plan: Plan) -> None:

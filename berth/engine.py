@@ -2,6 +2,10 @@
 
 A converged host costs one SSH command. A host with changes costs two, plus one per certificate
 to issue (the host makes its key and CSR) and one SFTP upload when local .deb files are needed.
+
+When a notified handler is disruptive (it stops containers), the apply request carries a drain:
+the agent stops the runner from taking jobs and waits for running job containers before it
+changes anything (berth/agent.py, Drain).
 """
 
 from __future__ import annotations
@@ -49,13 +53,14 @@ class HostReport:
     error: str | None = None
     notes: list[str] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)
+    drain: dict[str, Any] | None = None      # the agent's account of a drain: runner, jobs, waited, forced
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "host": self.host, "status": str(self.status), "changed": len(self.changes),
             "changes": [{"kind": c.kind, "target": c.target, "summary": c.summary} for c in self.changes],
             "handlers": self.handlers, "ssh_commands": self.commands, "seconds": round(self.seconds, 3),
-            "error": self.error, "notes": self.notes,
+            "error": self.error, "notes": self.notes, "drain": self.drain,
         }
 
 
@@ -77,6 +82,8 @@ class Converger:
     ssh: SSHSettings
     context: RoleContext
     check: bool = False
+    drain_timeout: float | None = None   # None: each handler's own (docker_drain_timeout)
+    force: bool = False                  # disruptive handlers run without waiting for jobs
 
     def converge(self, host: Host, *, on_plan: Any = None) -> HostReport:
         report = HostReport(host.name)
@@ -119,15 +126,48 @@ class Converger:
             plan.steps += resource.prepare(session, self.context)
         for data, remote in plan.uploads:
             session.put(data, remote)
-        answer = run_agent(session, {
+        request: dict[str, Any] = {
             "action": "apply",
             "steps": plan.steps,
             "handlers": [_handler_request(h) for h in plan.handlers],
-        })
+        }
+        disruptive = [h for h in plan.handlers if h.disruptive]
+        if disruptive:
+            request["drain"] = self._drain_request(disruptive)
+        answer = run_agent(session, request)
         report.handlers = answer.get("handlers", [])
+        report.drain = answer.get("drain")
         if answer.get("error"):
             raise HostFailed(f"{session.host.name}: {answer['error']}")
         report.status = Status.CHANGED
+
+
+    def _drain_request(self, handlers: list[Handler]) -> dict[str, Any]:
+        drain = handlers[0].drain
+        timeout = self.drain_timeout if self.drain_timeout is not None else max(h.drain.timeout for h in handlers)
+        return {"socket": drain.socket, "timeout": timeout, "runner_unit": drain.runner_unit,
+                "job_label": drain.job_label, "force": self.force}
+
+    def check_health(self, host: Host, timeout: float = 10.0) -> tuple[str | None, int]:
+        """Do the host's daemons answer, as its handlers' health checks define it? (error or None, commands)
+
+        One SSH command. Roles are declared again (locally) only to find those checks.
+        """
+        session = Session(host, self.ssh)
+        try:
+            states = declare_roles(host, self.context)
+            checks = list({h.health: None for s in states for h in s.handlers if h.health})
+            if not checks:
+                return None, 0
+            answer = run_agent(session, {
+                "action": "health", "timeout": timeout,
+                "checks": [{"unix": c.unix, "tcp": [list(t) for t in c.tcp]} for c in checks],
+            })
+            return answer.get("error"), session.commands
+        except BerthError as exc:
+            return str(exc), session.commands
+        finally:
+            session.close()
 
 
 def _handler_request(handler: Handler) -> dict[str, Any]:

@@ -37,7 +37,10 @@ class Plan:
         return bool(self.changes)
 
     def notify(self, names: Sequence[str], handlers: Sequence[Handler]) -> None:
-        """Add notified handlers, keeping one order: daemon-reload first, then as the roles declare them."""
+        """Add notified handlers, keeping one order: daemon-reload first, then as the roles declare them.
+
+        A handler superseded by another notified one is dropped (see ``Handler.supersedes``).
+        """
         by_name = {h.name: h for h in handlers}
         by_name.setdefault(DAEMON_RELOAD, Handler(DAEMON_RELOAD, "systemctl daemon-reload"))
         by_name.setdefault("apt update", Handler("apt update", "apt-get update -qq"))
@@ -45,6 +48,7 @@ class Plan:
         if unknown:
             raise ValueError(f"resources notify undefined handlers: {', '.join(sorted(unknown))}")
         wanted = {h.name for h in self.handlers} | set(names)
+        wanted -= {gone for name in wanted for gone in by_name[name].supersedes}
         order = [DAEMON_RELOAD, "apt update", *[h.name for h in handlers]]
         self.handlers = [by_name[name] for name in dict.fromkeys(order) if name in wanted]
 

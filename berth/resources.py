@@ -77,12 +77,33 @@ class Health:
     timeout: float = 30.0
 
 
+# gitlab-runner puts this label on every container of a job: build, services, helper (its labels package).
+JOB_LABEL = "com.gitlab.gitlab-runner.job.id"
+
+
+@dataclass(frozen=True)
+class Drain:
+    """How a host is drained before a disruptive handler runs.
+
+    The runner unit (when the host has it) stops taking jobs; then berth waits until no container
+    carrying ``job_label`` runs on the daemon at ``socket``, for at most ``timeout`` seconds.
+    """
+
+    socket: str = "/var/run/docker.sock"
+    timeout: float = 600.0
+    runner_unit: str = "gitlab-runner"     # the unit `gitlab-runner install` creates
+    job_label: str = JOB_LABEL
+
+
 @dataclass(frozen=True)
 class Handler:
     """A command run once at the end of an apply when a changed resource notified it.
 
     With ``health`` set, the handler is checked afterwards; with ``rollback`` the files written in
-    this apply are restored and the command run again when the check fails.
+    this apply are restored and the command run again when the check fails. A ``disruptive``
+    handler stops running containers, so the host is drained first (``drain``). A handler that
+    ``supersedes`` others makes them redundant when both are notified (a restart that stops
+    containers covers one that keeps them).
     """
 
     name: str
@@ -90,7 +111,9 @@ class Handler:
     unit: str | None = None
     health: Health | None = None
     rollback: bool = False
-    disruptive: bool = False    # stops running containers unless live-restore keeps them
+    disruptive: bool = False
+    drain: Drain = field(default_factory=Drain)
+    supersedes: tuple[str, ...] = ()
 
 
 def drop_in(unit: str, name: str, content: bytes, *, notify: tuple[str, ...] = ()) -> File:

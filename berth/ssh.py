@@ -107,6 +107,11 @@ class Session:
             raise HostUnreachable(
                 f"{self.host.name}: cannot connect to {cx.host}:{cx.port} ({exc.__class__.__name__}: {exc})"
             ) from None
+        # A drain can keep one command silent for many minutes: keepalives stop NAT and firewalls
+        # from dropping the idle connection meanwhile.
+        transport = cx.client.get_transport()
+        if transport is not None:
+            transport.set_keepalive(30)
         self._cx = cx
         return self
 

@@ -3,6 +3,11 @@
 daemon.json changes are applied with a reload when every changed key is reloadable, and with a
 restart otherwise. After a restart the socket (and the TLS port when role docker_tls is on) must
 answer; if not, the previous daemon.json and drop-in are put back and dockerd restarted.
+
+A restart is one of two handlers. With live-restore on in the running daemon and in the new
+configuration, and no networking, storage or runtime key changed, containers survive it
+("restart docker (live-restore)"). Otherwise it stops every container ("restart docker", which is
+disruptive): the engine drains the runner first, so that no CI job is killed.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from berth.inventory import Host
 from berth.resources import (
     Absent,
     Directory,
+    Drain,
     File,
     Handler,
     Health,
@@ -34,6 +40,21 @@ RELOADABLE = frozenset({
     "max-download-attempts", "default-runtime", "runtimes", "authorization-plugins", "insecure-registries",
     "registry-mirrors", "shutdown-timeout", "features", "default-shm-size", "builder",
 })
+
+# Keys whose change live-restore does not carry running containers across (FACTS.md section 4: "not with
+# changed bridge/graph options"): the bridge and the host's packet filtering, the storage under the
+# containers, and the runtime that owns their processes. Changing any of these stops containers.
+NETWORK_KEYS = frozenset({
+    "bip", "fixed-cidr", "default-address-pools", "default-gateway", "mtu", "icc", "iptables", "ip6tables",
+    "ip-forward", "ip-masq", "ipv6", "userland-proxy", "dns", "dns-opts", "dns-search",
+})
+STORAGE_KEYS = frozenset({"data-root", "storage-driver", "storage-opts"})
+RUNTIME_KEYS = frozenset({"containerd", "userns-remap", "exec-opts", "cgroup-parent"})
+STOPS_CONTAINERS = NETWORK_KEYS | STORAGE_KEYS | RUNTIME_KEYS
+
+RELOAD = "reload docker"
+RESTART = "restart docker"                          # stops every container: the host is drained first
+RESTART_LIVE = "restart docker (live-restore)"      # containers keep running
 
 # daemon.json keys and their JSON types (moby daemon/config json tags); unknown keys stop dockerd.
 DAEMON_KEYS: dict[str, type | tuple[type, ...]] = {
@@ -63,6 +84,7 @@ def declare(host: Host, ctx: RoleContext) -> RoleState:
         tcp=((("127.0.0.1", int(tls_port)),) if tls_port else ()),
         timeout=float(v["docker_health_timeout"]),
     )
+    restart = restart_handler(host)
     state = RoleState("docker_engine")
     state.resources += _install(host)
     state.resources += [
@@ -77,19 +99,33 @@ def declare(host: Host, ctx: RoleContext) -> RoleState:
             Directory("/etc/systemd/system/docker.service.d", mode=0o755),
             drop_in("docker.service", v["docker_dropin_name"],
                     ctx.render("docker_engine", "docker-hosts.conf.j2", {"dockerd": dockerd}),
-                    notify=("restart docker",)),
+                    notify=(restart,)),
         ]
     else:
-        state.resources.append(Absent(dropin_path, notify=("systemd daemon-reload", "restart docker")))
+        state.resources.append(Absent(dropin_path, notify=("systemd daemon-reload", restart)))
     state.resources.append(Service("docker", enabled=True, running=True))
+    # reset-failed first: the unit's start limit (3 in 60 s) must not turn a deliberate restart
+    # into a refusal; the health check is what judges the restart.
+    restart_cmd = "systemctl reset-failed docker; systemctl restart docker"
+    drain = Drain(socket=v["docker_socket"], timeout=float(v["docker_drain_timeout"]))
     state.handlers += [
-        # reset-failed first: the unit's start limit (3 in 60 s) must not turn a deliberate restart
-        # into a refusal; the health check below is what judges the restart.
-        Handler("restart docker", "systemctl reset-failed docker; systemctl restart docker", unit="docker",
-                health=health, rollback=True, disruptive=True),
-        Handler("reload docker", "systemctl reload docker", unit="docker", health=health, rollback=True),
+        # The reload comes first: when it turns live-restore on, the restart after it keeps containers.
+        Handler(RELOAD, "systemctl reload docker", unit="docker", health=health, rollback=True),
+        Handler(RESTART_LIVE, restart_cmd, unit="docker", health=health, rollback=True),
+        Handler(RESTART, restart_cmd, unit="docker", health=health, rollback=True, disruptive=True, drain=drain,
+                supersedes=(RESTART_LIVE,)),
     ]
     return state
+
+
+def restart_handler(host: Host) -> str:
+    """The restart that a change outside daemon.json needs (the drop-in, TLS certificates).
+
+    daemon.json is then unchanged, so the running daemon already has the wanted live-restore setting.
+    When daemon.json changes too, its own rule (below) may notify the restart that stops containers,
+    which supersedes this one.
+    """
+    return RESTART_LIVE if daemon_json(host).get("live-restore") is True else RESTART
 
 
 def daemon_json(host: Host) -> dict[str, Any]:
@@ -139,10 +175,14 @@ def _daemon_json_handlers(previous: bytes | None, new: bytes) -> tuple[str, ...]
     except ValueError:
         old = None
     if old is None:
-        return ("restart docker",)
+        return (RESTART,)
     wanted = json.loads(new)
     changed = {k for k in old.keys() | wanted.keys() if old.get(k) != wanted.get(k)}
-    return ("reload docker",) if changed <= RELOADABLE else ("restart docker",)
+    if changed <= RELOADABLE:
+        return (RELOAD,)
+    # The running daemon must have live-restore to leave containers behind, the new one to adopt them.
+    live = old.get("live-restore") is True and wanted.get("live-restore") is True
+    return (RESTART_LIVE,) if live and not changed & STOPS_CONTAINERS else (RESTART,)
 
 
 def _install(host: Host) -> list[Any]:

@@ -22,18 +22,20 @@ def declare(host: Host, ctx: RoleContext) -> RoleState:
     if v["docker_tls_key_type"] not in KEY_TYPES:
         raise ConfigError(f"{host.origins.get('docker_tls_key_type')}: docker_tls_key_type must be one of "
                           f"{', '.join(KEY_TYPES)}, got {v['docker_tls_key_type']!r}")
+    # A new certificate or CA bundle needs a restart; live-restore decides whether it stops containers.
+    restart = ctx.module("docker_engine").restart_handler(host)
     d = v["docker_tls_dir"]
     sans = [host.name, *([v["ansible_host"]] if v.get("ansible_host") else []), *v["docker_tls_extra_sans"]]
     state = RoleState("docker_tls")
     state.resources += [
         Directory(d, mode=0o755),
         # During a CA rotation the bundle holds both CAs, so clients of either are accepted.
-        File(f"{d}/ca.pem", ctx.ca().bundle_pem(), mode=0o444, notify=("restart docker",)),
+        File(f"{d}/ca.pem", ctx.ca().bundle_pem(), mode=0o444, notify=(restart,)),
     ]
     state.derived.append(HostCertificate(
         cert_path=f"{d}/cert.pem", key_path=f"{d}/key.pem", common_name=host.name, sans=sans,
         days=v["docker_tls_days"], renew_days=v["docker_tls_renew_days"], key_type=v["docker_tls_key_type"],
-        rotate_key=v["docker_tls_rotate_key"], notify=("restart docker",),
+        rotate_key=v["docker_tls_rotate_key"], notify=(restart,),
     ))
     return state
 

@@ -1,0 +1,198 @@
+"""invoke rollout against the testbed: batches and the failure budget, drains around job containers,
+live-restore, shards, and a broken daemon config that stops the rollout."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+
+import pytest
+
+from berth.resources import JOB_LABEL
+from tests.integration.conftest import HOSTS, ROOT
+
+JOB_IMAGE = "berth-job:local"
+# The testbed has no registry: the job image is /usr/bin/sleep and its libraries, imported on r1.
+IMPORT_JOB_IMAGE = (
+    'set -e; cd /; files="usr/bin/sleep $(ldd /usr/bin/sleep | grep -o "/[^ ]*" | sed "s#^/##")"; '
+    f"tar -ch $files 2>/dev/null | docker import - {JOB_IMAGE} >/dev/null"
+)
+DNS_CHANGE = '{"docker_daemon_options": {"userland-proxy": true, "dns": ["192.0.2.53"]}}'   # networking: disruptive
+
+
+def hosts_of(run) -> dict[str, dict]:
+    return {h["host"]: h for h in run.report["hosts"]}
+
+
+def sha256_on(testbed, host: str, path: str) -> str:
+    return hashlib.sha256(testbed.exec(host, "cat", path).stdout.encode()).hexdigest()
+
+
+def systemd(testbed, host: str, prop: str, unit: str) -> str:
+    return testbed.exec(host, "systemctl", "show", "-p", prop, "--value", unit).stdout.strip()
+
+
+@pytest.fixture(autouse=True)
+def no_ci_shard(monkeypatch):
+    """These tests may themselves run in a GitLab parallel: job; its variables would shard every rollout."""
+    monkeypatch.delenv("CI_NODE_INDEX", raising=False)
+    monkeypatch.delenv("CI_NODE_TOTAL", raising=False)
+
+
+@pytest.fixture(scope="module")
+def job_image(first_converge, testbed) -> str:
+    testbed.exec("r1", "sh", "-c", IMPORT_JOB_IMAGE)
+    return JOB_IMAGE
+
+
+@pytest.fixture
+def start_job(job_image, testbed):
+    """Start a "CI job" on r1: a container with gitlab-runner's labels, removed after the test."""
+    started: list[str] = []
+
+    def start(seconds: int) -> str:
+        cid = testbed.exec("r1", "docker", "run", "-d", "--network", "none", "--label", f"{JOB_LABEL}=1",
+                           "--label", "com.gitlab.gitlab-runner.type=build", job_image, "/usr/bin/sleep",
+                           str(seconds)).stdout.strip()
+        started.append(cid)
+        return cid
+
+    yield start
+    if started:
+        testbed.exec("r1", "docker", "rm", "-f", *started, check=False)
+
+
+def utc(docker_time: str) -> datetime:
+    """Docker's RFC 3339 time with nanoseconds, cut to microseconds."""
+    head, _, frac = docker_time.rstrip("Z").partition(".")
+    return datetime.fromisoformat(f"{head}.{(frac + '000000')[:6]}+00:00")
+
+
+def unit_started(testbed, unit: str) -> datetime:
+    out = testbed.exec("r1", "systemctl", "show", "-p", "ActiveEnterTimestamp", "--value", "--timestamp=us+utc",
+                       unit).stdout.strip()
+    return datetime.strptime(out, "%a %Y-%m-%d %H:%M:%S.%f %Z").replace(tzinfo=UTC)
+
+
+def container_state(testbed, cid: str) -> tuple[bool, int]:
+    out = testbed.exec("r1", "docker", "inspect", "-f", "{{.State.Running}} {{.State.ExitCode}}", cid).stdout.split()
+    return out[0] == "true", int(out[1])
+
+
+def test_unreachable_host_fails_alone_and_max_fail_zero_stops_the_next_batch(converged, berth, tmp_path):
+    ssh_config = (ROOT / ".testbed" / "ssh_config").read_text().replace("Host r2\n", "Host r2\n  Port 2\n")
+    (tmp_path / "ssh_config").write_text(ssh_config)
+    unreachable = ["-e", f"berth_ssh_config={tmp_path / 'ssh_config'}"]
+    run = berth("rollout", "--batch", "2", *unreachable,
+                "-e", '{"docker_daemon_options": {"userland-proxy": true, "debug": true}}')
+    assert run.code == 3, run.output                      # a host unreachable (README: exit codes)
+    by_host = hosts_of(run)
+    assert {h: r["status"] for h, r in by_host.items()} == {
+        "r1": "converged", "r2": "unreachable", "r3": "converged", "r4": "converged"}
+    assert [by_host[h]["batch"] for h in HOSTS] == [1, 1, 2, 2]
+    assert all(by_host[h]["health"] == "ok" for h in ("r1", "r3", "r4"))
+    assert "r2: cannot connect" in run.err                # the summary names it, with the reason
+    assert run.report["summary"]["stopped"] is None
+
+    run = berth("rollout", "--batch", "2", "--max-fail", "0", *unreachable,
+                "-e", '{"docker_daemon_options": {"userland-proxy": true, "debug": false}}')
+    assert run.code == 3, run.output
+    by_host = hosts_of(run)
+    assert [by_host[h]["status"] for h in HOSTS] == ["converged", "unreachable", "not started", "not started"]
+    assert run.report["summary"]["batches_run"] == 1
+    assert "--max-fail" in run.report["summary"]["stopped"]
+    assert "stopping before batch 2" in run.err
+
+
+def test_restart_that_stops_containers_waits_for_the_running_job(converged, berth, testbed, start_job):
+    # r1 runs gitlab-runner (role gitlab_runner; the test stand-in acts on SIGQUIT as the runner does).
+    assert systemd(testbed, "r1", "ActiveState", "gitlab-runner") == "active"
+    since = testbed.exec("r1", "date", "+%Y-%m-%d %H:%M:%S").stdout.strip()
+    job = start_job(6)
+    run = berth("rollout", "--limit", "r1", "-e", DNS_CHANGE)
+    assert run.code == 0, run.output
+    r1 = hosts_of(run)["r1"]
+    assert r1["status"] == "converged" and r1["handlers"] == ["restart docker"]
+    # The job ran to its end (exit 0) and only then did dockerd restart.
+    assert container_state(testbed, job) == (False, 0)
+    finished = testbed.exec("r1", "docker", "inspect", "-f", "{{.State.FinishedAt}}", job).stdout.strip()
+    assert utc(finished) < unit_started(testbed, "docker")
+    assert r1["drain"]["jobs"] == 1 and r1["drain"]["waited"] >= 2 and r1["drain"]["runner"] == "resumed"
+    # The runner got SIGQUIT (its graceful stop), and was started again only after dockerd's restart.
+    journal = testbed.exec("r1", "journalctl", "-u", "gitlab-runner", "--since", since, "-o", "cat",
+                           "--no-pager").stdout
+    assert "graceful (SIGQUIT)" in journal and "All jobs finished" in journal
+    assert systemd(testbed, "r1", "ActiveState", "gitlab-runner") == "active"
+    assert unit_started(testbed, "gitlab-runner") > unit_started(testbed, "docker")
+    assert testbed.exec("r1", "ls", "/run/systemd/system/gitlab-runner.service.d/").stdout == ""
+
+
+def test_drain_timeout_leaves_the_host_unchanged_and_the_job_running(converged, berth, testbed, start_job):
+    job = start_job(300)
+    daemon_json = sha256_on(testbed, "r1", "/etc/docker/daemon.json")
+    pid = systemd(testbed, "r1", "MainPID", "docker")
+    run = berth("rollout", "--limit", "r1", "--drain-timeout", "3", "-e", DNS_CHANGE)
+    assert run.code == 2, run.output
+    r1 = hosts_of(run)["r1"]
+    assert r1["status"] == "failed" and r1["handlers"] == []
+    assert "drain timed out after 3s: 1 job container(s) still running" in r1["error"]
+    assert "nothing was changed" in r1["error"]
+    assert sha256_on(testbed, "r1", "/etc/docker/daemon.json") == daemon_json
+    assert systemd(testbed, "r1", "MainPID", "docker") == pid
+    assert container_state(testbed, job) == (True, 0)
+
+    # --force does not wait, and says so. The runner is still finishing its job (its graceful stop):
+    # the converge queues its start rather than waiting for that job.
+    run = berth("rollout", "--limit", "r1", "--force", "-e", DNS_CHANGE)
+    assert run.code == 0, run.output
+    assert "--force" in run.err
+    assert hosts_of(run)["r1"]["drain"]["forced"] is True
+    assert "--force: 1 job(s) running" in run.err
+    assert hosts_of(run)["r1"]["seconds"] < 60
+
+
+def test_live_restore_restart_keeps_the_job_running_without_a_drain(converged, berth, testbed, start_job):
+    job = start_job(300)
+    job_pid = testbed.exec("r1", "docker", "inspect", "-f", "{{.State.Pid}}", job).stdout
+    dockerd = systemd(testbed, "r1", "MainPID", "docker")
+    # log-level is not reloadable and not networking: live-restore carries containers across the restart.
+    # (--drain-timeout: were this restart drained, the test would fail in seconds, not wait for the job.)
+    run = berth("rollout", "--limit", "r1", "--drain-timeout", "5", "-e",
+                '{"docker_daemon_options": {"userland-proxy": true, "log-level": "warn"}}')
+    assert run.code == 0, run.output
+    r1 = hosts_of(run)["r1"]
+    assert r1["handlers"] == ["restart docker (live-restore)"]
+    assert r1["drain"] is None
+    assert systemd(testbed, "r1", "MainPID", "docker") != dockerd
+    assert container_state(testbed, job) == (True, 0)
+    assert testbed.exec("r1", "docker", "inspect", "-f", "{{.State.Pid}}", job).stdout == job_pid
+
+
+def test_shards_cover_every_host_exactly_once(converged, berth):
+    shards = []
+    for i in (1, 2, 3):
+        run = berth("rollout", "--check", "--shard", f"{i}/3")
+        assert run.code == 0, run.output
+        assert run.report["summary"]["shard"] == f"{i}/3"
+        shards.append({h["host"] for h in run.report["hosts"]})
+    assert sorted(h for shard in shards for h in shard) == HOSTS
+    # A GitLab parallel: job gets the same shard from its variables.
+    run = berth("rollout", "--check", env={"CI_NODE_INDEX": "2", "CI_NODE_TOTAL": "3"})
+    assert run.code == 0, run.output
+    assert {h["host"] for h in run.report["hosts"]} == shards[1]
+
+
+def test_config_that_breaks_dockerd_stops_the_rollout_and_is_rolled_back(converged, berth, testbed):
+    before = {h: sha256_on(testbed, h, "/etc/docker/daemon.json") for h in HOSTS}
+    # dockerd refuses an unknown log level at once (an unknown log driver costs it 15 s of plugin lookups).
+    run = berth("rollout", "--batch", "1", "-e", "docker_health_timeout=8", "-e",
+                '{"docker_daemon_options": {"userland-proxy": true, "log-level": "bogus"}}')
+    assert run.code == 2, run.output
+    by_host = hosts_of(run)
+    assert [by_host[h]["status"] for h in HOSTS] == ["failed", "not started", "not started", "not started"]
+    assert "restart docker" in by_host["r1"]["error"] and "restored" in by_host["r1"]["error"]
+    assert "every host of the batch failed" in run.report["summary"]["stopped"]
+    # r1 runs its previous configuration again; the others were never touched.
+    assert {h: sha256_on(testbed, h, "/etc/docker/daemon.json") for h in HOSTS} == before
+    assert testbed.exec("r1", "systemctl", "is-active", "docker").stdout.strip() == "active"
+    assert testbed.exec("r1", "docker", "info", "--format", "{{json .LoggingDriver}}").stdout.strip() == '"json-file"'

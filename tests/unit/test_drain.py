@@ -1,0 +1,138 @@
+"""What decides a drain, and the agent's drain itself (its systemd and Docker calls replaced)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+
+from berth import agent
+from berth.plan import Plan
+from berth.resources import JOB_LABEL, Handler
+from berth.roles import RoleContext
+
+ROOT = Path(__file__).resolve().parents[2]
+engine_role = RoleContext(ROOT / "roles").module("docker_engine")
+
+
+def handlers_for(old: dict | None, new: dict) -> tuple[str, ...]:
+    previous = json.dumps(old).encode() if old is not None else None
+    return engine_role._daemon_json_handlers(previous, json.dumps(new).encode())
+
+
+BASE = {"live-restore": True, "log-level": "info", "userland-proxy": False}
+
+
+# -- which restart ----------------------------------------------------------------------------
+def test_reloadable_changes_reload():
+    assert handlers_for(BASE, {**BASE, "debug": True}) == ("reload docker",)
+
+
+def test_restart_keeps_containers_with_live_restore_before_and_after():
+    assert handlers_for(BASE, {**BASE, "log-level": "warn"}) == ("restart docker (live-restore)",)
+    assert handlers_for(BASE, {**BASE, "hosts": ["fd://", "tcp://0.0.0.0:2376"], "tls": True}) == (
+        "restart docker (live-restore)",)
+
+
+@pytest.mark.parametrize("change", [
+    {"dns": ["192.0.2.53"]}, {"bip": "10.9.0.1/24"}, {"icc": False}, {"iptables": False}, {"mtu": 1400},
+    {"default-address-pools": [{"base": "10.10.0.0/16", "size": 24}]}, {"userland-proxy": True},
+    {"data-root": "/srv/docker"}, {"storage-driver": "vfs"}, {"userns-remap": "default"},
+])
+def test_network_storage_and_runtime_changes_stop_containers_even_with_live_restore(change):
+    assert handlers_for(BASE, {**BASE, **change}) == ("restart docker",)
+
+
+def test_restart_stops_containers_without_live_restore_in_the_running_or_the_new_daemon():
+    without = {k: v for k, v in BASE.items() if k != "live-restore"}
+    assert handlers_for(without, {**BASE, "log-level": "warn"}) == ("restart docker",)
+    assert handlers_for(BASE, {**without, "log-level": "warn"}) == ("restart docker",)
+    assert handlers_for(None, BASE) == ("restart docker",)          # first install
+
+
+def test_the_restart_that_stops_containers_supersedes_the_one_that_keeps_them():
+    reload = Handler("reload docker", "r")
+    live = Handler("restart docker (live-restore)", "l")
+    full = Handler("restart docker", "f", disruptive=True, supersedes=(live.name,))
+    declared = [reload, live, full]
+    plan = Plan()
+    plan.notify([live.name], declared)
+    plan.notify([full.name], declared)         # e.g. a certificate, then daemon.json's rule
+    assert [h.name for h in plan.handlers] == ["restart docker"]
+    plan = Plan()
+    plan.notify([live.name, reload.name], declared)
+    # The reload first: when it turns live-restore on, the restart after it keeps containers.
+    assert [h.name for h in plan.handlers] == ["reload docker", "restart docker (live-restore)"]
+
+
+# -- the agent's drain ------------------------------------------------------------------------
+def spec(**kw) -> dict:
+    return {"socket": "/nonexistent.sock", "timeout": 0.3, "interval": 0.05, "runner_unit": None,
+            "job_label": JOB_LABEL, "force": False, **kw}
+
+
+JOB = {"Id": "0123456789abcdef", "Labels": {JOB_LABEL: "42"}}
+
+
+def test_drain_waits_until_job_containers_are_gone(monkeypatch):
+    polls = iter([[JOB], [JOB], [JOB], [], [], []])
+    monkeypatch.setattr(agent, "job_containers", lambda sock, label: next(polls))
+    drain = agent.Drain(spec(timeout=5))
+    drain.run()
+    assert drain.state["jobs"] == 1
+    assert drain.state["waited"] > 0
+    assert not drain.state["forced"]
+
+
+def test_drain_timeout_happens_before_any_step_so_nothing_changes(monkeypatch, tmp_path):
+    monkeypatch.setattr(agent, "job_containers", lambda sock, label: [JOB])
+    target = tmp_path / "daemon.json"
+    deb = tmp_path / "berth-0123.deb"          # uploaded by the controller before the apply
+    deb.write_bytes(b"!<arch>\n")
+    answer = agent.apply({
+        "drain": spec(),
+        "steps": [{"op": "write", "path": str(target), "content": "e30K", "mode": 0o644, "owner": "root",
+                   "group": "root"},
+                  {"op": "packages", "install": [], "debs": [str(deb)]}],
+        "handlers": [{"name": "restart docker", "cmd": "false"}],
+    })
+    assert not target.exists()
+    assert not deb.exists()                     # not left behind in /tmp
+    assert answer["steps"] == [] and answer["handlers"] == []
+    assert answer["error"].startswith("drain timed out after 0.3s: 1 job container(s) still running")
+    assert "0123456789ab job 42" in answer["error"] and "nothing was changed" in answer["error"]
+
+
+def test_force_does_not_wait_and_reports_the_jobs_it_will_hit(monkeypatch):
+    monkeypatch.setattr(agent, "job_containers", lambda sock, label: [JOB, JOB])
+    drain = agent.Drain(spec(force=True, timeout=1000))
+    drain.run()
+    assert drain.state == {"forced": True, "runner": "absent", "jobs": 2, "waited": 0.0, "resumed": False}
+
+
+def test_job_containers_asks_the_docker_api_for_running_containers_with_the_label(tmp_path):
+    path = str(tmp_path / "docker.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+    seen: list[bytes] = []
+
+    def answer() -> None:
+        conn, _ = server.accept()
+        seen.append(conn.recv(65536))
+        body = json.dumps([JOB]).encode()
+        conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n" + body)
+        conn.close()
+
+    thread = threading.Thread(target=answer)
+    thread.start()
+    assert agent.job_containers(path, JOB_LABEL) == [JOB]
+    thread.join()
+    request_line = seen[0].split(b"\r\n")[0].decode()
+    assert request_line.startswith("GET /containers/json?filters=")
+    assert "com.gitlab.gitlab-runner.job.id" in unquote(request_line.split("filters=")[1])
+    assert agent.job_containers(str(tmp_path / "none.sock"), JOB_LABEL) == []   # no daemon: nothing to stop
