@@ -173,7 +173,7 @@ def job_script(runner: Runner, registry: Registry, *, service_img: str, service_
         'step() { echo "::step $1 $(date +%s.%N)"; }',
         "cleanup() {",
         "  echo '::kept'" if keep else
-        f"  docker rm -f $(docker ps -aq --filter label={LABEL}={run_id}) >/dev/null 2>&1\n"
+        f"  docker rm -f -v $(docker ps -aq --filter label={LABEL}={run_id}) >/dev/null 2>&1\n"
         f"  docker volume rm $(docker volume ls -q --filter label={LABEL}={run_id}) >/dev/null 2>&1\n"
         f"  docker network rm {run_id} >/dev/null 2>&1\n"
         f"  docker rmi $(docker images -q {shlex.quote(image.rsplit(':', 1)[0])}) >/dev/null 2>&1",
@@ -289,7 +289,7 @@ def clean_host(host: Host, settings: SSHSettings) -> int:
     """Remove every container, volume, network and image a smoke left on the host (--keep, Ctrl-C)."""
     with Session(host, settings) as session:
         answer = session.run(
-            f"c=$(docker ps -aq --filter label={LABEL}); [ -n \"$c\" ] && docker rm -f $c >/dev/null; "
+            f"c=$(docker ps -aq --filter label={LABEL}); [ -n \"$c\" ] && docker rm -f -v $c >/dev/null; "
             f"v=$(docker volume ls -q --filter label={LABEL}); [ -n \"$v\" ] && docker volume rm $v >/dev/null; "
             f"n=$(docker network ls -q --filter label={LABEL}); [ -n \"$n\" ] && docker network rm $n >/dev/null; "
             "i=$(docker images --format '{{.Repository}}:{{.Tag}}' | grep /berth-smoke/); "
@@ -350,12 +350,12 @@ def run(project: Any, hosts: list[Host], registry: Registry, *, runner: str = ""
         raise
     results = [r for rs in per_host for r in rs]
     table = Table(title="berth smoke", title_justify="left")
-    for column in ("host", "runner", "mode", "status", *STEPS, "total"):
-        table.add_column(column, justify="right" if column in (*STEPS, "total") else "left")
+    for column in ("host", "runner", "mode", "status", "steps (seconds)", "total"):
+        table.add_column(column, justify="right" if column == "total" else "left", overflow="fold")
     for r in results:
         style = {"passed": "green", "failed": "bold red"}.get(r.status, "bold red")
-        table.add_row(r.host, r.runner, r.mode, f"[{style}]{r.status}[/]",
-                      *[f"{r.steps[s]:.1f}s" if s in r.steps else "-" for s in STEPS], f"{r.seconds:.1f}s")
+        steps = " ".join(f"{name} {r.steps[name]:.1f}" for name in STEPS if name in r.steps)
+        table.add_row(r.host, r.runner, r.mode, f"[{style}]{r.status}[/]", steps, f"{r.seconds:.1f}s")
     cli.console.print(table)
     for r in results:
         if r.status != "passed":

@@ -204,10 +204,11 @@ class Testbed:
         self._ensure_network()
         wanted = [f"r{i}" for i in range(1, count + 1)]
         existing = {h.name: h for h in self.status()}
-        if fresh:
+        if fresh:   # the registry (a service of the testbed, not a runner host) stays
             for host in existing.values():
-                _docker("rm", "-f", host.container)
-            existing = {}
+                if host.name != REGISTRY:
+                    _docker("rm", "-f", host.container)
+            existing = {REGISTRY: existing[REGISTRY]} if REGISTRY in existing else {}
         for name, host in existing.items():
             # Stopped leftovers (e.g. after the machine's processes were ended) have stale state.
             if name == REGISTRY:
