@@ -105,7 +105,7 @@ def verify(c, limit="", junit="", json="", inventory="", extra=None, forks=0):
           "registry": "registry host:port to push to (default: $BERTH_REGISTRY; the testbed starts one)"},
 )
 @exits_cleanly
-def smoke(c, limit="", runner="", keep=False, clean=False, registry="", junit="", json="", inventory="", extra=None):
+def smoke(c, limit="", extra=None, runner="", keep=False, clean=False, registry="", junit="", json="", inventory=""):
     """A canary job per runner, as the Docker executor runs it: reach a daemon, build, push, pull by digest."""
     import os
 

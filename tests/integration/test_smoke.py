@@ -47,7 +47,8 @@ def smoke(berth, registry, vars_file, *args: str):
 
 def leftovers(testbed) -> str:
     return testbed.exec("r1", "sh", "-c", "docker ps -aq --filter label=berth.smoke; "
-                        "docker volume ls -q --filter label=berth.smoke; docker network ls -q --filter label=berth.smoke"
+                        "docker volume ls -q --filter label=berth.smoke; "
+                        "docker network ls -q --filter label=berth.smoke"
                         ).stdout.strip()
 
 
