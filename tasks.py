@@ -272,7 +272,7 @@ def certs_drop_old_ca(c):
 @task
 @exits_cleanly
 def demo(c):
-    """The main job on the local testbed: hosts up, CA, every host converged twice, TLS client lines."""
+    """The main job on the local testbed: hosts up, converged twice, verified, smoke-tested, TLS client lines."""
     from berth.pki import CertificateAuthority
     from berth.ssh import network_address
 
@@ -291,7 +291,21 @@ def demo(c):
 
     verified = verifying.run(project, project.hosts("runners"), forks=0, junit="reports/compliance.xml",
                              json_path="reports/compliance.json")
-    console.rule("6. reach r1's daemon from here with mutual TLS")
+    console.rule("6. invoke smoke --limit r1: a canary job per runner builds and pushes through its mode")
+    import os
+
+    from berth import smoke as smoking
+    from berth.testbed import Testbed
+
+    bed = Testbed(project.settings.root, log=lambda m: console.print(f"[dim]{m}[/]"))
+    console.print("[dim]testbed: docker:27.5-cli/-dind images on r1 (from its own file system), a registry[/]")
+    bed.load_job_images(["r1"])
+    registry = bed.registry_up()
+    os.environ.update(registry)
+    smoked = smoking.run(project, project.hosts("r1"), smoking.Registry(
+        registry["BERTH_REGISTRY"], registry["BERTH_REGISTRY_USER"], registry["BERTH_REGISTRY_PASSWORD"]),
+        junit="reports/smoke.xml", json_path="reports/smoke.json")
+    console.rule("7. reach r1's daemon from here with mutual TLS")
     certs_client(c, name="demo", days=30, out=str(Path(".berth/clients/demo")))
     r1 = project.hosts("r1")[0]
     address = network_address(r1, project.ssh())
@@ -300,8 +314,8 @@ def demo(c):
     print(f"export DOCKER_HOST=tcp://{address}:{r1.vars['docker_tls_port']}")
     print("export DOCKER_TLS_VERIFY=1")
     print(f"export DOCKER_CERT_PATH={folder}")
-    if verified:
-        raise Exit(code=int(verified))
+    if verified or smoked:
+        raise Exit(code=int(verified or smoked))
 
 
 def _converge_or_exit(c, project):
