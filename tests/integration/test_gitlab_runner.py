@@ -61,7 +61,8 @@ def registered(converged, berth, gitlab, socket_token, tmp_path):
     env = {"GITLAB_TOKEN": ACCESS_TOKEN, "BERTH_TEST_SOCKET_TOKEN": socket_token}
     run = berth("setup-runner", "--host", "r1", "--diff", "-e", f"@{vars_file}", env=env)   # diffs hold tokens
     assert run.code == 0, run.output
-    assert "glrt-***" in run.err                # the config.toml diff was shown, its tokens masked
+    if any(c["target"] == CONFIG for c in run.host("r1")["changes"]):
+        assert "glrt-***" in run.err            # the config.toml diff was shown, its tokens masked
     return vars_file, env, run
 
 
