@@ -86,3 +86,15 @@ def declare_roles(host: Host, ctx: RoleContext) -> list[RoleState]:
             raise ConfigError(f"{origin}: {exc}" if origin else str(exc)) from None
         states.append(module.declare(host, ctx))
     return states
+
+
+def controller_files(host: Host, variable: str, purpose: str) -> tuple[Path, ...]:
+    """The files a variable names on the controller (a keyring, .deb files), or an error saying which are missing."""
+    value = host.vars[variable]
+    paths = tuple(Path(p) for p in ([value] if isinstance(value, str) else value) if p)
+    missing = [str(p) for p in paths if not p.exists()]
+    if not paths or missing:
+        absent = f"; missing: {', '.join(missing)}" if missing else ""
+        raise ConfigError(f"{host.origins.get(variable)}: {host.name}: {variable} must name {purpose} on the "
+                          f"controller{absent}")
+    return paths

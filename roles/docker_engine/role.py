@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import difflib
 import json
-from pathlib import Path
 from typing import Any
 
 from berth.errors import ConfigError
@@ -32,7 +31,7 @@ from berth.resources import (
     apt_source,
     drop_in,
 )
-from berth.roles import RoleContext
+from berth.roles import RoleContext, controller_files
 
 # Keys dockerd re-reads on SIGHUP (dockerd.md "Configuration reload behavior"; moby daemon/reload.go).
 RELOADABLE = frozenset({
@@ -191,22 +190,12 @@ def _install(host: Host) -> list[Any]:
     if method == "distro":
         return [Packages(tuple(v["docker_distro_packages"]))]
     if method == "docker-repo":
-        keyring = v["docker_repo_keyring_file"]
-        if not keyring or not Path(keyring).exists():
-            raise ConfigError(
-                f"{host.origins.get('docker_install_method')}: docker-repo needs docker_repo_keyring_file, the "
-                "dearmored key from https://download.docker.com/linux/debian/gpg on the controller"
-            )
+        (keyring,) = controller_files(host, "docker_repo_keyring_file",
+                                      "the dearmored key of https://download.docker.com/linux/debian/gpg")
         line = f"{v['docker_repo_url']} {v['docker_repo_suite']} stable"
-        return [*apt_source("docker", line, Path(keyring).read_bytes()), Packages(tuple(v["docker_repo_packages"]))]
+        return [*apt_source("docker", line, keyring.read_bytes()), Packages(tuple(v["docker_repo_packages"]))]
     if method == "local-debs":
-        debs = tuple(Path(p) for p in v["docker_local_debs"])
-        missing = [str(p) for p in debs if not p.exists()]
-        if not debs or missing:
-            raise ConfigError(
-                f"{host.origins.get('docker_local_debs')}: local-debs needs docker_local_debs, files on the "
-                f"controller{': missing ' + ', '.join(missing) if missing else ''}"
-            )
+        debs = controller_files(host, "docker_local_debs", ".deb files for hosts without internet")
         return [Packages(tuple(v["docker_local_packages"]), debs=debs)]
     raise ConfigError(
         f"{host.origins.get('docker_install_method')}: docker_install_method must be distro, docker-repo or "

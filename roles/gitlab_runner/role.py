@@ -12,7 +12,7 @@ from berth.certificates import HostCertificate
 from berth.errors import ConfigError
 from berth.inventory import Host
 from berth.resources import Directory, File, Handler, Packages, RoleState, Service, apt_source, drop_in
-from berth.roles import RoleContext
+from berth.roles import RoleContext, controller_files
 from berth.runner_config import parse_runners
 from berth.runners import RELOAD_RUNNER, RunnerConfigFile
 
@@ -64,26 +64,17 @@ def _install(host: Host) -> list:
     if method == "none":
         return []
     if method == "repo":
-        keyring = v["gitlab_runner_repo_keyring_file"]
-        if not keyring or not Path(keyring).exists():
-            raise ConfigError(
-                f"{origin}: {host.name}: gitlab_runner_install_method repo needs gitlab_runner_repo_keyring_file, "
-                "the dearmored key of https://packages.gitlab.com/runner/gitlab-runner/gpgkey on the controller"
-            )
+        (keyring,) = controller_files(host, "gitlab_runner_repo_keyring_file",
+                                      "the dearmored key of https://packages.gitlab.com/runner/gitlab-runner/gpgkey")
         version = v["gitlab_runner_version"]
         line = f"{v['gitlab_runner_repo_url']} {v['gitlab_runner_repo_suite']} main"
         return [
-            *apt_source("runner_gitlab-runner", line, Path(keyring).read_bytes()),
+            *apt_source("runner_gitlab-runner", line, keyring.read_bytes()),
             # The package depends on the helper images of exactly its own version: pin both.
             Packages(("gitlab-runner", "gitlab-runner-helper-images"),
                      versions={"gitlab-runner": version, "gitlab-runner-helper-images": version}),
         ]
     if method == "local-debs":
-        debs = tuple(Path(p) for p in v["gitlab_runner_local_debs"])
-        missing = [str(p) for p in debs if not p.exists()]
-        if not debs or missing:
-            absent = f": missing {', '.join(missing)}" if missing else ""
-            raise ConfigError(f"{host.origins.get('gitlab_runner_local_debs')}: {host.name}: local-debs needs "
-                              f"gitlab_runner_local_debs, files on the controller{absent}")
+        debs = controller_files(host, "gitlab_runner_local_debs", ".deb files for hosts without internet")
         return [Packages(("gitlab-runner",), debs=debs)]
     raise ConfigError(f"{origin}: gitlab_runner_install_method must be repo, local-debs or none, got {method!r}")
