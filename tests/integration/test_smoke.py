@@ -34,6 +34,8 @@ def smoke_runners(first_converge, berth, testbed, registry, tmp_path_factory):
             if mode == "remote":
                 runner["remote_host"] = "tcp://r2:2376"
             runners.append(runner)
+        for host in ("r1", "r2"):     # only this module's runners: the smoke runs every runner of a host
+            testbed.exec(host, "rm", "-f", CONFIG)
         vars_file = tmp_path_factory.mktemp("smoke") / "runners.yml"
         vars_file.write_text(yaml.safe_dump({"gitlab_runners": runners}))
         run = berth("setup-runner", "--limit", "r1,r2", "-e", f"@{vars_file}", env=env)
