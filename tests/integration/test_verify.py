@@ -20,7 +20,7 @@ from tests.integration.conftest import HOSTS, ROOT, Run
 SCHEMA = xmlschema.XMLSchema(ROOT / "tests" / "schemas" / "junit.xsd")
 # The testbed inventory's accepted deviations (tests/integration/inventory/group_vars/runners.yml).
 ACCEPTED = {"docker_engine/daemon_option[icc]", "docker_engine/daemon_option[no-new-privileges]",
-            "docker_engine/daemon_option[userland-proxy]"}
+            "docker_engine/daemon_option[userland-proxy]", "docker_engine/daemon_option[insecure-registries]"}
 DAEMON_JSON = "/etc/docker/daemon.json"
 
 
