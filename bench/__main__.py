@@ -89,6 +89,7 @@ def reset(bed: Testbed, hosts: list[str]) -> None:
 
 
 def measure(tool: Tool, ctx: Context, run_id: str) -> tuple[Measurement, Any]:
+    tool.clean(ctx, run_id)
     argv, env = tool.command(ctx, run_id)
     m = run_measured(argv, env=env, cwd=ROOT, log=WORK / "logs" / f"{run_id}-{tool.name}.log")
     outcome = tool.outcome(ctx, run_id, m)

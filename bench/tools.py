@@ -66,6 +66,10 @@ class Tool:
     def outcome(self, ctx: Context, run_id: str, m: Measurement) -> Outcome:
         raise NotImplementedError
 
+    def clean(self, ctx: Context, run_id: str) -> None:
+        """Remove what an earlier run with this id left (the SSH counters append)."""
+        self.ssh_log(ctx, run_id).unlink(missing_ok=True)
+
     def ssh_log(self, ctx: Context, run_id: str) -> Path:
         folder = ctx.work / "ssh"
         folder.mkdir(parents=True, exist_ok=True)
@@ -79,6 +83,9 @@ class Berth(Tool):
 
     def command(self, ctx: Context, run_id: str) -> tuple[list[str], dict[str, str]]:
         return berth_argv(ctx, self.report(ctx, run_id)), ctx.base_env()
+
+    def clean(self, ctx: Context, run_id: str) -> None:
+        self.report(ctx, run_id).unlink(missing_ok=True)
 
     def report(self, ctx: Context, run_id: str) -> Path:
         return ctx.work / "reports" / f"{run_id}-berth.json"
