@@ -191,7 +191,7 @@ class Pyinfra(Tool):
         if total is None:
             return Outcome(0, 0, dict(ssh), False, f"no results table (exit {m.code})")
         changed, errors = (0 if x == "-" else int(x) for x in total.group(2, 3))
-        changed_hosts = len(set(re.findall(r"^\s+\[(\S+)\] Success", m.output, re.M)))
+        changed_hosts = len(set(re.findall(r"^\s+\[(\S+)\]\s+Success", m.output, re.M)))
         ok = m.code == 0 and errors == 0
         return Outcome(changed_hosts, changed, dict(ssh), ok, "" if ok else f"exit {m.code}, {errors} errors")
 
