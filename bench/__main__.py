@@ -116,18 +116,40 @@ def record(results: dict[str, Any], n: int, phase: str, rep: int, tool: Tool, m:
         f"tree {m.tree_mb:6.0f} MB  ssh/host {per_host:5.1f}  changes {outcome.changes}")
 
 
+INOTIFY_INSTANCES = Path("/proc/sys/fs/inotify/max_user_instances")
+
+
+def raise_inotify_limit(wanted: int = 1024) -> None:
+    """Every testbed host's systemd takes several inotify instances, all counted against root: Linux's default
+    limit (128) stops systemd from booting in the 20th container or so ("Failed to create inotify object: Too
+    many open files"). Raise it (machine-wide, a limit only) when it is lower than ``wanted``."""
+    current = int(INOTIFY_INSTANCES.read_text())
+    if current < wanted:
+        INOTIFY_INSTANCES.write_text(f"{wanted}\n")
+        log(f"fs.inotify.max_user_instances raised from {current} to {wanted} (systemd in many containers)")
+
+
 def testbed_up(bed: Testbed, n: int) -> list[Any]:
     """Hosts r1..rN, started at most 10 at a time: many systemd boots at once on 2 CPUs can pass up()'s timeout."""
+    if n > 10:
+        raise_inotify_limit()
     running = len([h for h in bed.status() if h.state == "running"])
     for target in [*range(running + 10, n, 10), n]:
         log(f"testbed up: {target} hosts")
         try:
             hosts = bed.up(target)
         except TestbedError as exc:
-            log(f"testbed: {str(exc).splitlines()[0]}; waiting longer")
-            bed._wait_booted([f"r{i}" for i in range(1, target + 1)], timeout=300)
+            stuck = [h.name for h in bed.status() if not _booted(bed, h.name)]
+            log(f"testbed: {str(exc).splitlines()[0]}; starting {', '.join(stuck)} again")
+            for name in stuck:
+                subprocess.run(["docker", "rm", "-f", bed.container_name(name)], capture_output=True)
             hosts = bed.up(target)
     return hosts
+
+
+def _booted(bed: Testbed, host: str) -> bool:
+    probe = "systemctl is-active ssh >/dev/null && test -s /etc/ssh/ssh_host_ed25519_key.pub"
+    return bed.exec(host, "sh", "-c", probe, check=False).returncode == 0
 
 
 def bench_n(args: argparse.Namespace, bed: Testbed, tools: list[Tool], n: int, results: dict[str, Any]) -> None:
@@ -259,7 +281,7 @@ def markdown(results: dict[str, Any]) -> str:
         "is the mean number of SSH sessions (commands, SFTP and scp transfers) per host in a run.",
         "",
     ]
-    for n in results["hosts"]:
+    for n in sorted(results["hosts"]):
         if any(r["n"] == n for r in results["runs"]):
             lines += [*table(results, n), ""]
     lines += METHOD.splitlines()
