@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import shlex
+import statistics
 import subprocess
 import sys
 import time
@@ -66,6 +67,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--tools", default="berth,ansible,pyinfra", help="tools to run, comma-separated")
     p.add_argument("--out", default=str(BENCH / "RESULTS.md"), help="the Markdown report (default bench/RESULTS.md)")
     p.add_argument("--down", action="store_true", help="remove the testbed at the end")
+    p.add_argument("--render", action="store_true",
+                   help="run nothing: rewrite --out from the results.json beside it (after a change of report.py)")
     args = p.parse_args(argv)
     args.host_counts = [int(x) for x in args.hosts.split(",") if x.strip()]
     args.tool_names = [t.strip() for t in args.tools.split(",") if t.strip()]
@@ -109,7 +112,7 @@ def record(results: dict[str, Any], n: int, phase: str, rep: int, tool: Tool, m:
     results["runs"].append({
         "n": n, "phase": phase, "rep": rep, "tool": tool.name, "wall": round(m.wall, 3), "cpu": round(m.cpu, 3),
         "tree_mb": round(m.tree_mb, 1), "process_mb": round(m.process_mb, 1), "changes": outcome.changes,
-        "changed_hosts": outcome.changed_hosts, "ssh": outcome.ssh,
+        "changed_hosts": outcome.changed_hosts, "ssh": outcome.ssh, "load1": round(os.getloadavg()[0], 1),
     })
     per_host = sum(outcome.ssh.values()) / n
     log(f"  N={n} {phase:5} rep {rep + 1} {tool.name:8} {m.wall:7.2f} s  cpu {m.cpu:6.2f} s  "
@@ -215,6 +218,12 @@ def versions() -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.render:
+        out = Path(args.out)
+        results = json.loads(out.with_name("results.json").read_text())
+        old = out.read_text() if out.exists() else ""
+        out.write_text(markdown(results) + "\n" + (old[old.index(NOTES_MARK):] if NOTES_MARK in old else NOTES_MARK))
+        return 0
     WORK.mkdir(parents=True, exist_ok=True)
     command = shlex.join([".venv/bin/python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)])
     results: dict[str, Any] = {
@@ -270,7 +279,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"(1/5/15 min) {load[0]} at the start, {load[1]} at the end. The machine was shared: "
         f"{mc['other_containers']} other containers (other engineers' testbeds and tests) were running at the "
         "start. The tools ran interleaved on the same hosts, so the load fell on all three alike; absolute times "
-        "are noisier than the ratios.",
+        "are noisier than the ratios." + _load_during(results),
         f"- versions: berth {v['berth']}, ansible-core {v['ansible-core']}, pyinfra {v['pyinfra']}, "
         f"paramiko {v['paramiko']}, fabric {v['fabric']}, Python {v['python']}, {mc['openssh']}",
         "- hosts: testbed containers (Debian 12, systemd, sshd) on a Docker network of this machine",
@@ -286,6 +295,14 @@ def markdown(results: dict[str, Any]) -> str:
             lines += [*table(results, n), ""]
     lines += METHOD.splitlines()
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _load_during(results: dict[str, Any]) -> str:
+    loads = [r["load1"] for r in results["runs"] if "load1" in r]
+    if not loads:
+        return ""
+    median = statistics.median(loads)
+    return f" 1-minute load average at the end of each run: median {median:.1f}, max {max(loads):.1f}."
 
 
 METHOD = """## What was measured

@@ -8,6 +8,7 @@ from typing import Any
 NOOP_VS_ANSIBLE = 20.0   # issue #6: no-op converge at least 20x faster than ansible-playbook
 NOOP_VS_PYINFRA = 2.0    # ... and at least 2x faster than pyinfra
 MAX_SSH_PER_HOST = 2     # ... with at most 2 SSH commands per converged host
+TARGET_FROM_HOSTS = 10   # ... for 10 and for 30 hosts
 
 
 def _runs(results: dict[str, Any], n: int, phase: str, tool: str) -> list[dict[str, Any]]:
@@ -60,7 +61,7 @@ def table(results: dict[str, Any], n: int) -> list[str]:
         ratio_noop = _x(o["wall"] / base_noop["wall"]) if base_noop else "-"
         lines.append(
             f"| {tool} | {_s(f['wall'])} | **{_s(o['wall'])}** | {_s(o['wall_min'])} - {_s(o['wall_max'])} "
-            f"| {f['ssh']:.1f} / {o['ssh']:.1f} | {f['cpu']:.1f} / {o['cpu']:.2f} "
+            f"| {f['ssh']:.1f} / {o['ssh']:.1f} | {f['cpu']:.2f} / {o['cpu']:.2f} "
             f"| {o['tree_mb']:.0f} / {o['process_mb']:.0f} | {ratio_first} | **{ratio_noop}** |"
         )
     counts = {phase: {summary(results, n, phase, t)["count"] for t in tools if summary(results, n, phase, t)}
@@ -84,6 +85,8 @@ def verdict(results: dict[str, Any], n: int) -> list[str]:
     ssh_max = max(b["ssh_max"], first["ssh_max"] if first else 0)
 
     def mark(ok: bool) -> str:
+        if n < TARGET_FROM_HOSTS:
+            return "met" if ok else f"not met; the issue sets the targets for {TARGET_FROM_HOSTS} hosts and more"
         return "met" if ok else "NOT met"
 
     return [
