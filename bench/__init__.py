@@ -1,0 +1,1 @@
+"""The converge benchmark (not a test): `python -m bench`, see bench/README.md."""
