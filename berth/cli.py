@@ -21,6 +21,7 @@ from rich.tree import Tree
 
 from berth.engine import Converger, HostReport, Status
 from berth.errors import BerthError, ExitCode, OptionError
+from berth.files import write_atomic
 from berth.fleet import run_parallel
 from berth.inventory import Host, Inventory
 from berth.plan import Plan
@@ -185,13 +186,8 @@ def exit_code(reports: Sequence[HostReport]) -> ExitCode:
 
 
 def write_json(path: str, data: Any) -> None:
-    if not path:
-        return
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(target)
+    if path:
+        write_atomic(path, (json.dumps(data, indent=2) + "\n").encode())
 
 
 def print_tree(inv: Inventory) -> None:

@@ -129,7 +129,7 @@ class Converger:
         request: dict[str, Any] = {
             "action": "apply",
             "steps": plan.steps,
-            "handlers": [_handler_request(h) for h in plan.handlers],
+            "handlers": [handler_request(h) for h in plan.handlers],
         }
         disruptive = [h for h in plan.handlers if h.disruptive]
         if disruptive:
@@ -170,7 +170,7 @@ class Converger:
             session.close()
 
 
-def _handler_request(handler: Handler) -> dict[str, Any]:
+def handler_request(handler: Handler) -> dict[str, Any]:
     health = None
     if handler.health:
         health = {"unix": handler.health.unix, "tcp": [list(t) for t in handler.health.tcp],

@@ -164,7 +164,8 @@ def remove_from_host(session: Session, name: str, *, delete: bool) -> str:
     runner manager is removed (what `gitlab-runner unregister` does with a glrt- token); with it, the
     runner itself is deleted in GitLab.
     """
-    from berth.engine import run_agent
+    from berth.engine import handler_request, run_agent
+    from berth.resources import Handler
     from berth.runner_config import remove_runner
 
     host = session.host
@@ -191,8 +192,7 @@ def remove_from_host(session: Session, name: str, *, delete: bool) -> str:
         raise HostFailed(f"{host.name}: runner {name}: {redact(str(exc))}; config.toml left as it was") from None
     answer = run_agent(session, {
         "action": "apply", "steps": [{**_write(path, remaining), "backup": True}],
-        "handlers": [{"name": "reload gitlab-runner", "cmd": RELOAD_RUNNER, "unit": None, "health": None,
-                      "rollback": False}],
+        "handlers": [handler_request(Handler("reload gitlab-runner", RELOAD_RUNNER))],
     })
     if answer.get("error"):
         raise HostFailed(f"{host.name}: {answer['error']}")

@@ -334,8 +334,8 @@ def run(project: Any, hosts: list[Host], registry: Registry, *, runner: str = ""
 
     from berth import cli
     from berth.errors import ExitCode
+    from berth.files import write_atomic
     from berth.fleet import run_parallel
-    from berth.verify import write
 
     settings = project.ssh()
     by_name = project.inventory.hosts
@@ -368,9 +368,9 @@ def run(project: Any, hosts: list[Host], registry: Registry, *, runner: str = ""
     if keep:
         cli.console.print("containers kept for inspection (label berth.smoke); remove them with `invoke smoke --clean`")
     if junit:
-        write(junit, junit_xml(results))
+        write_atomic(junit, junit_xml(results))
     if json_path:
-        write(json_path, (json.dumps([r.as_dict() for r in results], indent=2) + "\n").encode())
+        write_atomic(json_path, (json.dumps([r.as_dict() for r in results], indent=2) + "\n").encode())
     if any(r.status == "unreachable" for r in results):
         return ExitCode.HOST_UNREACHABLE if not any(r.status == "failed" for r in results) else ExitCode.HOST_FAILED
     return ExitCode.HOST_FAILED if any(r.status == "failed" for r in results) else ExitCode.OK

@@ -7,6 +7,7 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
+from berth.files import write_atomic
 from berth.pki import CertificateAuthority, CertInfo, cert_info
 
 CONTROLLER_CLIENT = "berth-controller"
@@ -39,11 +40,7 @@ def write_client(ca: CertificateAuthority, name: str, out: Path, *, days: int = 
     identity = ClientIdentity(out)
     for path, data, mode in ((identity.key, key_pem, 0o600), (identity.cert, cert_pem, 0o644),
                              (identity.ca, ca.bundle_pem(), 0o644)):
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.touch(mode=mode)
-        tmp.chmod(mode)
-        tmp.write_bytes(data)
-        tmp.replace(path)
+        write_atomic(path, data, mode=mode)
     return identity
 
 

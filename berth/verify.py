@@ -30,6 +30,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from berth.errors import BerthError, ExitCode
+from berth.files import write_atomic
 from berth.fleet import run_parallel
 from berth.inventory import Host
 
@@ -271,14 +272,6 @@ def junit_xml(results: Sequence[HostResult]) -> bytes:
     return ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
 
 
-def write(path: str, data: bytes) -> None:
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(target)
-
-
 def run(project: Any, hosts: Sequence[Host], *, forks: int = 0, junit: str = "", json_path: str = "") -> ExitCode:
     """The `invoke verify` task: check the hosts, print the table and the problems, write the reports."""
     from berth import cli
@@ -302,6 +295,6 @@ def run(project: Any, hosts: Sequence[Host], *, forks: int = 0, junit: str = "",
         cli.console.print(f"[{style}]{escape(cli.redact(line, cli.secrets()))}[/]", soft_wrap=True)
     cli.console.print(summary(results, seconds))
     if junit:
-        write(junit, junit_xml(results))
+        write_atomic(junit, junit_xml(results))
     cli.write_json(json_path, [r.as_dict() for r in results])
     return exit_code(results)
