@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,10 +65,11 @@ class Berth:
 
 
 @pytest.fixture(scope="session")
-def testbed() -> Testbed:
+def testbed() -> Iterator[Testbed]:
     bed = Testbed(ROOT)
     bed.up(len(HOSTS), fresh=True)
-    return bed
+    yield bed
+    bed.down()      # the tests' runners and CA must not outlive the session (`make demo` starts clean)
 
 
 @pytest.fixture(scope="session")
