@@ -19,8 +19,9 @@ The ``[runners.docker]`` keys each mode sets (FACTS.md section 1; "27.5" is the 
   ``volumes=["/certs/client", "/cache", ...]`` and one privilege form:
   ``privileged`` -> ``privileged=true``;
   ``services_privileged`` -> ``privileged=false, services_privileged=true,
-  allowed_privileged_services=["docker:*-dind", "docker.io/library/docker:*-dind"]`` (the job container
-  stays unprivileged);
+  allowed_privileged_services=`` :data:`DIND_PRIVILEGED_SERVICES` (the official docker image under any tag:
+  docker:dind, docker:27, docker:latest..., with or without docker.io/library/; the job container stays
+  unprivileged);
   ``capabilities`` -> ``privileged=false, cap_add=["ALL"], cap_drop=["SYS_RESOURCE"],
   security_opt=["seccomp=unconfined", "apparmor=unconfined"]`` (for kernels that cannot grant --privileged).
 - ``socket`` (the host daemon's socket is mounted into the job): ``tls_verify=false``, ``image``,
@@ -109,7 +110,21 @@ REGISTRATION_KEYS = (
 
 CERTS_IN_JOB = "/certs/client"
 SOCKET_VOLUME = "/var/run/docker.sock:/var/run/docker.sock"
-DIND_PRIVILEGED_SERVICES = ["docker:*-dind", "docker.io/library/docker:*-dind"]
+# allowed_privileged_services: gitlab-runner matches each pattern with doublestar against the service name
+# exactly as the job wrote it (executors/docker/docker.go isInAllowedPrivilegedImages), so "docker:*-dind"
+# misses docker:dind, docker:27 and docker:latest. The official image gives its dind variant the tags dind,
+# <v>-dind, latest and the bare <v> (docker-library/docker generate-stackbrew-library.sh), and "docker"
+# alone means latest. So the patterns name the repository, any tag or digest: a tag is no security line
+# anyway, since a job may set a service's command and entrypoint (docker.go createServiceContainerConfig).
+# doublestar's "*" never crosses "/", so other registries and namespaces stay unprivileged.
+DIND_PRIVILEGED_SERVICES = [
+    "docker",
+    "docker:*",
+    "docker@*",
+    "docker.io/library/docker",
+    "docker.io/library/docker:*",
+    "docker.io/library/docker@*",
+]
 NO_EXPIRY = "0001-01-01T00:00:00Z"  # gitlab-runner's zero time: the token does not expire
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
