@@ -23,7 +23,9 @@ The ``[runners.docker]`` keys each mode sets (FACTS.md section 1; "27.5" is the 
   docker:dind, docker:27, docker:latest..., with or without docker.io/library/; the job container stays
   unprivileged);
   ``capabilities`` -> ``privileged=false, cap_add=["ALL"], cap_drop=["SYS_RESOURCE"],
-  security_opt=["seccomp=unconfined", "apparmor=unconfined"]`` (for kernels that cannot grant --privileged).
+  security_opt=["seccomp=unconfined", "apparmor=unconfined"]`` (TESTBED ONLY, for kernels that cannot grant
+  --privileged: gitlab-runner never gives these keys to services, so a real dind service gets none of them;
+  the role refuses it unless ``gitlab_runner_allow_testbed_capabilities`` is true).
 - ``socket`` (the host daemon's socket is mounted into the job): ``tls_verify=false``, ``image``,
   ``privileged=false``, ``disable_cache=false``,
   ``volumes=["/var/run/docker.sock:/var/run/docker.sock", "/cache", ...]``.
@@ -244,8 +246,15 @@ class _Where:
         return ConfigError(f"{self.at(key)}: runner {self.label}: {problem}")
 
 
-def parse_runners(value: Any, origin: str) -> tuple[list[RunnerSpec], list[str]]:
-    """Validate ``gitlab_runners`` and return (specs, warnings). ``origin`` is "file:line" of the variable."""
+def parse_runners(
+    value: Any, origin: str, *, allow_capabilities: bool = True
+) -> tuple[list[RunnerSpec], list[str]]:
+    """Validate ``gitlab_runners`` and return (specs, warnings). ``origin`` is "file:line" of the variable.
+
+    ``allow_capabilities=False`` refuses dind runners with the testbed-only capability form (see
+    :func:`_check_testbed_form`); the role passes ``gitlab_runner_allow_testbed_capabilities``, readers of an
+    inventory the role has accepted (verify, smoke) leave it on.
+    """
     if value is None:
         return [], []
     if not isinstance(value, list):
@@ -272,6 +281,8 @@ def parse_runners(value: Any, origin: str) -> tuple[list[RunnerSpec], list[str]]
             raise where.error(f"defined twice (first as runner #{seen[name]}): names must be unique", "name")
         seen[name] = index
         spec, spec_warnings = _parse_one(item, where)
+        if not allow_capabilities:
+            _check_testbed_form(spec, where)
         specs.append(spec)
         warnings.extend(spec_warnings)
     return specs, warnings
@@ -448,6 +459,24 @@ def _check_mode(spec: RunnerSpec, item: Mapping[str, Any], where: _Where) -> Non
     _check_docker_extras(spec, where)
     if spec.mode == "remote":
         _check_remote(spec, where)
+
+
+def _check_testbed_form(spec: RunnerSpec, where: _Where) -> None:
+    """The capability form reaches the job container only, never the dind service: a testbed device.
+
+    gitlab-runner gives a service container Privileged and services_security_opt, never cap_add, cap_drop
+    or security_opt (executors/docker/docker.go createHostConfigForService), so dockerd in docker:dind
+    cannot start on a real runner with this form.
+    """
+    if spec.mode == "dind" and spec.privileged_form == "capabilities":
+        raise where.error(
+            "privileged_form capabilities cannot run a docker:dind service: gitlab-runner gives services "
+            "only privileged and services_security_opt, never cap_add/cap_drop/security_opt. Use "
+            "privileged_form privileged (the default) or services_privileged. It is only for machines that "
+            "cannot grant --privileged, like berth's testbed: there set gitlab_runner_allow_testbed_capabilities: "
+            "true",
+            "privileged_form",
+        )
 
 
 def _check_services(spec: RunnerSpec, where: _Where) -> None:
