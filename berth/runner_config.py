@@ -579,6 +579,37 @@ def registration_params(spec: RunnerSpec) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------------
+# The packages of a release
+
+RUNNER_PACKAGE = "gitlab-runner"
+HELPER_PACKAGE = "gitlab-runner-helper-images"
+# gitlab-runner-helper-images first ships with 17.7.0 (gitlab-runner CHANGELOG.md v17.7.0; its
+# magefiles/packages/create.go gains HelperImagesPackage at that tag).
+HELPER_PACKAGE_SINCE = (17, 7)
+# <release>-<iteration>, as fpm builds them (gitlab-runner magefiles/packages/create.go --version/--iteration).
+_DEB_VERSION = re.compile(r"^(\d+)\.(\d+)\.\d+(?:~[0-9A-Za-z.]+)?-\d+$")
+
+
+def package_pins(version: Any, origin: str) -> tuple[dict[str, str], tuple[str, ...]]:
+    """(package -> pinned Debian version, packages that must not be installed) for ``gitlab_runner_version``.
+
+    From 17.7 on gitlab-runner depends on the helper images of exactly its own version (17.8+:
+    ``gitlab-runner-helper-images = <version>``), so both are pinned. Older packages carry the images
+    themselves, and a newer helper package left behind keeps those files (it Replaces gitlab-runner), so
+    it must go.
+    """
+    match = _DEB_VERSION.match(version) if isinstance(version, str) else None
+    if match is None:
+        raise ConfigError(
+            f"{origin}: gitlab_runner_version {version!r} is not a Debian package version apt can pin: write the "
+            'release and the package iteration, e.g. "19.3.0-1" (see `apt-cache policy gitlab-runner`)'
+        )
+    if (int(match.group(1)), int(match.group(2))) >= HELPER_PACKAGE_SINCE:
+        return {RUNNER_PACKAGE: version, HELPER_PACKAGE: version}, ()
+    return {RUNNER_PACKAGE: version}, (HELPER_PACKAGE,)
+
+
+# ---------------------------------------------------------------------------------------------------
 # What a runner's config looks like
 
 

@@ -14,17 +14,10 @@ from berth.errors import ConfigError
 from berth.inventory import Host
 from berth.resources import Directory, File, Handler, Packages, RoleState, Service, apt_source, drop_in
 from berth.roles import RoleContext, controller_files
-from berth.runner_config import parse_runners
+from berth.runner_config import package_pins, parse_runners
 from berth.runners import RELOAD_RUNNER, RunnerConfigFile
 
 GLOBALS = ("concurrent", "check_interval", "shutdown_timeout", "log_level", "log_format", "listen_address")
-RUNNER_PACKAGE = "gitlab-runner"
-HELPER_PACKAGE = "gitlab-runner-helper-images"
-# gitlab-runner-helper-images first ships with 17.7.0 (gitlab-runner CHANGELOG.md v17.7.0; its
-# magefiles/packages/create.go gains HelperImagesPackage at that tag).
-HELPER_PACKAGE_SINCE = (17, 7)
-# <release>-<iteration>, as fpm builds them (gitlab-runner magefiles/packages/create.go).
-_DEB_VERSION = re.compile(r"^(\d+)\.(\d+)\.\d+(?:~[0-9A-Za-z.]+)?-\d+$")
 # A systemd time span (systemd.time(7)): numbers with optional units; a bare number is seconds.
 _TIME_SPAN = re.compile(
     r"^\s*(?:\d+(?:\.\d+)?\s*(?:usec|us|msec|ms|seconds?|sec|s|minutes?|min|m|hours?|hr|h|days?|d|weeks?|w)?\s*)+$"
@@ -93,19 +86,9 @@ def _install(host: Host) -> list:
 
 
 def runner_packages(version: str, origin: str) -> Packages:
-    """The pinned packages of one gitlab-runner release (Debian version, e.g. "19.3.0-1")."""
-    match = _DEB_VERSION.match(version) if isinstance(version, str) else None
-    if match is None:
-        raise ConfigError(
-            f"{origin}: gitlab_runner_version {version!r} is not a Debian package version apt can pin: "
-            "write the release and the package iteration, e.g. \"19.3.0-1\" (see `apt-cache policy gitlab-runner`)"
-        )
-    if (int(match.group(1)), int(match.group(2))) >= HELPER_PACKAGE_SINCE:
-        # gitlab-runner depends on the helper images of exactly its own version (magefiles/packages/create.go).
-        return Packages((RUNNER_PACKAGE, HELPER_PACKAGE), versions={RUNNER_PACKAGE: version, HELPER_PACKAGE: version})
-    # Older packages carry the images themselves; a newer helper package left behind would keep them
-    # (it Replaces gitlab-runner), so it goes.
-    return Packages((RUNNER_PACKAGE,), versions={RUNNER_PACKAGE: version}, absent=(HELPER_PACKAGE,))
+    """The pinned packages of one gitlab-runner release (see berth.runner_config.package_pins)."""
+    pins, absent = package_pins(version, origin)
+    return Packages(tuple(pins), versions=pins, absent=absent)
 
 
 def _stop_timeout(host: Host) -> tuple[str, list[str]]:
