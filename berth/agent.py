@@ -156,10 +156,10 @@ def apt_install_commands(step):
     """The apt-get runs of a packages step.
 
     A pinned version ("name=1.2-1") is what the inventory wants even when it is older than the installed
-    one, and apt-get -y refuses any downgrade without --allow-downgrades. "name-" removes a package in the
-    same run. A removed package may have held files of a pinned one (dpkg keeps a file with the package
-    that Replaces its other owner, and deletes it with that package), so the pinned ones are then
-    reinstalled.
+    one, and apt-get -y refuses any downgrade without --allow-downgrades (apt-get(8)). "name-" removes a
+    package in the same run (apt-get(8), install). A removed package may have held files of a pinned one
+    (dpkg keeps a file with the installed package that Replaces the one being unpacked, and deletes it
+    with that package; tried with dpkg 1.21 on Debian 12), so the pinned ones are then reinstalled.
     """
     names = list(step.get("install", []))
     debs = list(step.get("debs", []))
