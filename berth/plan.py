@@ -99,8 +99,8 @@ def _plan_resource(plan: Plan, resource: Resource, found: dict[str, Any]) -> lis
             if not missing and not unwanted:
                 return []
             pinned = [f"{n}={resource.versions[n]}" if n in resource.versions else n for n in missing]
-            plan.changes.append(Change("packages", " ".join(pinned + [f"{n}-" for n in unwanted]),
-                                       "install" + (" and remove" if unwanted else "")))
+            actions = " and ".join(a for a, todo in (("install", pinned), ("remove", unwanted)) if todo)
+            plan.changes.append(Change("packages", " ".join(pinned + [f"{n}-" for n in unwanted]), actions))
             step: dict[str, Any] = {"op": "packages", "install": pinned, "debs": []}
             if unwanted:
                 step["remove"] = unwanted

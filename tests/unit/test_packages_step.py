@@ -83,3 +83,12 @@ def test_a_left_over_helper_package_is_removed_even_when_the_runner_is_right(mon
     assert step is not None
     runs = apt_runs(monkeypatch, step)
     assert runs[0][-1] == f"{HELPER}-" and runs[-1][-2:] == ["--reinstall", f"{RUNNER}=17.5.0-1"]
+
+
+def test_the_plan_says_what_it_installs_and_removes():
+    found = {"files": {}, "services": {}, "packages": {RUNNER: "17.5.0-1", HELPER: "19.3.0-1"}}
+    (change,) = make_plan([old_runner("17.5.0-1")], [], found).changes
+    assert (change.target, change.summary) == (f"{HELPER}-", "remove")
+    found["packages"][RUNNER] = "19.3.0-1"
+    (change,) = make_plan([old_runner("17.5.0-1")], [], found).changes
+    assert (change.target, change.summary) == (f"{RUNNER}=17.5.0-1 {HELPER}-", "install and remove")
