@@ -243,7 +243,9 @@ class Applier:
     def packages(self, step):
         max_age = step.get("cache_valid_time", 3600)
         age = _apt_lists_age()
-        if step.get("update") or age is None or age > max_age:
+        # A pinned version that is not installed yet may be newer than the lists, however fresh they are.
+        pinned = any("=" in name for name in step.get("install", []))
+        if step.get("update") or pinned or age is None or age > max_age:
             sh(["apt-get", "update", "-qq"], check=True)
         for argv in apt_install_commands(step):
             sh(argv, check=True)

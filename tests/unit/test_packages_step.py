@@ -92,3 +92,15 @@ def test_the_plan_says_what_it_installs_and_removes():
     found["packages"][RUNNER] = "19.3.0-1"
     (change,) = make_plan([old_runner("17.5.0-1")], [], found).changes
     assert (change.target, change.summary) == (f"{RUNNER}=17.5.0-1 {HELPER}-", "install and remove")
+
+
+def test_a_new_pin_reads_the_repository_first_even_with_fresh_lists(monkeypatch):
+    """Lists younger than cache_valid_time may predate the pinned release: apt would say "not found"."""
+    step = step_for(pinned("19.3.0-1"), {RUNNER: "18.6.1-1", HELPER: "18.6.1-1"})
+    runs = apt_runs(monkeypatch, step)
+    assert runs[0] == ["apt-get", "update", "-qq"] and runs[1][:2] == ["apt-get", "install"]
+
+
+def test_unpinned_installs_keep_fresh_lists(monkeypatch):
+    runs = apt_runs(monkeypatch, step_for(Packages(("curl",)), {"curl": None}))
+    assert [run[:2] for run in runs] == [["apt-get", "install"]]
