@@ -33,12 +33,18 @@ def step_for(resource: Packages, installed: dict[str, str | None]) -> dict[str, 
     return steps[0] if steps else None
 
 
-def apt_runs(monkeypatch, step: dict[str, Any]) -> list[list[str]]:
+def all_runs(monkeypatch, step: dict[str, Any]) -> list[list[str]]:
+    """Every command the agent's packages step runs (apt lists fresh), none of them for real."""
     ran: list[list[str]] = []
     monkeypatch.setattr(agent, "_apt_lists_age", lambda: 0.0)
     monkeypatch.setattr(agent, "sh", lambda argv, check=False, **kw: ran.append(argv) or (0, ""))
     agent.Applier().packages(step)
     return ran
+
+
+def apt_runs(monkeypatch, step: dict[str, Any]) -> list[list[str]]:
+    """The apt-get install runs of the step."""
+    return [run for run in all_runs(monkeypatch, step) if run[:2] == ["apt-get", "install"]]
 
 
 def test_the_probe_asks_about_packages_that_must_be_absent():
@@ -97,10 +103,10 @@ def test_the_plan_says_what_it_installs_and_removes():
 def test_a_new_pin_reads_the_repository_first_even_with_fresh_lists(monkeypatch):
     """Lists younger than cache_valid_time may predate the pinned release: apt would say "not found"."""
     step = step_for(pinned("19.3.0-1"), {RUNNER: "18.6.1-1", HELPER: "18.6.1-1"})
-    runs = apt_runs(monkeypatch, step)
+    runs = all_runs(monkeypatch, step)
     assert runs[0] == ["apt-get", "update", "-qq"] and runs[1][:2] == ["apt-get", "install"]
 
 
 def test_unpinned_installs_keep_fresh_lists(monkeypatch):
-    runs = apt_runs(monkeypatch, step_for(Packages(("curl",)), {"curl": None}))
+    runs = all_runs(monkeypatch, step_for(Packages(("curl",)), {"curl": None}))
     assert [run[:2] for run in runs] == [["apt-get", "install"]]
