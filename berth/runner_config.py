@@ -19,10 +19,13 @@ The ``[runners.docker]`` keys each mode sets (FACTS.md section 1; "27.5" is the 
   ``volumes=["/certs/client", "/cache", ...]`` and one privilege form:
   ``privileged`` -> ``privileged=true``;
   ``services_privileged`` -> ``privileged=false, services_privileged=true,
-  allowed_privileged_services=["docker:*-dind", "docker.io/library/docker:*-dind"]`` (the job container
-  stays unprivileged);
+  allowed_privileged_services=`` :data:`DIND_PRIVILEGED_SERVICES` (the official docker image under any tag:
+  docker:dind, docker:27, docker:latest..., with or without docker.io/library/; the job container stays
+  unprivileged);
   ``capabilities`` -> ``privileged=false, cap_add=["ALL"], cap_drop=["SYS_RESOURCE"],
-  security_opt=["seccomp=unconfined", "apparmor=unconfined"]`` (for kernels that cannot grant --privileged).
+  security_opt=["seccomp=unconfined", "apparmor=unconfined"]`` (TESTBED ONLY, for kernels that cannot grant
+  --privileged: gitlab-runner never gives these keys to services, so a real dind service gets none of them;
+  the role refuses it unless ``gitlab_runner_allow_testbed_capabilities`` is true).
 - ``socket`` (the host daemon's socket is mounted into the job): ``tls_verify=false``, ``image``,
   ``privileged=false``, ``disable_cache=false``,
   ``volumes=["/var/run/docker.sock:/var/run/docker.sock", "/cache", ...]``.
@@ -109,7 +112,21 @@ REGISTRATION_KEYS = (
 
 CERTS_IN_JOB = "/certs/client"
 SOCKET_VOLUME = "/var/run/docker.sock:/var/run/docker.sock"
-DIND_PRIVILEGED_SERVICES = ["docker:*-dind", "docker.io/library/docker:*-dind"]
+# allowed_privileged_services: gitlab-runner matches each pattern with doublestar against the service name
+# exactly as the job wrote it (executors/docker/docker.go isInAllowedPrivilegedImages), so "docker:*-dind"
+# misses docker:dind, docker:27 and docker:latest. The official image gives its dind variant the tags dind,
+# <v>-dind, latest and the bare <v> (docker-library/docker generate-stackbrew-library.sh), and "docker"
+# alone means latest. So the patterns name the repository, any tag or digest: a tag is no security line
+# anyway, since a job may set a service's command and entrypoint (docker.go createServiceContainerConfig).
+# doublestar's "*" never crosses "/", so other registries and namespaces stay unprivileged.
+DIND_PRIVILEGED_SERVICES = [
+    "docker",
+    "docker:*",
+    "docker@*",
+    "docker.io/library/docker",
+    "docker.io/library/docker:*",
+    "docker.io/library/docker@*",
+]
 NO_EXPIRY = "0001-01-01T00:00:00Z"  # gitlab-runner's zero time: the token does not expire
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -229,8 +246,15 @@ class _Where:
         return ConfigError(f"{self.at(key)}: runner {self.label}: {problem}")
 
 
-def parse_runners(value: Any, origin: str) -> tuple[list[RunnerSpec], list[str]]:
-    """Validate ``gitlab_runners`` and return (specs, warnings). ``origin`` is "file:line" of the variable."""
+def parse_runners(
+    value: Any, origin: str, *, allow_capabilities: bool = True
+) -> tuple[list[RunnerSpec], list[str]]:
+    """Validate ``gitlab_runners`` and return (specs, warnings). ``origin`` is "file:line" of the variable.
+
+    ``allow_capabilities=False`` refuses dind runners with the testbed-only capability form (see
+    :func:`_check_testbed_form`); the role passes ``gitlab_runner_allow_testbed_capabilities``, readers of an
+    inventory the role has accepted (verify, smoke) leave it on.
+    """
     if value is None:
         return [], []
     if not isinstance(value, list):
@@ -257,6 +281,8 @@ def parse_runners(value: Any, origin: str) -> tuple[list[RunnerSpec], list[str]]
             raise where.error(f"defined twice (first as runner #{seen[name]}): names must be unique", "name")
         seen[name] = index
         spec, spec_warnings = _parse_one(item, where)
+        if not allow_capabilities:
+            _check_testbed_form(spec, where)
         specs.append(spec)
         warnings.extend(spec_warnings)
     return specs, warnings
@@ -435,6 +461,24 @@ def _check_mode(spec: RunnerSpec, item: Mapping[str, Any], where: _Where) -> Non
         _check_remote(spec, where)
 
 
+def _check_testbed_form(spec: RunnerSpec, where: _Where) -> None:
+    """The capability form reaches the job container only, never the dind service: a testbed device.
+
+    gitlab-runner gives a service container Privileged and services_security_opt, never cap_add, cap_drop
+    or security_opt (executors/docker/docker.go createHostConfigForService), so dockerd in docker:dind
+    cannot start on a real runner with this form.
+    """
+    if spec.mode == "dind" and spec.privileged_form == "capabilities":
+        raise where.error(
+            "privileged_form capabilities cannot run a docker:dind service: gitlab-runner gives services "
+            "only privileged and services_security_opt, never cap_add/cap_drop/security_opt. Use "
+            "privileged_form privileged (the default) or services_privileged. It is only for machines that "
+            "cannot grant --privileged, like berth's testbed: there set gitlab_runner_allow_testbed_capabilities: "
+            "true",
+            "privileged_form",
+        )
+
+
 def _check_services(spec: RunnerSpec, where: _Where) -> None:
     if spec.mode != "socket":
         return
@@ -532,6 +576,37 @@ def _plain(value: Any) -> Any:
 def registration_params(spec: RunnerSpec) -> dict[str, Any]:
     """Keyword arguments for GitLabAPI.create_runner (only those given)."""
     return {key: getattr(spec, key) for key in REGISTRATION_KEYS if getattr(spec, key) is not None}
+
+
+# ---------------------------------------------------------------------------------------------------
+# The packages of a release
+
+RUNNER_PACKAGE = "gitlab-runner"
+HELPER_PACKAGE = "gitlab-runner-helper-images"
+# gitlab-runner-helper-images first ships with 17.7.0 (gitlab-runner CHANGELOG.md v17.7.0; its
+# magefiles/packages/create.go gains HelperImagesPackage at that tag).
+HELPER_PACKAGE_SINCE = (17, 7)
+# <release>-<iteration>, as fpm builds them (gitlab-runner magefiles/packages/create.go --version/--iteration).
+_DEB_VERSION = re.compile(r"^(\d+)\.(\d+)\.\d+(?:~[0-9A-Za-z.]+)?-\d+$")
+
+
+def package_pins(version: Any, origin: str) -> tuple[dict[str, str], tuple[str, ...]]:
+    """(package -> pinned Debian version, packages that must not be installed) for ``gitlab_runner_version``.
+
+    From 17.7 on gitlab-runner depends on the helper images of exactly its own version (17.8+:
+    ``gitlab-runner-helper-images = <version>``), so both are pinned. Older packages carry the images
+    themselves, and a newer helper package left behind keeps those files (it Replaces gitlab-runner), so
+    it must go.
+    """
+    match = _DEB_VERSION.match(version) if isinstance(version, str) else None
+    if match is None:
+        raise ConfigError(
+            f"{origin}: gitlab_runner_version {version!r} is not a Debian package version apt can pin: write the "
+            'release and the package iteration, e.g. "19.3.0-1" (see `apt-cache policy gitlab-runner`)'
+        )
+    if (int(match.group(1)), int(match.group(2))) >= HELPER_PACKAGE_SINCE:
+        return {RUNNER_PACKAGE: version, HELPER_PACKAGE: version}, ()
+    return {RUNNER_PACKAGE: version}, (HELPER_PACKAGE,)
 
 
 # ---------------------------------------------------------------------------------------------------
