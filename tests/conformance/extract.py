@@ -32,6 +32,9 @@ MOBY_RELOAD_CONFIG_FILES = ("cmd/dockerd/daemon.go", "daemon/command/daemon.go")
 # Swarm-era keys gone since 23.0; berth never writes them.
 MOBY_IGNORED = {"cluster-advertise", "cluster-store", "cluster-store-opts"}
 
+# gitlab-runner's documented systemd drop-in for a graceful stop (the `gitlab-runner stop` pitfall section).
+RUNNER_SYSTEMD_DOC = "docs/commands/_index.md"
+
 STRUCT_START = re.compile(r"^type (\w+) struct \{")
 FIELD = re.compile(r"^\s+(\w+)\s+([\w.*\[\]]+(?:\[[\w.]+\][\w.*\[\]]+)?)\s+`[^`]*toml:\"([^\",]*)")
 EMBEDDED = re.compile(r"^\s+(?:\w+\.)?([A-Z]\w+)\s*(?://.*)?$")
@@ -91,6 +94,18 @@ def extract_runner(repo: Path, rev: str) -> dict[str, object]:
     }
 
 
+def extract_runner_systemd(repo: Path, rev: str) -> dict[str, object]:
+    """The [Service] settings of the kill.conf drop-in gitlab-runner's docs give for a graceful stop."""
+    text = git_show(repo, rev, RUNNER_SYSTEMD_DOC)
+    block = text[text.index("kill.conf"):]
+    block = block[:block.index("```")]
+    settings = dict(re.findall(r"^\s*(KillSignal|TimeoutStopSec)=(\S+)", block, re.MULTILINE))
+    return {"source": {"repository": "gitlab-org/gitlab-runner", "file": RUNNER_SYSTEMD_DOC,
+                       "commit": subprocess.run(["git", "-C", str(repo), "rev-parse", rev], capture_output=True,
+                                                text=True, check=True).stdout.strip()},
+            "kill_conf": settings}
+
+
 def extract_moby_reload(repo: Path) -> dict[str, object]:
     versions = {}
     for tag in MOBY_TAGS:
@@ -118,6 +133,8 @@ def main() -> None:
     if args.gitlab_runner:
         facts = extract_runner(args.gitlab_runner, args.gitlab_runner_rev)
         (HERE / "gitlab_runner_config.json").write_text(json.dumps(facts, indent=1, sort_keys=True) + "\n")
+        facts = extract_runner_systemd(args.gitlab_runner, args.gitlab_runner_rev)
+        (HERE / "gitlab_runner_systemd.json").write_text(json.dumps(facts, indent=1, sort_keys=True) + "\n")
     if args.moby:
         facts = extract_moby_reload(args.moby)
         (HERE / "moby_reload.json").write_text(json.dumps(facts, indent=1, sort_keys=True) + "\n")
