@@ -9,8 +9,9 @@ people who edit it by hand. So berth parses and merges it as TOML (never re-temp
   ``executor``, ``environment`` (fully owned: entries added by hand are removed), ``limit`` and
   ``request_concurrency`` (when given), and in ``[runners.docker]`` the keys of :data:`MODE_OWNED_KEYS`
   plus the runner's extra ``docker`` keys. It never changes ``id``, ``token``, ``token_obtained_at`` or
-  ``token_expires_at`` once there: the runner rotates its token and rewrites them, and rolling them back
-  would break the runner. Other runners in the file are left untouched.
+  ``token_expires_at`` once there (unless told to: ``replace``, for a runner registered again at a new url):
+  the runner rotates its token and rewrites them, and rolling them back would break the runner. Other
+  runners in the file are left untouched.
 
 The ``[runners.docker]`` keys each mode sets (FACTS.md section 1; "27.5" is the default docker_version):
 
@@ -46,7 +47,7 @@ from __future__ import annotations
 import difflib
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
@@ -849,13 +850,19 @@ def _credentials(token: RegisteredToken, name: str, now: datetime) -> list[tuple
     ]
 
 
-def _update_block(block: Table, spec: RunnerSpec, token: RegisteredToken | None, now: datetime) -> bool:
+def _update_block(
+    block: Table, spec: RunnerSpec, token: RegisteredToken | None, now: datetime, replace: bool = False
+) -> bool:
     """Bring one existing [[runners]] block to the spec; True if anything changed."""
     changed = _set_key(block, "url", spec.url, "  ")
-    if token is not None and "token" not in block:  # a block written by hand, never registered
+    # A block written by hand, never registered; or (replace) one re-registered because its url changed.
+    if token is not None and ("token" not in block or replace):
         for key, value in _credentials(token, spec.name, now):
-            if key not in block:
-                _insert_key(block, key, value if isinstance(value, Item) else _item(value), "  ")
+            item = value if isinstance(value, Item) else _item(value)
+            if key in block and replace:
+                block[key] = item
+            elif key not in block:
+                _insert_key(block, key, item, "  ")
         changed = True
     changed |= _set_key(block, "executor", spec.executor, "  ")
     for key in ("limit", "request_concurrency"):
@@ -924,10 +931,13 @@ def merge_config(
     runners: list[RunnerSpec],
     tokens: dict[str, RegisteredToken],
     now: datetime | None = None,
+    replace: Collection[str] = (),
 ) -> MergeResult:
     """Merge berth's globals and runners into config.toml text (None = no file yet). See the module docstring.
 
     A runner with no [[runners]] block yet needs its registration in ``tokens[name]`` (register it first).
+    The runners named in ``replace`` get the credentials in ``tokens`` even over ones already there (a
+    runner re-registered at a new url); no other block's id/token is ever changed.
     Nothing here writes files: a ConfigError means the caller must leave the file as it is.
     """
     now = now or datetime.now(UTC)
@@ -948,7 +958,7 @@ def merge_config(
     updated = [
         s.name
         for s in runners
-        if s.name in existing and _update_block(existing[s.name], s, tokens.get(s.name), now)
+        if s.name in existing and _update_block(existing[s.name], s, tokens.get(s.name), now, s.name in replace)
     ]
     added = [s.name for s in runners if s.name not in existing]
     text = doc.as_string()

@@ -1,7 +1,8 @@
 """Role gitlab_runner: the runner service and its config.toml for dind, socket and remote runners.
 
 config.toml is merged as TOML (berth.runner_config) and applied with the runner's own reload
-(SIGHUP): a config change never restarts the runner, so no running job is cancelled.
+(SIGHUP): a config change never restarts the runner, so no running job is cancelled. The exception is
+listen_address, read only at start: its change restarts the runner, gracefully (SIGQUIT, see the drop-in).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from berth.inventory import Host
 from berth.resources import Directory, File, Handler, Packages, RoleState, Service, apt_source, drop_in
 from berth.roles import RoleContext, controller_files
 from berth.runner_config import package_pins, parse_runners
-from berth.runners import RELOAD_RUNNER, RunnerConfigFile
+from berth.runners import RELOAD_HANDLER, RELOAD_RUNNER, RESTART_HANDLER, RESTART_RUNNER, RunnerConfigFile
 
 GLOBALS = ("concurrent", "check_interval", "shutdown_timeout", "log_level", "log_format", "listen_address")
 # A systemd time span (systemd.time(7)): numbers with optional units; a bare number is seconds.
@@ -46,7 +47,7 @@ def declare(host: Host, ctx: RoleContext) -> RoleState:
         path=v["gitlab_runner_config"],
         globals_={key: v[f"gitlab_runner_{key}"] for key in GLOBALS if v[f"gitlab_runner_{key}"] is not None},
         specs=specs, api_token_env=v["gitlab_runner_api_token_env"], api_timeout=float(v["gitlab_runner_api_timeout"]),
-        notify=("reload gitlab-runner",),
+        notify=(RELOAD_HANDLER,), notify_restart=(RESTART_HANDLER,),
     )
     config.notes += warnings + stop_warnings
     state.derived.append(config)
@@ -61,7 +62,10 @@ def declare(host: Host, ctx: RoleContext) -> RoleState:
             common_name=f"{host.name}-{spec.name}", sans=[], purpose="client",
             days=v["gitlab_runner_client_cert_days"], renew_days=max(1, v["gitlab_runner_client_cert_days"] // 3),
         ))
-    state.handlers.append(Handler("reload gitlab-runner", RELOAD_RUNNER))
+    state.handlers.append(Handler(RELOAD_HANDLER, RELOAD_RUNNER))
+    # listen_address changed: the runner reads it only at start. The restart stops it with SIGQUIT (the
+    # drop-in above), so running jobs finish first; it makes the reload redundant.
+    state.handlers.append(Handler(RESTART_HANDLER, RESTART_RUNNER, unit="gitlab-runner", supersedes=(RELOAD_HANDLER,)))
     return state
 
 
