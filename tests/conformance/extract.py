@@ -35,6 +35,11 @@ MOBY_IGNORED = {"cluster-advertise", "cluster-store", "cluster-store-opts"}
 # gitlab-runner's documented systemd drop-in for a graceful stop (the `gitlab-runner stop` pitfall section).
 RUNNER_SYSTEMD_DOC = "docs/commands/_index.md"
 
+# gitlab-runner's token facts: which tokens are "created runner" tokens (unregister removes only this host's
+# runner manager for those) and every token prefix it masks in job logs.
+RUNNER_TOKEN_FILES = {"network": "network/gitlab.go",
+                      "masker": "common/buildlogger/internal/tokensanitizer/token_masker.go"}
+
 STRUCT_START = re.compile(r"^type (\w+) struct \{")
 FIELD = re.compile(r"^\s+(\w+)\s+([\w.*\[\]]+(?:\[[\w.]+\][\w.*\[\]]+)?)\s+`[^`]*toml:\"([^\",]*)")
 EMBEDDED = re.compile(r"^\s+(?:\w+\.)?([A-Z]\w+)\s*(?://.*)?$")
@@ -106,6 +111,20 @@ def extract_runner_systemd(repo: Path, rev: str) -> dict[str, object]:
             "kill_conf": settings}
 
 
+def extract_runner_tokens(repo: Path, rev: str) -> dict[str, object]:
+    network = git_show(repo, rev, RUNNER_TOKEN_FILES["network"])
+    masker = git_show(repo, rev, RUNNER_TOKEN_FILES["masker"])
+    created = re.search(r'createdRunnerTokenPrefix\s*=\s*"([^"]+)"', network)
+    listed = re.search(r"allTokenPrefixes = \[\]string\{(.*?)\}", masker, re.S)
+    defaults = re.search(r"tokenPrefixes := \[\]string\{(.*?)\}", masker, re.S)
+    assert created and listed and defaults, "gitlab-runner moved its token facts: update extract.py"
+    prefixes = re.findall(r'"([^"]+)"', defaults.group(1) + listed.group(1))
+    return {"source": {"repository": "gitlab-org/gitlab-runner", "files": list(RUNNER_TOKEN_FILES.values())},
+            "created_runner_token_prefix": created.group(1),
+            # Cookie names are not tokens; berth has no session cookies to mask.
+            "masked_token_prefixes": sorted(p for p in prefixes if p.endswith("-"))}
+
+
 def extract_moby_reload(repo: Path) -> dict[str, object]:
     versions = {}
     for tag in MOBY_TAGS:
@@ -133,6 +152,8 @@ def main() -> None:
     if args.gitlab_runner:
         facts = extract_runner(args.gitlab_runner, args.gitlab_runner_rev)
         (HERE / "gitlab_runner_config.json").write_text(json.dumps(facts, indent=1, sort_keys=True) + "\n")
+        facts = extract_runner_tokens(args.gitlab_runner, args.gitlab_runner_rev)
+        (HERE / "gitlab_runner_tokens.json").write_text(json.dumps(facts, indent=1, sort_keys=True) + "\n")
         facts = extract_runner_systemd(args.gitlab_runner, args.gitlab_runner_rev)
         (HERE / "gitlab_runner_systemd.json").write_text(json.dumps(facts, indent=1, sort_keys=True) + "\n")
     if args.moby:
