@@ -86,8 +86,7 @@ def test_a_converged_host_passes_every_check_and_hosts_are_verified_in_parallel(
     assert_all_pass(three, ["r1", "r2", "r3"])
     spans = [(three.host(h)["started"], three.host(h)["finished"]) for h in ("r1", "r2", "r3")]
     assert max(s for s, _ in spans) < min(f for _, f in spans), spans       # all three ran at the same time
-    # One pytest process per host: on CI's 2 cores, three hosts take about 1.5x one (see the figures printed).
-    assert three_seconds < 2.5 * one_seconds, (one_seconds, three_seconds)
+    # Wall times are figures, not assertions (a loaded machine would make them flaky): bench/ measures speed.
     print(f"\nverify wall time (invoke included): 1 host {one_seconds:.2f}s, 3 hosts {three_seconds:.2f}s")
 
 
