@@ -29,6 +29,7 @@ class File:
     notify_rule: NotifyRule | None = None
     secret: bool = False        # never shown in diffs
     backup: bool = False        # keep a timestamped copy of the previous file on the host
+    validate: str | None = None  # checked on the host before it replaces the file (agent VALIDATORS: "dockerd")
 
     def handlers_for(self, previous: bytes | None) -> tuple[str, ...]:
         rule = self.notify_rule(previous, self.content) if self.notify_rule else ()

@@ -75,8 +75,9 @@ def declare(host: Host, ctx: RoleContext) -> RoleState:
     state.resources += [
         Directory("/etc/docker", mode=0o755),
         File(v["docker_daemon_json"], (json.dumps(options, indent=2, sort_keys=True) + "\n").encode(),
-             mode=0o644, notify_rule=_daemon_json_handlers),
+             mode=0o644, notify_rule=_daemon_json_handlers, validate="dockerd"),
     ]
+    state.derived.append(DaemonKeyNotes(v["docker_daemon_json"], options))
     dropin_path = f"/etc/systemd/system/docker.service.d/{v['docker_dropin_name']}"
     if "hosts" in options:
         dockerd = "/usr/bin/dockerd" if v["docker_install_method"] == "docker-repo" else "/usr/sbin/dockerd"
@@ -162,6 +163,46 @@ def _reload_applies(changed: set[str], wanted: dict[str, Any]) -> bool:
     unset = {k for k in changed if k not in wanted
              or (k in RELOAD_SETS_WHEN_NON_EMPTY and wanted[k] in ("", None))}
     return unset <= RELOAD_RESETS_WHEN_ABSENT
+
+
+class DaemonKeyNotes:
+    """Warns, at plan time, of daemon.json keys that a dockerd unable to check the file itself may not know.
+
+    The agent has dockerd 23+ check the new file (`dockerd --validate`). An older dockerd (Debian 12's 20.10)
+    cannot; there berth's key table stands in (berth/daemon_keys.py), and since that table may lag behind
+    dockerd, an unknown key is a warning naming it, not an error.
+    """
+
+    # (A plain class: dataclasses need the module in sys.modules, and roles are loaded from their files.)
+    notify: tuple[str, ...] = ()
+    due = False
+
+    def __init__(self, path: str, options: dict[str, Any]) -> None:
+        self.path = path
+        self.options = options
+
+    def probe_files(self) -> list[dict[str, Any]]:
+        return []
+
+    def plan(self, host: Host, found: dict[str, Any], ctx: Any, plan: Any) -> bool:
+        if not any(c.kind == "file" and c.target == self.path for c in plan.changes):
+            return False
+        version = daemon_keys.parse_version(found["facts"].get("dockerd"))
+        if version is not None and version >= daemon_keys.VALIDATE_SINCE:
+            return False            # dockerd checks the file itself during the apply
+        unknown = daemon_keys.unknown_keys(self.options)
+        if unknown:
+            running = f"its dockerd {version[0]}.{version[1]}" if version else "dockerd (not installed yet: if it is)"
+            plan.notes.append(
+                f"WARNING: {self.path}: key {', '.join(unknown)} unknown to dockerd 20.10 (moby v20.10.24 "
+                f"daemon/config); {running} older than 23 cannot check daemon.json itself (dockerd --validate), "
+                "and refuses to start with a key it does not know: the restart's health check would then fail and "
+                "the previous daemon.json be restored"
+            )
+        return False
+
+    def prepare(self, session: Any, ctx: Any) -> list[dict[str, Any]]:
+        return []
 
 
 def _install(host: Host) -> list[Any]:
