@@ -6,7 +6,7 @@ SSH command, and reads one JSON answer from stdout. Three requests exist:
 - ``probe``: read-only. Facts about the host and the state of every declared resource.
 - ``apply``: an ordered list of steps, then the notified handlers, each guarded by a health check
   that restores the files written in this run when the service does not come back. With a
-  ``drain`` (a handler will stop containers), the host is drained BEFORE the first step, so that
+  ``drain`` (a handler will restart dockerd), the host is drained BEFORE the first step, so that
   a drain that times out leaves the host exactly as it was.
 - ``health``: read-only. Do the daemons answer (unix socket /_ping, TCP ports accept)?
 
@@ -408,7 +408,7 @@ DRAIN_DROPIN_TEXT = b"# berth: drain before a dockerd restart (removed when the 
 
 
 class Drain:
-    """Before a restart that stops containers: the runner takes no new jobs and its running jobs end."""
+    """Before a dockerd restart: the runner takes no new jobs and its running jobs end."""
 
     def __init__(self, spec):
         self.spec = spec

@@ -102,9 +102,8 @@ class Handler:
 
     With ``health`` set, the handler is checked afterwards; with ``rollback`` the files written in
     this apply are restored and the command run again when the check fails. A ``disruptive``
-    handler stops running containers, so the host is drained first (``drain``). A handler that
-    ``supersedes`` others makes them redundant when both are notified (a restart that stops
-    containers covers one that keeps them).
+    handler ends running CI jobs, so the host is drained first (``drain``). A handler that
+    ``supersedes`` others makes them redundant when both are notified (a restart covers a reload).
     """
 
     name: str
