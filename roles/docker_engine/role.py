@@ -112,8 +112,8 @@ def daemon_json(host: Host) -> dict[str, Any]:
     v = host.vars
     options = {**v["docker_daemon_defaults"], **v["docker_daemon_options"]}
     origin = host.origins.get("docker_daemon_options") or host.origins.get("docker_daemon_defaults")
-    _check_types(options, origin)
-    tcp = [h for h in options.get("hosts", []) if str(h).startswith("tcp://")]
+    _check_types(options, f"{origin}: {host.name}")
+    tcp = [h for h in options.get("hosts") or [] if str(h).startswith("tcp://")]
     plain = [h for h in tcp if str(h).rstrip("/").endswith(":2375")]
     if plain:
         raise ConfigError(
@@ -128,7 +128,7 @@ def daemon_json(host: Host) -> dict[str, Any]:
     if "docker_tls" in host.roles:
         d = v["docker_tls_dir"]
         listener = f"tcp://{v['docker_tls_bind']}:{v['docker_tls_port']}"
-        options["hosts"] = list(dict.fromkeys(["fd://", *options.get("hosts", []), listener]))
+        options["hosts"] = list(dict.fromkeys(["fd://", *(options.get("hosts") or []), listener]))
         options.update(tls=True, tlsverify=True, tlscacert=f"{d}/ca.pem", tlscert=f"{d}/cert.pem",
                        tlskey=f"{d}/key.pem")
     return options
@@ -138,7 +138,8 @@ def _check_types(options: dict[str, Any], origin: object) -> None:
     """Value types as dockerd decodes them (berth/daemon_keys.py); unknown keys are the plan's notes."""
     errors = daemon_keys.type_errors(options)
     if errors:
-        raise ConfigError(f"{origin}: daemon.json: {'; '.join(errors)}: dockerd would refuse to start with it")
+        raise ConfigError(f"{origin}: daemon.json: {'; '.join(errors)}: dockerd would refuse to start with it "
+                          "(fix the value in docker_daemon_options)")
 
 
 def _daemon_json_handlers(previous: bytes | None, new: bytes) -> tuple[str, ...]:
