@@ -110,7 +110,14 @@ SINCE: dict[str, str] = {
     "bridge-accept-fwmark": "29.0", "default-stop-timeout": "29.0", "firewall-backend": "29.0",
     "min-api-version": "29.0", "nri-opts": "29.0",
 }
-KEYS_20_10 = frozenset(DAEMON_KEYS) - frozenset(SINCE)
+# dockerd 20.10 accepts a file key only when a flag (or named option) has its name (moby v20.10.24
+# daemon/config/config.go findConfigurationConflicts; flags in cmd/dockerd/config*.go). These json tags have
+# none there, so 20.10 refuses them as unknown (its flag is "containerd-plugins-namespace", with an s).
+NO_FLAG_20_10 = frozenset({
+    "containerd-plugin-namespace", "default-init", "resolv-conf", "swarm-raft-election-tick",
+    "swarm-raft-heartbeat-tick",
+})
+KEYS_20_10 = frozenset(DAEMON_KEYS) - frozenset(SINCE) - NO_FLAG_20_10
 
 # `dockerd --validate` first ships in v23.0.0 (moby cmd/dockerd/options.go, flag "validate").
 VALIDATE_SINCE = (23, 0)
@@ -132,10 +139,15 @@ def unknown_keys(options: dict[str, Any], known: frozenset[str] = KEYS_20_10) ->
     """Top-level keys outside ``known``, each with a likely intended key when one is close."""
     notes = []
     for key in options:
-        if key not in known:
+        if key in known:
+            continue
+        if key in SINCE:
+            notes.append(f"'{key}' (dockerd {SINCE[key]}+)")
+        elif key in NO_FLAG_20_10:
+            notes.append(f"'{key}' (no dockerd flag)")
+        else:
             near = difflib.get_close_matches(key, known, n=1)
-            since = f" (dockerd {SINCE[key]}+)" if key in SINCE else ""
-            notes.append(f"'{key}'{since}" + (f" (did you mean '{near[0]}'?)" if near and not since else ""))
+            notes.append(f"'{key}'" + (f" (did you mean '{near[0]}'?)" if near else ""))
     return notes
 
 

@@ -172,6 +172,8 @@ def test_the_key_table_for_dockerd_20_10():
     assert daemon_keys.unknown_keys({"proxies": {}, "log-format": "json", "bridge": "br0"}) == [
         "'proxies' (dockerd 23.0+)", "'log-format' (dockerd 25.0+)"]
     assert daemon_keys.unknown_keys({"live-restor": True}) == ["'live-restor' (did you mean 'live-restore'?)"]
+    # A json tag of 20.10 that no flag names: its findConfigurationConflicts refuses it.
+    assert daemon_keys.unknown_keys({"resolv-conf": "/etc/r.conf"}) == ["'resolv-conf' (no dockerd flag)"]
     assert {"bridge", "exec-root", "fixed-cidr-v6", "ip", "default-gateway-v6", "host-gateway-ip"} <= \
         daemon_keys.KEYS_20_10
     assert daemon_keys.parse_version("Docker version 20.10.24+dfsg1, build 297e128") == (20, 10)
