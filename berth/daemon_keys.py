@@ -103,7 +103,8 @@ DAEMON_KEYS: dict[str, Spec] = {
     "nri-opts": MapOf(ANY),
 }
 
-# Keys dockerd 20.10.24 does not know, and the release that added them (diff of the json tags by tag).
+# Keys dockerd 20.10.24 does not know, and the release that added them (diff of the json tags by tag; "29.0":
+# in master after v28.5.2, first in the api/v1.52.0 tags).
 SINCE: dict[str, str] = {
     "proxies": "23.0", "default-network-opts": "24.0", "cdi-spec-dirs": "25.0", "log-format": "25.0",
     "bip6": "28.0", "host-gateway-ips": "28.0", "ip-forward-no-drop": "28.0", "allow-direct-routing": "28.2",
