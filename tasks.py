@@ -328,7 +328,8 @@ def _converge_or_exit(c, project):
 
 # -- runners ---------------------------------------------------------------------------------------
 @task(iterable=["extra"], help=_help("inventory", "extra", host="the host", name="the runner's name in config.toml",
-                                     delete="also delete the runner in GitLab (default: only this host's manager)"))
+                                     delete="delete the runner in GitLab (default: as gitlab-runner unregister: "
+                                            "this host's manager for a glrt- token, the runner for others)"))
 @exits_cleanly
 def runner_remove(c, host="", name="", delete=False, inventory="", extra=None):
     """Remove a runner from a host's config.toml and unregister it; other runners stay byte-identical."""

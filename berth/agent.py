@@ -171,6 +171,33 @@ def probe(request):
 
 
 # -- apply ------------------------------------------------------------------------------------
+APT_INSTALL = ["apt-get", "install", "-y", "-qq", "--no-install-recommends",
+               "-o", "Dpkg::Options::=--force-confold", "-o", "DPkg::Lock::Timeout=300"]
+
+
+def apt_install_commands(step):
+    """The apt-get runs of a packages step.
+
+    A pinned version ("name=1.2-1") is what the inventory wants even when it is older than the installed
+    one, and apt-get -y refuses any downgrade without --allow-downgrades (apt-get(8)). "name-" removes a
+    package in the same run (apt-get(8), install). A removed package may have held files of a pinned one
+    (dpkg keeps a file with the installed package that Replaces the one being unpacked, and deletes it
+    with that package; tried with dpkg 1.21 on Debian 12), so the pinned ones are then reinstalled.
+    """
+    names = list(step.get("install", []))
+    debs = list(step.get("debs", []))
+    remove = list(step.get("remove", []))
+    reinstall = list(step.get("reinstall", [])) if remove else []
+    pinned = any("=" in name for name in names + reinstall)
+    base = APT_INSTALL + (["--allow-downgrades"] if pinned else [])
+    commands = []
+    if names or debs or remove:
+        commands.append(base + debs + names + [name + "-" for name in remove])
+    if reinstall:
+        commands.append([*base, "--reinstall", *reinstall])
+    return commands
+
+
 class Applier:
     def __init__(self):
         self.written = []          # (path, previous bytes or None), for rollback
@@ -285,14 +312,13 @@ class Applier:
     def packages(self, step):
         max_age = step.get("cache_valid_time", 3600)
         age = _apt_lists_age()
-        if step.get("update") or age is None or age > max_age:
+        # A pinned version that is not installed yet may be newer than the lists, however fresh they are.
+        pinned = any("=" in name for name in step.get("install", []))
+        if step.get("update") or pinned or age is None or age > max_age:
             sh(["apt-get", "update", "-qq"], check=True)
-        names = list(step.get("install", []))
-        debs = list(step.get("debs", []))
-        if names or debs:
-            sh(["apt-get", "install", "-y", "-qq", "--no-install-recommends",
-                "-o", "Dpkg::Options::=--force-confold", "-o", "DPkg::Lock::Timeout=300", *debs, *names], check=True)
-        for deb in debs:    # uploaded by berth for this install only
+        for argv in apt_install_commands(step):
+            sh(argv, check=True)
+        for deb in step.get("debs", []):    # uploaded by berth for this install only
             os.unlink(deb)
 
     def service(self, step):

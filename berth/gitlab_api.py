@@ -4,14 +4,22 @@
   runner and returns its authentication token (``glrt-``) once; it cannot be read again later.
 - ``POST /api/v4/runners/verify``, ``DELETE /api/v4/runners`` and ``DELETE /api/v4/runners/managers`` are
   authenticated by the runner token itself (form field ``token``).
+- ``POST /api/v4/runners`` registers a runner with a legacy registration token (``GR1348941...``); GitLab
+  17.0+ answers it with 410 Gone unless an administrator re-enabled registration tokens.
 
-Legacy registration (``POST /api/v4/runners`` with a registration token) is not offered: GitLab 17.0+ answers
-it with 410 Gone by default. Every error is a :class:`GitLabAPIError` whose message never contains a token.
+Token kinds (gitlabhq app/models/ci/runner.rb, lib/authn/tokens/runner_authentication_token.rb; gitlab-runner
+network/gitlab.go, commands/register.go, commands/unregister.go): ``glrt-`` authenticates a runner created by a
+user; ``glrtr-`` authenticates a runner that was registered with a registration token. Both are runner
+authentication tokens (``/runners/verify``); only a registration token goes to ``POST /runners``. Newer
+GitLab makes them routable: ``glrt-<payload>.01.<length><crc>``, dots included.
+
+Every error is a :class:`GitLabAPIError` whose message never contains a token.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import socket
 import ssl
 import urllib.error
@@ -26,6 +34,31 @@ from berth.redact import redact
 
 RUNNER_TYPES = ("instance_type", "group_type", "project_type")
 ACCESS_LEVELS = ("not_protected", "ref_protected")
+# gitlab-runner network/gitlab.go createdRunnerTokenPrefix: the token of a runner created by a user.
+CREATED_RUNNER_TOKEN_PREFIX = "glrt-"
+# The prefix of legacy registration tokens (gitlabhq app/models/concerns/runners_token_prefixable.rb).
+REGISTRATION_TOKEN_PREFIX = "GR1348941"
+
+
+# An administrator may set an instance-wide prefix in front of it: "<prefix>-glrt-..." (gitlabhq
+# Ci::Runner.created_runner_prefix, lib/authn/tokens/runner_authentication_token.rb).
+_CREATED_RUNNER_TOKEN = re.compile(r"^(?:[0-9A-Za-z_-]+-)?" + re.escape(CREATED_RUNNER_TOKEN_PREFIX))
+
+
+def is_created_runner_token(token: str) -> bool:
+    """A ``glrt-`` token: one runner shared by hosts, told apart by system ID (its "runner managers").
+
+    gitlab-runner decides with this prefix (network/gitlab.go TokenIsCreatedRunnerToken) whether unregister
+    removes only this host's manager or the runner itself. berth also counts a glrt- token behind an
+    instance prefix, which gitlab-runner's plain prefix test misses: deleting such a runner would take it
+    from every host that shares it.
+    """
+    return not token.startswith(("glrtr-", REGISTRATION_TOKEN_PREFIX)) and bool(_CREATED_RUNNER_TOKEN.match(token))
+
+
+def is_registration_token(token: str) -> bool:
+    """A legacy registration token, which creates a runner (``POST /runners``) rather than being one."""
+    return token.startswith(REGISTRATION_TOKEN_PREFIX)
 
 # The longest part of a server message worth showing to an operator.
 _MAX_SERVER_MESSAGE = 300
@@ -106,7 +139,9 @@ class GitLabAPI:
         maintenance_note: str | None = None,
     ) -> CreatedRunner:
         """Create a runner in GitLab (``POST /api/v4/user/runners``) and return its new token."""
-        _check_create_params(runner_type, group_id, project_id, access_level)
+        _check_create_params(
+            runner_type, group_id, project_id, access_level, maximum_timeout, run_untagged, tag_list
+        )
         if not self._access_token:
             raise GitLabAPIError(
                 f"no access token for GitLab at {self.public_url}: "
@@ -138,16 +173,17 @@ class GitLabAPI:
     def register_runner_legacy(
         self, registration_token: str, *, description: str | None = None
     ) -> CreatedRunner:
-        """Legacy registration (``POST /api/v4/runners``), for GitLab before 16.0 only.
+        """Legacy registration (``POST /api/v4/runners``) with a registration token (``GR1348941...``).
 
         GitLab 17.0+ answers 410 Gone unless an administrator re-enabled registration tokens; the
-        GitLabAPIError then tells the operator to create the runner with a glrt- token instead.
+        GitLabAPIError then tells the operator to create the runner with a glrt- token instead. The new
+        runner's own token starts with ``glrtr-`` on current GitLab.
         """
         status, body = self._request(
             "POST",
             "/api/v4/runners",
             {"token": registration_token, "description": description},
-            context="runner",
+            context="register",
             secrets=(registration_token,),
         )
         if status != 201 or not isinstance(body, dict) or "id" not in body or "token" not in body:
@@ -156,12 +192,15 @@ class GitLabAPI:
             id=int(body["id"]), token=str(body["token"]), token_expires_at=body.get("token_expires_at")
         )
 
-    def verify_runner(self, token: str, system_id: str) -> dict[str, Any]:
-        """Check a runner token for this host's system ID (``POST /api/v4/runners/verify``)."""
+    def verify_runner(self, token: str, system_id: str | None) -> dict[str, Any]:
+        """Check a runner token (``POST /api/v4/runners/verify``); GitLab records this host's runner manager.
+
+        ``system_id`` is optional to GitLab (lib/api/ci/runner.rb); without it the manager is ``<legacy>``.
+        """
         status, body = self._request(
             "POST",
             "/api/v4/runners/verify",
-            {"token": token, "system_id": system_id},
+            {"token": token, "system_id": system_id or None},
             context="runner",
             secrets=(token,),
         )
@@ -179,15 +218,44 @@ class GitLabAPI:
 
     def delete_runner_manager(self, token: str, system_id: str) -> None:
         """Remove only this host's runner manager (``DELETE /api/v4/runners/managers``), like unregister."""
-        status, _ = self._request(
-            "DELETE",
-            "/api/v4/runners/managers",
-            {"token": token, "system_id": system_id},
-            context="runner",
-            secrets=(token,),
-        )
+        try:
+            status, _ = self._request(
+                "DELETE",
+                "/api/v4/runners/managers",
+                {"token": token, "system_id": system_id},
+                context="runner",
+                secrets=(token,),
+            )
+        except GitLabAPIError as exc:
+            if exc.status != 404:
+                raise
+            # lib/api/ci/runner.rb: `not_found!('Runner manager not found')`: the token is valid, but no
+            # manager has this system ID.
+            raise GitLabAPIError(
+                f"GitLab at {self.public_url} answered 404 Runner manager not found: the runner has no "
+                f"manager with this host's system ID {system_id} (it never ran here, or it was already "
+                "unregistered), so there is nothing to unregister",
+                status=404,
+            ) from None
         if status != 204:
             raise self._unexpected(status, "/api/v4/runners/managers")
+
+    def unregister_runner(self, token: str, system_id: str | None) -> str:
+        """Unregister as ``gitlab-runner unregister`` does (commands/unregister.go unregisterRunner).
+
+        A ``glrt-`` token: only this host's runner manager goes (``DELETE /runners/managers``). Any other
+        token (``glrtr-``, older ones) belongs to a runner registered for this host alone: the runner goes
+        (``DELETE /runners``). Returns what was done, for the operator.
+        """
+        if is_created_runner_token(token):
+            if not system_id:
+                raise GitLabAPIError(
+                    "this host has no .runner_system_id, so GitLab has no runner manager of it to remove"
+                )
+            self.delete_runner_manager(token, system_id)
+            return f"unregistered this host's runner manager ({system_id})"
+        self.delete_runner(token)
+        return "unregistered: deleted in GitLab (a runner registered with a registration token is this host's alone)"
 
     # -- transport -------------------------------------------------------------------------------------
 
@@ -261,10 +329,12 @@ class GitLabAPI:
                 "create_runner, or its user lacks permission (instance_type needs an administrator, "
                 f"group_type/project_type the Owner or Maintainer role){detail}"
             )
+        elif status == 403 and context == "register":
+            message = f"GitLab at {url} refused the registration token (403): it is not valid there{detail}"
         elif status == 403:
             message = (
-                f"GitLab at {url} refused the runner token (403): it is invalid, or the runner (or this "
-                "host's runner manager) was deleted in GitLab"
+                f"GitLab at {url} refused the runner token (403): it is invalid there, or the runner was "
+                "deleted in GitLab"
             )
         elif status == 410:
             message = (
@@ -273,8 +343,7 @@ class GitLabAPI:
             )
         elif status == 404:
             message = (
-                f"GitLab at {url} has no {path} or no such group/project (404): check the URL, the "
-                f"group_id/project_id, and that GitLab is 15.11 or newer{detail}"
+                f"GitLab at {url} has no {path} (404): check the URL and that GitLab is 15.11 or newer{detail}"
             )
         elif status in (301, 302, 303, 307, 308):
             # Name the base URL the operator should configure, not the API path.
@@ -292,9 +361,20 @@ class GitLabAPI:
 
 
 def _check_create_params(
-    runner_type: str, group_id: int | None, project_id: int | None, access_level: str | None
+    runner_type: str,
+    group_id: int | None,
+    project_id: int | None,
+    access_level: str | None,
+    maximum_timeout: int | None = None,
+    run_untagged: bool | None = None,
+    tag_list: list[str] | None = None,
 ) -> None:
     """Refuse a create request GitLab would reject, before anything is sent."""
+    # gitlabhq app/models/ci/runner.rb validations, which POST /user/runners answers with 400.
+    if maximum_timeout is not None and maximum_timeout < 600:
+        raise ConfigError(f"maximum_timeout must be at least 600 seconds (GitLab refuses {maximum_timeout})")
+    if run_untagged is False and not tag_list:
+        raise ConfigError("run_untagged false needs a tag_list: GitLab refuses a runner that could run no job")
     if runner_type not in RUNNER_TYPES:
         raise ConfigError(f"runner_type must be one of {', '.join(RUNNER_TYPES)}, not {runner_type!r}")
     if runner_type == "group_type" and group_id is None:
@@ -321,11 +401,18 @@ def _decode(raw: bytes) -> Any:
         return raw.decode("utf-8", "replace")
 
 
+def _flatten(part: Any) -> str:
+    """Model validation errors come as {"message": {"field": ["problem", ...]}} (render_validation_error!)."""
+    if isinstance(part, dict):
+        return "; ".join(f"{key} {', '.join(map(str, v)) if isinstance(v, list) else v}" for key, v in part.items())
+    return str(part)
+
+
 def _server_message(body: Any) -> str:
     """GitLab's own words from an error body ({"message": ...} or Grape's {"error": ...})."""
     if isinstance(body, dict):
         parts = [body.get("message"), body.get("error"), body.get("error_description")]
-        text = "; ".join(str(part) for part in parts if part)
+        text = "; ".join(_flatten(part) for part in parts if part)
     elif isinstance(body, str):
         text = body.strip()
     else:

@@ -56,7 +56,7 @@ class Plan:
 def probe_request(resources: Sequence[Resource]) -> dict[str, Any]:
     files = [{"path": r.path, "content": True} for r in resources if isinstance(r, File)]
     files += [{"path": r.path} for r in resources if isinstance(r, Directory | Absent)]
-    packages = [n for r in resources if isinstance(r, Packages) for n in r.names]
+    packages = [n for r in resources if isinstance(r, Packages) for n in (*r.names, *r.absent)]
     services = [r.name for r in resources if isinstance(r, Service)]
     return {"action": "probe", "files": files, "packages": packages, "services": services}
 
@@ -95,11 +95,17 @@ def _plan_resource(plan: Plan, resource: Resource, found: dict[str, Any]) -> lis
             return []
         case Packages():
             missing = [n for n in resource.names if not _installed(found["packages"].get(n), resource.versions.get(n))]
-            if not missing:
+            unwanted = [n for n in resource.absent if found["packages"].get(n) is not None]
+            if not missing and not unwanted:
                 return []
             pinned = [f"{n}={resource.versions[n]}" if n in resource.versions else n for n in missing]
-            plan.changes.append(Change("packages", " ".join(pinned), "install"))
+            actions = " and ".join(a for a, todo in (("install", pinned), ("remove", unwanted)) if todo)
+            plan.changes.append(Change("packages", " ".join(pinned + [f"{n}-" for n in unwanted]), actions))
             step: dict[str, Any] = {"op": "packages", "install": pinned, "debs": []}
+            if unwanted:
+                step["remove"] = unwanted
+                step["reinstall"] = [f"{n}={resource.versions[n]}" if n in resource.versions else n
+                                     for n in resource.names]
             for deb in resource.debs:
                 remote = f"/tmp/berth-{hashlib.sha256(deb.read_bytes()).hexdigest()[:16]}.deb"
                 plan.uploads.append((deb.read_bytes(), remote))

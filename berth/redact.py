@@ -13,10 +13,18 @@ from urllib.parse import quote
 
 MASK = "***"
 
-# GitLab token prefixes: runner authentication (glrt-), runner registration (glrtr-), personal access
-# (glpat-), and legacy runner registration tokens (GR1348941...). The prefix is kept so the operator
-# still sees which kind of token was there.
-_TOKEN_RE = re.compile(r"(glrtr-|glrt-|glpat-|GR1348941)[A-Za-z0-9_-]+")
+# GitLab token prefixes, as gitlab-runner masks them in job logs (common/buildlogger/internal/tokensanitizer/
+# token_masker.go, after https://docs.gitlab.com/security/tokens/ "Token prefixes"): personal access (glpat-),
+# runner authentication (glrt-, and glrtr- for a runner registered with a registration token), OAuth app
+# secret (gloas-), deploy (gldt-), CI/CD job (glcbt-), pipeline trigger (glptt-), feed (glft-), incoming
+# mail (glimt-), agent for Kubernetes (glagent-), service account OAuth (glsoat-), feature flags client
+# (glffct-), gltok-; and legacy runner registration tokens (GR1348941...). Tokens may hold dots: routable
+# ones end in ".01.<length><crc>" (gitlabhq lib/authn/token_field/generator/routable_token.rb), masked
+# with the rest. The prefix is kept so the operator still sees the kind.
+_TOKEN_RE = re.compile(
+    r"(glpat-|glrtr-|glrt-|gloas-|gldt-|glcbt-|glptt-|glft-|glimt-|glagent-|glsoat-|glffct-|gltok-|GR1348941)"
+    r"[A-Za-z0-9_-]+(?:\.[0-9A-Za-z_-]+)*"
+)
 
 # Shorter strings would mask ordinary words and numbers.
 _MIN_SECRET_LEN = 4

@@ -60,6 +60,9 @@ class Packages:
     debs: tuple[Path, ...] = ()
     notify: tuple[str, ...] = ()
     versions: dict[str, str] = field(default_factory=dict)   # pins: name -> exact Debian version
+    # Packages that must not be installed; removed in the same apt run, then the pinned ones are
+    # reinstalled (their files may have been held by the removed package through Replaces).
+    absent: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

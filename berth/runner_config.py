@@ -9,8 +9,9 @@ people who edit it by hand. So berth parses and merges it as TOML (never re-temp
   ``executor``, ``environment`` (fully owned: entries added by hand are removed), ``limit`` and
   ``request_concurrency`` (when given), and in ``[runners.docker]`` the keys of :data:`MODE_OWNED_KEYS`
   plus the runner's extra ``docker`` keys. It never changes ``id``, ``token``, ``token_obtained_at`` or
-  ``token_expires_at`` once there: the runner rotates its token and rewrites them, and rolling them back
-  would break the runner. Other runners in the file are left untouched.
+  ``token_expires_at`` once there (unless told to: ``replace``, for a runner registered again at a new url):
+  the runner rotates its token and rewrites them, and rolling them back would break the runner. Other
+  runners in the file are left untouched.
 
 The ``[runners.docker]`` keys each mode sets (FACTS.md section 1; "27.5" is the default docker_version):
 
@@ -19,10 +20,13 @@ The ``[runners.docker]`` keys each mode sets (FACTS.md section 1; "27.5" is the 
   ``volumes=["/certs/client", "/cache", ...]`` and one privilege form:
   ``privileged`` -> ``privileged=true``;
   ``services_privileged`` -> ``privileged=false, services_privileged=true,
-  allowed_privileged_services=["docker:*-dind", "docker.io/library/docker:*-dind"]`` (the job container
-  stays unprivileged);
+  allowed_privileged_services=`` :data:`DIND_PRIVILEGED_SERVICES` (the official docker image under any tag:
+  docker:dind, docker:27, docker:latest..., with or without docker.io/library/; the job container stays
+  unprivileged);
   ``capabilities`` -> ``privileged=false, cap_add=["ALL"], cap_drop=["SYS_RESOURCE"],
-  security_opt=["seccomp=unconfined", "apparmor=unconfined"]`` (for kernels that cannot grant --privileged).
+  security_opt=["seccomp=unconfined", "apparmor=unconfined"]`` (TESTBED ONLY, for kernels that cannot grant
+  --privileged: gitlab-runner never gives these keys to services, so a real dind service gets none of them;
+  the role refuses it unless ``gitlab_runner_allow_testbed_capabilities`` is true).
 - ``socket`` (the host daemon's socket is mounted into the job): ``tls_verify=false``, ``image``,
   ``privileged=false``, ``disable_cache=false``,
   ``volumes=["/var/run/docker.sock:/var/run/docker.sock", "/cache", ...]``.
@@ -43,7 +47,7 @@ from __future__ import annotations
 import difflib
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
@@ -109,7 +113,21 @@ REGISTRATION_KEYS = (
 
 CERTS_IN_JOB = "/certs/client"
 SOCKET_VOLUME = "/var/run/docker.sock:/var/run/docker.sock"
-DIND_PRIVILEGED_SERVICES = ["docker:*-dind", "docker.io/library/docker:*-dind"]
+# allowed_privileged_services: gitlab-runner matches each pattern with doublestar against the service name
+# exactly as the job wrote it (executors/docker/docker.go isInAllowedPrivilegedImages), so "docker:*-dind"
+# misses docker:dind, docker:27 and docker:latest. The official image gives its dind variant the tags dind,
+# <v>-dind, latest and the bare <v> (docker-library/docker generate-stackbrew-library.sh), and "docker"
+# alone means latest. So the patterns name the repository, any tag or digest: a tag is no security line
+# anyway, since a job may set a service's command and entrypoint (docker.go createServiceContainerConfig).
+# doublestar's "*" never crosses "/", so other registries and namespaces stay unprivileged.
+DIND_PRIVILEGED_SERVICES = [
+    "docker",
+    "docker:*",
+    "docker@*",
+    "docker.io/library/docker",
+    "docker.io/library/docker:*",
+    "docker.io/library/docker@*",
+]
 NO_EXPIRY = "0001-01-01T00:00:00Z"  # gitlab-runner's zero time: the token does not expire
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -229,8 +247,15 @@ class _Where:
         return ConfigError(f"{self.at(key)}: runner {self.label}: {problem}")
 
 
-def parse_runners(value: Any, origin: str) -> tuple[list[RunnerSpec], list[str]]:
-    """Validate ``gitlab_runners`` and return (specs, warnings). ``origin`` is "file:line" of the variable."""
+def parse_runners(
+    value: Any, origin: str, *, allow_capabilities: bool = True
+) -> tuple[list[RunnerSpec], list[str]]:
+    """Validate ``gitlab_runners`` and return (specs, warnings). ``origin`` is "file:line" of the variable.
+
+    ``allow_capabilities=False`` refuses dind runners with the testbed-only capability form (see
+    :func:`_check_testbed_form`); the role passes ``gitlab_runner_allow_testbed_capabilities``, readers of an
+    inventory the role has accepted (verify, smoke) leave it on.
+    """
     if value is None:
         return [], []
     if not isinstance(value, list):
@@ -257,6 +282,8 @@ def parse_runners(value: Any, origin: str) -> tuple[list[RunnerSpec], list[str]]
             raise where.error(f"defined twice (first as runner #{seen[name]}): names must be unique", "name")
         seen[name] = index
         spec, spec_warnings = _parse_one(item, where)
+        if not allow_capabilities:
+            _check_testbed_form(spec, where)
         specs.append(spec)
         warnings.extend(spec_warnings)
     return specs, warnings
@@ -435,6 +462,24 @@ def _check_mode(spec: RunnerSpec, item: Mapping[str, Any], where: _Where) -> Non
         _check_remote(spec, where)
 
 
+def _check_testbed_form(spec: RunnerSpec, where: _Where) -> None:
+    """The capability form reaches the job container only, never the dind service: a testbed device.
+
+    gitlab-runner gives a service container Privileged and services_security_opt, never cap_add, cap_drop
+    or security_opt (executors/docker/docker.go createHostConfigForService), so dockerd in docker:dind
+    cannot start on a real runner with this form.
+    """
+    if spec.mode == "dind" and spec.privileged_form == "capabilities":
+        raise where.error(
+            "privileged_form capabilities cannot run a docker:dind service: gitlab-runner gives services "
+            "only privileged and services_security_opt, never cap_add/cap_drop/security_opt. Use "
+            "privileged_form privileged (the default) or services_privileged. It is only for machines that "
+            "cannot grant --privileged, like berth's testbed: there set gitlab_runner_allow_testbed_capabilities: "
+            "true",
+            "privileged_form",
+        )
+
+
 def _check_services(spec: RunnerSpec, where: _Where) -> None:
     if spec.mode != "socket":
         return
@@ -532,6 +577,37 @@ def _plain(value: Any) -> Any:
 def registration_params(spec: RunnerSpec) -> dict[str, Any]:
     """Keyword arguments for GitLabAPI.create_runner (only those given)."""
     return {key: getattr(spec, key) for key in REGISTRATION_KEYS if getattr(spec, key) is not None}
+
+
+# ---------------------------------------------------------------------------------------------------
+# The packages of a release
+
+RUNNER_PACKAGE = "gitlab-runner"
+HELPER_PACKAGE = "gitlab-runner-helper-images"
+# gitlab-runner-helper-images first ships with 17.7.0 (gitlab-runner CHANGELOG.md v17.7.0; its
+# magefiles/packages/create.go gains HelperImagesPackage at that tag).
+HELPER_PACKAGE_SINCE = (17, 7)
+# <release>-<iteration>, as fpm builds them (gitlab-runner magefiles/packages/create.go --version/--iteration).
+_DEB_VERSION = re.compile(r"^(\d+)\.(\d+)\.\d+(?:~[0-9A-Za-z.]+)?-\d+$")
+
+
+def package_pins(version: Any, origin: str) -> tuple[dict[str, str], tuple[str, ...]]:
+    """(package -> pinned Debian version, packages that must not be installed) for ``gitlab_runner_version``.
+
+    From 17.7 on gitlab-runner depends on the helper images of exactly its own version (17.8+:
+    ``gitlab-runner-helper-images = <version>``), so both are pinned. Older packages carry the images
+    themselves, and a newer helper package left behind keeps those files (it Replaces gitlab-runner), so
+    it must go.
+    """
+    match = _DEB_VERSION.match(version) if isinstance(version, str) else None
+    if match is None:
+        raise ConfigError(
+            f"{origin}: gitlab_runner_version {version!r} is not a Debian package version apt can pin: write the "
+            'release and the package iteration, e.g. "19.3.0-1" (see `apt-cache policy gitlab-runner`)'
+        )
+    if (int(match.group(1)), int(match.group(2))) >= HELPER_PACKAGE_SINCE:
+        return {RUNNER_PACKAGE: version, HELPER_PACKAGE: version}, ()
+    return {RUNNER_PACKAGE: version}, (HELPER_PACKAGE,)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -774,13 +850,19 @@ def _credentials(token: RegisteredToken, name: str, now: datetime) -> list[tuple
     ]
 
 
-def _update_block(block: Table, spec: RunnerSpec, token: RegisteredToken | None, now: datetime) -> bool:
+def _update_block(
+    block: Table, spec: RunnerSpec, token: RegisteredToken | None, now: datetime, replace: bool = False
+) -> bool:
     """Bring one existing [[runners]] block to the spec; True if anything changed."""
     changed = _set_key(block, "url", spec.url, "  ")
-    if token is not None and "token" not in block:  # a block written by hand, never registered
+    # A block written by hand, never registered; or (replace) one re-registered because its url changed.
+    if token is not None and ("token" not in block or replace):
         for key, value in _credentials(token, spec.name, now):
-            if key not in block:
-                _insert_key(block, key, value if isinstance(value, Item) else _item(value), "  ")
+            item = value if isinstance(value, Item) else _item(value)
+            if key in block and replace:
+                block[key] = item
+            elif key not in block:
+                _insert_key(block, key, item, "  ")
         changed = True
     changed |= _set_key(block, "executor", spec.executor, "  ")
     for key in ("limit", "request_concurrency"):
@@ -849,10 +931,13 @@ def merge_config(
     runners: list[RunnerSpec],
     tokens: dict[str, RegisteredToken],
     now: datetime | None = None,
+    replace: Collection[str] = (),
 ) -> MergeResult:
     """Merge berth's globals and runners into config.toml text (None = no file yet). See the module docstring.
 
     A runner with no [[runners]] block yet needs its registration in ``tokens[name]`` (register it first).
+    The runners named in ``replace`` get the credentials in ``tokens`` even over ones already there (a
+    runner re-registered at a new url); no other block's id/token is ever changed.
     Nothing here writes files: a ConfigError means the caller must leave the file as it is.
     """
     now = now or datetime.now(UTC)
@@ -873,7 +958,7 @@ def merge_config(
     updated = [
         s.name
         for s in runners
-        if s.name in existing and _update_block(existing[s.name], s, tokens.get(s.name), now)
+        if s.name in existing and _update_block(existing[s.name], s, tokens.get(s.name), now, s.name in replace)
     ]
     added = [s.name for s in runners if s.name not in existing]
     text = doc.as_string()

@@ -81,26 +81,27 @@ class Session:
             user=self.host.user, port=self.host.port, config=cfg, connect_kwargs=kwargs,
             connect_timeout=self.settings.connect_timeout,
         )
-        known_hosts = Path(lookup.get("userknownhostsfile", "~/.ssh/known_hosts").split()[0]).expanduser()
-        client = cx.client
-        if known_hosts.exists():
-            client.load_host_keys(str(known_hosts))
+        known_hosts = _known_hosts(cfg, self.host.name)
         strict = self.settings.host_key_checking == "strict" and lookup.get("stricthostkeychecking") != "accept-new"
-        client.set_missing_host_key_policy(paramiko.RejectPolicy() if strict else _AcceptNewPolicy(known_hosts))
+        # Every hop is checked like the last one: Fabric gives ProxyJump hops paramiko's AutoAddPolicy.
+        known = _check_host_keys(cx, known_hosts, strict)
         try:
             cx.open()
         except paramiko.BadHostKeyException as exc:
+            hop = exc.hostname
             raise HostUnreachable(
-                f"{self.host.name}: the host key of {cx.host} CHANGED ({exc.key.get_name()}); it is not the one in "
-                f"{known_hosts}. If the host was rebuilt, remove the old key "
-                f"(ssh-keygen -R {cx.host} -f {known_hosts}); otherwise someone may be intercepting the connection."
+                f"{self.host.name}: the host key of {hop}{_via(cx, hop)} CHANGED ({exc.key.get_name()}); it is not "
+                f"the one in {known.get(hop, known_hosts)}. If the host was rebuilt, remove the old key "
+                f"(ssh-keygen -R {hop} -f {known.get(hop, known_hosts)}); "
+                "otherwise someone may be intercepting the connection."
             ) from None
         except paramiko.SSHException as exc:
             if "not found in known_hosts" in str(exc):
+                hop = _hop_named_in(str(exc)) or cx.host
                 raise HostUnreachable(
-                    f"{self.host.name}: the host key of {cx.host} is unknown (not in {known_hosts}); strict host key "
-                    "checking refuses it. Add it to known_hosts, or pass --accept-new-host-keys to trust it on "
-                    "first use."
+                    f"{self.host.name}: the host key of {hop}{_via(cx, hop)} is unknown (not in "
+                    f"{known.get(hop, known_hosts)}); strict host key checking refuses it. Add it to known_hosts, "
+                    "or pass --accept-new-host-keys to trust it on first use."
                 ) from None
             raise HostUnreachable(f"{self.host.name}: SSH to {cx.host}:{cx.port} failed: {exc}") from None
         except (TimeoutError, NoValidConnectionsError, OSError) as exc:
@@ -167,6 +168,39 @@ class Session:
         with sftp.open(remote_path, "wb") as fh:
             fh.set_pipelined(True)
             fh.write(data)
+
+
+def _known_hosts(cfg: fabric.Config, name: str) -> Path:
+    lookup = cfg.base_ssh_config.lookup(name)
+    return Path(lookup.get("userknownhostsfile", "~/.ssh/known_hosts").split()[0]).expanduser()
+
+
+def _check_host_keys(cx: fabric.Connection, known_hosts: Path, strict: bool) -> dict[str, Path]:
+    """Load known_hosts into ``cx`` and every ProxyJump hop before it, each refusing unknown keys when strict.
+
+    Returns each hop's known_hosts file by the name paramiko reports it under (``host`` or ``[host]:port``).
+    """
+    files: dict[str, Path] = {}
+    hop: object = cx
+    while isinstance(hop, fabric.Connection):
+        hop_known = known_hosts if hop is cx else _known_hosts(hop.config, hop.original_host)
+        if hop_known.exists():
+            hop.client.load_host_keys(str(hop_known))
+        hop.client.set_missing_host_key_policy(paramiko.RejectPolicy() if strict else _AcceptNewPolicy(hop_known))
+        files[hop.host if hop.port == 22 else f"[{hop.host}]:{hop.port}"] = hop_known
+        hop = hop.gateway
+    return files
+
+
+def _hop_named_in(message: str) -> str | None:
+    """The host paramiko's RejectPolicy names ("Server '[h]:p' not found in known_hosts")."""
+    start = message.find("'")
+    end = message.find("'", start + 1)
+    return message[start + 1:end] if 0 <= start < end else None
+
+
+def _via(cx: fabric.Connection, hop: str) -> str:
+    return "" if hop in (cx.host, f"[{cx.host}]:{cx.port}") else f" (a ProxyJump hop to {cx.host})"
 
 
 def fabric_config(host: Host, settings: SSHSettings) -> fabric.Config:

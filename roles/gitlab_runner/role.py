@@ -1,11 +1,13 @@
 """Role gitlab_runner: the runner service and its config.toml for dind, socket and remote runners.
 
 config.toml is merged as TOML (berth.runner_config) and applied with the runner's own reload
-(SIGHUP): a config change never restarts the runner, so no running job is cancelled.
+(SIGHUP): a config change never restarts the runner, so no running job is cancelled. The exception is
+listen_address, read only at start: its change restarts the runner, gracefully (SIGQUIT, see the drop-in).
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from berth.certificates import HostCertificate
@@ -13,15 +15,23 @@ from berth.errors import ConfigError
 from berth.inventory import Host
 from berth.resources import Directory, File, Handler, Packages, RoleState, Service, apt_source, drop_in
 from berth.roles import RoleContext, controller_files
-from berth.runner_config import parse_runners
-from berth.runners import RELOAD_RUNNER, RunnerConfigFile
+from berth.runner_config import package_pins, parse_runners
+from berth.runners import RELOAD_HANDLER, RELOAD_RUNNER, RESTART_HANDLER, RESTART_RUNNER, RunnerConfigFile
 
 GLOBALS = ("concurrent", "check_interval", "shutdown_timeout", "log_level", "log_format", "listen_address")
+# A systemd time span (systemd.time(7)): numbers with optional units; a bare number is seconds.
+_TIME_SPAN = re.compile(
+    r"^\s*(?:\d+(?:\.\d+)?\s*(?:usec|us|msec|ms|seconds?|sec|s|minutes?|min|m|hours?|hr|h|days?|d|weeks?|w)?\s*)+$"
+)
 
 
 def declare(host: Host, ctx: RoleContext) -> RoleState:
     v = host.vars
-    specs, warnings = parse_runners(v["gitlab_runners"], str(host.origins.get("gitlab_runners", "gitlab_runners")))
+    specs, warnings = parse_runners(
+        v["gitlab_runners"], str(host.origins.get("gitlab_runners", "gitlab_runners")),
+        allow_capabilities=v["gitlab_runner_allow_testbed_capabilities"] is True,
+    )
+    stop_timeout, stop_warnings = _stop_timeout(host)
     state = RoleState("gitlab_runner")
     state.resources += _install(host)
     config_dir = str(Path(v["gitlab_runner_config"]).parent)
@@ -29,8 +39,7 @@ def declare(host: Host, ctx: RoleContext) -> RoleState:
         Directory(config_dir, mode=0o700),
         Directory("/etc/systemd/system/gitlab-runner.service.d", mode=0o755),
         drop_in("gitlab-runner.service", "berth-kill.conf",
-                ctx.render("gitlab_runner", "kill.conf.j2",
-                           {"stop_timeout": int(v["gitlab_runner_shutdown_timeout"]) + 30})),
+                ctx.render("gitlab_runner", "kill.conf.j2", {"stop_timeout": stop_timeout})),
     ]
     if v["gitlab_runner_install_method"] != "none":
         state.resources.append(Service("gitlab-runner", enabled=True, running=True))
@@ -38,9 +47,9 @@ def declare(host: Host, ctx: RoleContext) -> RoleState:
         path=v["gitlab_runner_config"],
         globals_={key: v[f"gitlab_runner_{key}"] for key in GLOBALS if v[f"gitlab_runner_{key}"] is not None},
         specs=specs, api_token_env=v["gitlab_runner_api_token_env"], api_timeout=float(v["gitlab_runner_api_timeout"]),
-        notify=("reload gitlab-runner",),
+        notify=(RELOAD_HANDLER,), notify_restart=(RESTART_HANDLER,),
     )
-    config.notes += warnings
+    config.notes += warnings + stop_warnings
     state.derived.append(config)
     for spec in (s for s in specs if s.mode == "remote"):
         state.resources += [
@@ -53,7 +62,10 @@ def declare(host: Host, ctx: RoleContext) -> RoleState:
             common_name=f"{host.name}-{spec.name}", sans=[], purpose="client",
             days=v["gitlab_runner_client_cert_days"], renew_days=max(1, v["gitlab_runner_client_cert_days"] // 3),
         ))
-    state.handlers.append(Handler("reload gitlab-runner", RELOAD_RUNNER))
+    state.handlers.append(Handler(RELOAD_HANDLER, RELOAD_RUNNER))
+    # listen_address changed: the runner reads it only at start. The restart stops it with SIGQUIT (the
+    # drop-in above), so running jobs finish first; it makes the reload redundant.
+    state.handlers.append(Handler(RESTART_HANDLER, RESTART_RUNNER, unit="gitlab-runner", supersedes=(RELOAD_HANDLER,)))
     return state
 
 
@@ -66,15 +78,37 @@ def _install(host: Host) -> list:
     if method == "repo":
         (keyring,) = controller_files(host, "gitlab_runner_repo_keyring_file",
                                       "the dearmored key of https://packages.gitlab.com/runner/gitlab-runner/gpgkey")
-        version = v["gitlab_runner_version"]
         line = f"{v['gitlab_runner_repo_url']} {v['gitlab_runner_repo_suite']} main"
         return [
             *apt_source("runner_gitlab-runner", line, keyring.read_bytes()),
-            # The package depends on the helper images of exactly its own version: pin both.
-            Packages(("gitlab-runner", "gitlab-runner-helper-images"),
-                     versions={"gitlab-runner": version, "gitlab-runner-helper-images": version}),
+            runner_packages(v["gitlab_runner_version"], str(host.origins.get("gitlab_runner_version"))),
         ]
     if method == "local-debs":
         debs = controller_files(host, "gitlab_runner_local_debs", ".deb files for hosts without internet")
         return [Packages(("gitlab-runner",), debs=debs)]
     raise ConfigError(f"{origin}: gitlab_runner_install_method must be repo, local-debs or none, got {method!r}")
+
+
+def runner_packages(version: str, origin: str) -> Packages:
+    """The pinned packages of one gitlab-runner release (see berth.runner_config.package_pins)."""
+    pins, absent = package_pins(version, origin)
+    return Packages(tuple(pins), versions=pins, absent=absent)
+
+
+def _stop_timeout(host: Host) -> tuple[str, list[str]]:
+    """TimeoutStopSec for the drop-in, and a warning when it is finite (systemd then kills long jobs)."""
+    value = host.vars["gitlab_runner_stop_timeout"]
+    origin = host.origins.get("gitlab_runner_stop_timeout")
+    text = str(value).strip() if isinstance(value, str | int) and not isinstance(value, bool) else ""
+    if text == "infinity":
+        return text, []
+    if not _TIME_SPAN.match(text):
+        raise ConfigError(
+            f"{origin}: gitlab_runner_stop_timeout {value!r} is not a systemd time span: use infinity (GitLab's "
+            "recommendation: jobs always finish) or a duration such as 7200 or 2h"
+        )
+    return text, [
+        f"{origin}: gitlab_runner_stop_timeout is {text}: a stop of gitlab-runner (package upgrade, "
+        "reboot, systemctl stop) that waits longer for running jobs ends with systemd's SIGKILL, and those "
+        "jobs fail; infinity lets them finish"
+    ]

@@ -7,6 +7,8 @@ through berth's local-debs path; GitLab's API is the stand-in HTTP server on loo
 from __future__ import annotations
 
 import hashlib
+import re
+import time
 import tomllib
 from pathlib import Path
 
@@ -19,6 +21,8 @@ from tests.standins.gitlab_api import GitLabStandIn
 MARKER = "BERTHMARKER"                     # in every token the tests hand to berth
 ACCESS_TOKEN = f"glpat-{MARKER}-access-token"
 CONFIG = "/etc/gitlab-runner/config.toml"
+SYSTEM_ID_FILE = "/etc/gitlab-runner/.runner_system_id"
+STANDIN_DEB = ".testbed/standins/gitlab-runner-standin.deb"
 
 
 @pytest.fixture(scope="module")
@@ -229,3 +233,78 @@ open(p, "w").write(head + sep + rest)
     repair = berth("setup-runner", "--host", "r1", "-e", f"@{vars_file}", env=env)
     assert repair.code == 0 and repair.host("r1")["changed"] == 1, repair.output
     assert verify()[check]["status"] == "passed"
+
+
+def runner_pid(testbed, host: str = "r1") -> str:
+    return testbed.exec(host, "systemctl", "show", "-p", "MainPID", "--value", "gitlab-runner").stdout.strip()
+
+
+def ids_the_runner_used(testbed, host: str) -> set[str]:
+    """The system IDs gitlab-runner processes on the host have run with (the stand-in logs it at start)."""
+    journal = testbed.exec(host, "journalctl", "-u", "gitlab-runner", "-o", "cat", "--no-pager").stdout
+    return set(re.findall(r"Runner system ID in use system_id=(\S+)", journal))
+
+
+def test_a_runner_installed_and_registered_in_one_converge_has_one_system_id(converged, berth, testbed, gitlab,
+                                                                          tmp_path):
+    """Item 11: the package's postinst starts the runner, which keeps the system ID it finds in
+    .runner_system_id or makes its own. berth registers in the same converge, so it must use the very ID the
+    runner runs with, or GitLab sees two runner managers for this host (berth's from /runners/verify, the
+    runner's from its job requests; the stand-in runner cannot reach the GitLab stand-in, so its ID is read
+    from its log). r3 has no gitlab-runner yet: it gets the role from this test's vars."""
+    token = gitlab.add_runner(token=f"glrt-{MARKER}-fresh-host").token
+    vars_file = tmp_path / "fresh.yml"
+    vars_file.write_text(yaml.safe_dump({
+        "berth_roles": ["docker_engine", "docker_tls", "gitlab_runner"],
+        "gitlab_runner_install_method": "local-debs",
+        "gitlab_runner_local_debs": [STANDIN_DEB],
+        "gitlab_runners": [{"name": "fresh", "url": gitlab.url, "mode": "socket", "token_env": "FRESH_TOKEN"}],
+    }))
+    assert testbed.exec("r3", "test", "-e", "/usr/bin/gitlab-runner", check=False).returncode != 0, \
+        "r3 must not have gitlab-runner yet"
+    try:
+        run = berth("setup-runner", "--host", "r3", "-e", f"@{vars_file}", env={"FRESH_TOKEN": token})
+        assert run.code == 0, run.output
+        on_disk = testbed.exec("r3", "cat", SYSTEM_ID_FILE).stdout.strip()
+        assert re.fullmatch(r"[sr]_[0-9a-zA-Z]{12}", on_disk), on_disk   # the runner's own format
+        deadline = time.monotonic() + 15
+        while not ids_the_runner_used(testbed, "r3") and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert ids_the_runner_used(testbed, "r3") == {on_disk}
+        assert gitlab.runner_by_token(token).managers == {on_disk}
+        assert testbed.exec("r3", "systemctl", "is-active", "gitlab-runner").stdout.strip() == "active"
+    finally:
+        testbed.exec("r3", "sh", "-c", "apt-get purge -y -qq gitlab-runner >/dev/null 2>&1; "
+                     "rm -rf /etc/gitlab-runner /etc/systemd/system/gitlab-runner.service.d; "
+                     "systemctl daemon-reload; systemctl reset-failed gitlab-runner 2>/dev/null; true")
+
+
+def test_listen_address_restarts_the_runner_and_other_changes_reload_it(registered, berth, testbed):
+    """Item 7: gitlab-runner reads listen_address only when it starts, so berth restarts it for that key
+    (gracefully: the unit stops with SIGQUIT); every other change is a SIGHUP reload of the same process."""
+    vars_file, env, _ = registered
+    pid = runner_pid(testbed)
+    metrics = ["python3", "-c", "import urllib.request as u; "
+               "print(u.urlopen('http://127.0.0.1:9252/metrics', timeout=2).read().decode())"]
+    try:
+        run = berth("setup-runner", "--host", "r1", "-e", f"@{vars_file}",
+                    "-e", "gitlab_runner_listen_address=127.0.0.1:9252", env=env)
+        assert run.code == 0, run.output
+        assert run.host("r1")["handlers"] == ["restart gitlab-runner"]
+        deadline = time.monotonic() + 30
+        while testbed.exec("r1", *metrics, check=False).returncode != 0 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        answer = testbed.exec("r1", *metrics, check=False)
+        assert answer.returncode == 0, answer.stdout + answer.stderr     # the new process listens there
+        assert runner_pid(testbed) != pid
+        system_id = testbed.exec("r1", "cat", SYSTEM_ID_FILE).stdout.strip()
+        assert set(re.findall(r'system_id="([^"]+)"', answer.stdout)) == {system_id}
+        pid = runner_pid(testbed)
+        run = berth("setup-runner", "--host", "r1", "-e", f"@{vars_file}",
+                    "-e", "gitlab_runner_listen_address=127.0.0.1:9252 gitlab_runner_concurrent=3", env=env)
+        assert run.code == 0, run.output
+        assert run.host("r1")["handlers"] == ["reload gitlab-runner"]
+        assert runner_pid(testbed) == pid
+    finally:   # null leaves the key as the file has it: take it out by hand, and restart for it
+        testbed.exec("r1", "sed", "-i", "/^listen_address = /d", CONFIG)
+        testbed.exec("r1", "systemctl", "restart", "gitlab-runner")

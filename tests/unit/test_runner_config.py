@@ -207,7 +207,8 @@ def test_comments_and_unmanaged_keys_survive_a_change():
         "-    privileged = true",
         "+    privileged = false",
         "+    services_privileged = true",
-        '+    allowed_privileged_services = ["docker:*-dind", "docker.io/library/docker:*-dind"]',
+        '+    allowed_privileged_services = ["docker", "docker:*", "docker@*", "docker.io/library/docker", '
+        '"docker.io/library/docker:*", "docker.io/library/docker@*"]',
     ]
 
 
@@ -225,7 +226,14 @@ EXPECTED_DOCKER = {
         **DIND,
         "privileged": False,
         "services_privileged": True,
-        "allowed_privileged_services": ["docker:*-dind", "docker.io/library/docker:*-dind"],
+        "allowed_privileged_services": [
+            "docker",
+            "docker:*",
+            "docker@*",
+            "docker.io/library/docker",
+            "docker.io/library/docker:*",
+            "docker.io/library/docker@*",
+        ],
     },
     ("dind", "capabilities"): {
         **DIND,

@@ -11,6 +11,9 @@ import pytest
 from berth.verify_plugin import Facts, FactsRequest
 
 DROP_IN = "/etc/systemd/system/gitlab-runner.service.d/berth-kill.conf"
+# What systemd applies (the drop-in only counts once loaded): KillSignal as a number, TimeoutStopUSec as
+# a time span or "infinity".
+STOP_SETTINGS = "gitlab_runner_stop_settings"
 
 
 def pytest_berth_verify_facts(request: FactsRequest, host_vars: dict[str, Any]) -> None:
@@ -19,7 +22,8 @@ def pytest_berth_verify_facts(request: FactsRequest, host_vars: dict[str, Any]) 
     request.file(str(Path(config).parent))
     request.file(DROP_IN, content=True)
     request.unit("gitlab-runner")
-    request.package("gitlab-runner")
+    request.command(STOP_SETTINGS, "systemctl show -p KillSignal,TimeoutStopUSec gitlab-runner")
+    request.package("gitlab-runner", "gitlab-runner-helper-images")
 
 
 @pytest.fixture(scope="session")

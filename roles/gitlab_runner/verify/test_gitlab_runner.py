@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import signal
 from typing import Any
 
 import pytest
 
-from berth.runner_config import MODE_OWNED_KEYS, docker_settings, parse_runners
+from berth.runner_config import MODE_OWNED_KEYS, RUNNER_PACKAGE, docker_settings, package_pins, parse_runners
 from berth.verify_plugin import Facts
 
 DROP_IN = "/etc/systemd/system/gitlab-runner.service.d/berth-kill.conf"
+STOP_SETTINGS = "gitlab_runner_stop_settings"    # the facts command the conftest requests
 
 
 def installs(host_vars: dict[str, Any]) -> bool:
@@ -28,13 +30,42 @@ def test_package_and_service(facts: Facts, host_vars: dict[str, Any]) -> None:
 
 
 def test_graceful_stop_drop_in(facts: Facts, host_vars: dict[str, Any]) -> None:
-    """Stopping the service sends SIGQUIT (running jobs finish) and waits shutdown_timeout for them."""
+    """Stopping the service sends SIGQUIT (running jobs finish) and systemd waits gitlab_runner_stop_timeout.
+
+    After SIGQUIT gitlab-runner waits for its jobs without limit (gitlab-runner commands/multi.go); a
+    TimeoutStopSec shorter than a job makes systemd SIGKILL it mid-job. infinity is GitLab's advice.
+    """
     found = facts.file(DROP_IN)
     assert found.exists and found.content, f"{DROP_IN} is missing"
-    text = found.content.decode()
-    assert "KillSignal=SIGQUIT" in text, f"{DROP_IN} does not set KillSignal=SIGQUIT: a stop would cancel jobs"
-    want = int(host_vars["gitlab_runner_shutdown_timeout"]) + 30
-    assert f"TimeoutStopSec={want}" in text, f"{DROP_IN}: TimeoutStopSec is not {want}"
+    lines = found.content.decode().splitlines()
+    assert "KillSignal=SIGQUIT" in lines, f"{DROP_IN} does not set KillSignal=SIGQUIT: a stop would cancel jobs"
+    want = str(host_vars["gitlab_runner_stop_timeout"]).strip()
+    assert f"TimeoutStopSec={want}" in lines, (
+        f"{DROP_IN}: TimeoutStopSec is not {want} (gitlab_runner_stop_timeout): systemd may kill running jobs"
+    )
+    if facts.unit("gitlab-runner").get("LoadState") != "loaded":
+        return          # no unit (install method none, not installed yet): systemd has nothing to apply it to
+    applied = dict(line.split("=", 1) for line in facts.command(STOP_SETTINGS).stdout.splitlines() if "=" in line)
+    stale = "systemd has not loaded it: run systemctl daemon-reload"
+    assert applied.get("KillSignal") == str(signal.SIGQUIT.value), (
+        f"gitlab-runner stops with signal {applied.get('KillSignal')}, not SIGQUIT, although {DROP_IN} says so: {stale}"
+    )
+    if want == "infinity":
+        assert applied.get("TimeoutStopUSec") == "infinity", (
+            f"gitlab-runner's stop timeout is {applied.get('TimeoutStopUSec')}, not infinity as {DROP_IN} says: {stale}"
+        )
+
+
+def test_packages_at_the_pinned_version(facts: Facts, host_vars: dict[str, Any]) -> None:
+    """From GitLab's repository: gitlab-runner (and from 17.7 its helper images) at gitlab_runner_version."""
+    if host_vars["gitlab_runner_install_method"] != "repo":
+        return          # local-debs and none: the version is whatever the files or the operator installed
+    pins, absent = package_pins(host_vars["gitlab_runner_version"], "gitlab_runner_version")
+    wrong = [f"{name} is {facts.package(name) or 'not installed'}, want {version}"
+             for name, version in pins.items() if facts.package(name) != version]
+    wrong += [f"{name} {facts.package(name)} is installed, but gitlab-runner {pins[RUNNER_PACKAGE]} predates it"
+              for name in absent if facts.package(name) is not None]
+    assert not wrong, "; ".join(wrong)
 
 
 def test_config_file_mode(facts: Facts, host_vars: dict[str, Any]) -> None:

@@ -16,13 +16,16 @@ Architecture: all
 Maintainer: berth tests <berth@localhost>
 Depends: python3
 Description: STAND-IN for GitLab Runner, for berth's tests only
- Reads config.toml, reloads on SIGHUP, stops gracefully on SIGQUIT. Never runs jobs.
+ Reads config.toml, reloads on SIGHUP, stops gracefully on SIGQUIT, keeps .runner_system_id as the runner
+ does. Its postinst installs the systemd unit and starts the runner, as GitLab's package does. Never runs jobs.
 """
+# The maintainer scripts, as GitLab's package has them (packaging/scripts/postinst.deb, prerm.deb).
+SCRIPTS = ("postinst", "prerm")
 
 
 def build_deb(out_dir: Path) -> Path:
     """Build (once per content) and return the path of the stand-in package."""
-    sources = [HERE / name for name in ("gitlab-runner", "gitlab-runner.service", "postinst")]
+    sources = [HERE / name for name in ("gitlab-runner", *SCRIPTS)]
     digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources) + CONTROL.encode()).hexdigest()[:12]
     target = out_dir / "gitlab-runner-standin.deb"
     stamp = out_dir / "gitlab-runner-standin.digest"
@@ -33,13 +36,13 @@ def build_deb(out_dir: Path) -> Path:
         root = Path(tmp) / "pkg"
         (root / "DEBIAN").mkdir(parents=True)
         (root / "DEBIAN" / "control").write_text(CONTROL)
-        shutil.copy(HERE / "postinst", root / "DEBIAN" / "postinst")
-        (root / "DEBIAN" / "postinst").chmod(0o755)
+        for script in SCRIPTS:
+            shutil.copy(HERE / script, root / "DEBIAN" / script)
+            (root / "DEBIAN" / script).chmod(0o755)
         (root / "usr" / "bin").mkdir(parents=True)
         shutil.copy(HERE / "gitlab-runner", root / "usr" / "bin" / "gitlab-runner")
         (root / "usr" / "bin" / "gitlab-runner").chmod(0o755)
-        (root / "lib" / "systemd" / "system").mkdir(parents=True)
-        shutil.copy(HERE / "gitlab-runner.service", root / "lib" / "systemd" / "system" / "gitlab-runner.service")
+        # No unit file: `gitlab-runner install` (run by the postinst) writes /etc/systemd/system/gitlab-runner.service.
         subprocess.run(["dpkg-deb", "--root-owner-group", "--build", str(root), str(target)], check=True,
                        capture_output=True)
     stamp.write_text(digest)
