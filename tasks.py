@@ -22,7 +22,7 @@ COMMON_HELP = {
 
 
 DRAIN_HELP = {
-    "force": "restarts that stop containers do not wait for running CI jobs (those jobs are killed)",
+    "force": "dockerd restarts do not wait for running CI jobs (those jobs fail)",
     "drain_timeout": "seconds to wait for running CI jobs before such a restart (default: docker_drain_timeout)",
 }
 

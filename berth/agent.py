@@ -6,7 +6,7 @@ SSH command, and reads one JSON answer from stdout. Three requests exist:
 - ``probe``: read-only. Facts about the host and the state of every declared resource.
 - ``apply``: an ordered list of steps, then the notified handlers, each guarded by a health check
   that restores the files written in this run when the service does not come back. With a
-  ``drain`` (a handler will stop containers), the host is drained BEFORE the first step, so that
+  ``drain`` (a handler will restart dockerd), the host is drained BEFORE the first step, so that
   a drain that times out leaves the host exactly as it was.
 - ``health``: read-only. Do the daemons answer (unix socket /_ping, TCP ports accept)?
 
@@ -19,6 +19,8 @@ import hashlib
 import json
 import os
 import pwd
+import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -101,7 +103,28 @@ def facts():
         "addresses": addresses,
         "python": "%d.%d" % sys.version_info[:2],
         "apt_lists_age": _apt_lists_age(),
+        "dockerd": dockerd_version(),
     }
+
+
+def dockerd_version():
+    """`dockerd --version` ("Docker version 20.10.24+dfsg1, build 297e128"), or None without dockerd.
+
+    The plan needs it before the apply: a dockerd older than 23 cannot check daemon.json itself.
+    """
+    dockerd = _which("dockerd")
+    if dockerd is None:
+        return None
+    try:
+        code, out = sh([dockerd, "--version"], timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.strip() if code == 0 else None
+
+
+def _which(name):
+    # sbin too: Debian's docker.io installs /usr/sbin/dockerd, and a non-login PATH may lack it.
+    return shutil.which(name, path=os.environ.get("PATH", "") + ":/usr/local/sbin:/usr/sbin:/sbin:/usr/bin")
 
 
 def _apt_lists_age():
@@ -178,6 +201,7 @@ def apt_install_commands(step):
 class Applier:
     def __init__(self):
         self.written = []          # (path, previous bytes or None), for rollback
+        self.staged = []           # (write step, candidate path): checked and moved into place after all steps
         self.log = []
 
     def write(self, step):
@@ -187,15 +211,60 @@ class Applier:
         if os.path.isfile(path):
             with open(path, "rb") as fh:
                 previous = fh.read()
-        if data is not None:
-            if step.get("backup") and previous is not None:
-                stamp = time.strftime("%Y%m%dT%H%M%S")
-                self._atomic(path + "." + stamp + ".bak", previous, 0o600, "root", "root")
+        if data is not None and step.get("validate"):
+            # The candidate goes beside the real file (same file system: the rename is atomic). It is checked
+            # after the other steps, when the files it names (TLS certificates) are in place too.
+            candidate = path + CANDIDATE_SUFFIX
+            self._atomic(candidate, data, step["mode"], step["owner"], step["group"])
+            self.staged.append((step, candidate))
+        elif data is not None:
+            self._backup(step, previous)
             self.written.append((path, previous))
             self._atomic(path, data, step["mode"], step["owner"], step["group"])
         else:
             os.chown(path, pwd.getpwnam(step["owner"]).pw_uid, grp.getgrnam(step["group"]).gr_gid)
             os.chmod(path, step["mode"])
+
+    @staticmethod
+    def _backup(step, previous):
+        if step.get("backup") and previous is not None:
+            stamp = time.strftime("%Y%m%dT%H%M%S")
+            Applier._atomic(step["path"] + "." + stamp + ".bak", previous, 0o600, "root", "root")
+
+    def commit_staged(self):
+        """Check each candidate (dockerd --validate where dockerd can), then rename it over the real file.
+
+        A candidate dockerd refuses fails the host with dockerd's own message; the files this run wrote
+        are put back first, so the host keeps the configuration it runs with.
+        """
+        staged, self.staged = self.staged, []
+        for step, candidate in staged:
+            error = VALIDATORS[step["validate"]](candidate)
+            if error is not None:
+                for _, other in staged:
+                    os.unlink(other) if os.path.exists(other) else None
+                restored = self.restore()
+                raise StepFailed("%s: %s%s; %s unchanged" % (
+                    step["path"], error, "; restored " + ", ".join(restored) if restored else "", step["path"]))
+        for step, candidate in staged:
+            path = step["path"]
+            previous = None
+            if os.path.isfile(path):
+                with open(path, "rb") as fh:
+                    previous = fh.read()
+            self._backup(step, previous)
+            self.written.append((path, previous))
+            os.rename(candidate, path)
+
+    def restore(self):
+        """Put back every file this run wrote or removed; returns their paths."""
+        for path, previous in reversed(self.written):
+            if previous is None:
+                os.unlink(path) if os.path.exists(path) else None
+            else:
+                with open(path, "wb") as fh:
+                    fh.write(previous)
+        return [p for p, _ in self.written]
 
     @staticmethod
     def _atomic(path, data, mode, owner, group):
@@ -283,12 +352,7 @@ class Applier:
         reason = self.journal_error(step.get("unit")) or error
         if not step.get("rollback"):
             raise StepFailed("%s: %s" % (step["name"], reason))
-        for path, previous in reversed(self.written):
-            if previous is None:
-                os.unlink(path) if os.path.exists(path) else None
-            else:
-                with open(path, "wb") as fh:
-                    fh.write(previous)
+        self.restore()
         sh(["systemctl", "daemon-reload"])
         if step.get("unit"):
             sh(["systemctl", "reset-failed", step["unit"]])
@@ -329,6 +393,35 @@ class Applier:
         return lines[-1].strip() if lines else None
 
 
+# -- daemon.json --------------------------------------------------------------------------------
+CANDIDATE_SUFFIX = ".berth-new"
+VALIDATE_SINCE = (23, 0)     # moby v23.0.0 cmd/dockerd/options.go adds the "validate" flag
+
+
+def validate_daemon_json(path):
+    """dockerd's verdict on a daemon.json: None if it is accepted or this dockerd cannot judge, else its error.
+
+    moby cmd/dockerd/docker.go: `dockerd --validate --config-file F` loads F as a start would (unknown keys,
+    value types, conflicts with its own flags, TLS files) and exits 0 printing "configuration OK", or prints
+    the error and exits 1. Before 23 the flag does not exist; there the controller's key table warned
+    (berth/daemon_keys.py) and the restart's health check judges. The flags of the systemd unit are not on
+    this command line, so a conflict with them shows only at the restart (and is rolled back there).
+    """
+    dockerd = _which("dockerd")
+    if dockerd is None:
+        return None
+    match = re.search(r"version (\d+)\.(\d+)", dockerd_version() or "")
+    if match is None or (int(match.group(1)), int(match.group(2))) < VALIDATE_SINCE:
+        return None
+    code, out = sh([dockerd, "--validate", "--config-file", path], timeout=120)
+    if code == 0:
+        return None
+    return "dockerd --validate refused it: %s" % (out.strip()[-1500:] or "exit %d" % code)
+
+
+VALIDATORS = {"dockerd": validate_daemon_json}
+
+
 # -- drain ------------------------------------------------------------------------------------
 # A runtime drop-in (under /run: gone at reboot) that makes `systemctl stop` graceful for the runner:
 # SIGQUIT is gitlab-runner's "finish running jobs, take no new ones, then exit" (its docs,
@@ -341,7 +434,7 @@ DRAIN_DROPIN_TEXT = b"# berth: drain before a dockerd restart (removed when the 
 
 
 class Drain:
-    """Before a restart that stops containers: the runner takes no new jobs and its running jobs end."""
+    """Before a dockerd restart: the runner takes no new jobs and its running jobs end."""
 
     def __init__(self, spec):
         self.spec = spec
@@ -491,11 +584,14 @@ def apply(request):
         for step in request.get("steps", []):
             getattr(applier, step["op"])(step)
             results["steps"].append(step.get("id"))
+        applier.commit_staged()
         for handler in request.get("handlers", []):
             results["handlers"].append(applier.handler(handler)["name"])
     except (StepFailed, OSError, KeyError, subprocess.SubprocessError) as exc:
         results["error"] = str(exc)
     finally:
+        for _, candidate in applier.staged:    # a step failed before they were checked
+            os.unlink(candidate) if os.path.exists(candidate) else None
         # Uploaded .deb files belong to this apply alone: removed even when it ended before installing them.
         for step in request.get("steps", []):
             for deb in step.get("debs", []) if step.get("op") == "packages" else []:

@@ -113,7 +113,7 @@ def converge(
 
 def make_converger(project: Project, *, check: bool, accept_new: bool, force: bool, drain_timeout: float) -> Converger:
     if force and not check:
-        console.print("[bold yellow]--force:[/] restarts that stop containers will NOT wait for running CI jobs; "
+        console.print("[bold yellow]--force:[/] dockerd restarts will NOT wait for running CI jobs; "
                       "those jobs are killed")
     return Converger(project.ssh("accept-new" if accept_new else None), project.role_context(), check=check,
                      drain_timeout=drain_timeout or None, force=force)
@@ -140,6 +140,8 @@ def print_rollout(result: RolloutResult, *, title: str) -> None:
     console.print(summary_table(result, title=title))
     console.print(summary_line(result), soft_wrap=True)
     for h in result.hosts:
+        for note in h.report.notes if h.report else []:
+            console.print(f"[yellow]{h.host}[/]: {redact(note, secrets())}", soft_wrap=True)
         if h.error:
             console.print(f"[bold red]{redact(h.error, secrets())}[/]", soft_wrap=True)
 

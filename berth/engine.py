@@ -3,7 +3,7 @@
 A converged host costs one SSH command. A host with changes costs two, plus one per certificate
 to issue (the host makes its key and CSR) and one SFTP upload when local .deb files are needed.
 
-When a notified handler is disruptive (it stops containers), the apply request carries a drain:
+When a notified handler is disruptive (it ends running CI jobs), the apply request carries a drain:
 the agent stops the runner from taking jobs and waits for running job containers before it
 changes anything (berth/agent.py, Drain).
 """

@@ -135,7 +135,7 @@ def _plan_file(plan: Plan, wanted: File, state: dict[str, Any]) -> list[str]:
         summary = "create" if not state.get("exists") else "update content"
         plan.changes.append(Change("file", wanted.path, summary, file_diff(wanted, previous)))
         plan.steps.append({**_attrs_step("write", wanted), "content": base64.b64encode(wanted.content).decode(),
-                           "backup": wanted.backup})
+                           "backup": wanted.backup, "validate": wanted.validate})
         return list(wanted.handlers_for(previous))
     drift = _attr_drift(wanted, state)
     if drift:

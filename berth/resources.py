@@ -29,6 +29,7 @@ class File:
     notify_rule: NotifyRule | None = None
     secret: bool = False        # never shown in diffs
     backup: bool = False        # keep a timestamped copy of the previous file on the host
+    validate: str | None = None  # checked on the host before it replaces the file (agent VALIDATORS: "dockerd")
 
     def handlers_for(self, previous: bytes | None) -> tuple[str, ...]:
         rule = self.notify_rule(previous, self.content) if self.notify_rule else ()
@@ -104,9 +105,8 @@ class Handler:
 
     With ``health`` set, the handler is checked afterwards; with ``rollback`` the files written in
     this apply are restored and the command run again when the check fails. A ``disruptive``
-    handler stops running containers, so the host is drained first (``drain``). A handler that
-    ``supersedes`` others makes them redundant when both are notified (a restart that stops
-    containers covers one that keeps them).
+    handler ends running CI jobs, so the host is drained first (``drain``). A handler that
+    ``supersedes`` others makes them redundant when both are notified (a restart covers a reload).
     """
 
     name: str

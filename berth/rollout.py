@@ -8,7 +8,7 @@
 2. Batches (``--batch N|P%``): consecutive slices of the shard in inventory order, so hosts listed
    first (canaries) go first. P% is of the shard's hosts, rounded down, at least 1.
 3. Within a batch up to ``--parallel K`` hosts converge at once (berth.engine.Converger: probe, plan,
-   apply; a restart that stops containers drains the runner first).
+   apply; a dockerd restart drains the runner first).
 4. After a batch, one health command per host that converged or was unchanged: the daemons answer as
    the roles' handlers define it (socket /_ping; the TLS port with role docker_tls). Failing it
    makes the host failed.
@@ -150,7 +150,7 @@ class HostResult:
         if self.report is not None:
             engine = self.report.as_dict()
             data.update({k: engine[k] for k in ("changed", "changes", "handlers", "drain", "ssh_commands",
-                                                "seconds")})
+                                                "seconds", "notes")})
         return data
 
 

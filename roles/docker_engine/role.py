@@ -1,21 +1,22 @@
 """Role docker_engine: Docker Engine installed, daemon.json built from variables, dockerd healthy.
 
-daemon.json changes are applied with a reload when every changed key is reloadable, and with a
+daemon.json changes are applied with a reload when dockerd's reload applies every change, and with a
 restart otherwise. After a restart the socket (and the TLS port when role docker_tls is on) must
 answer; if not, the previous daemon.json and drop-in are put back and dockerd restarted.
 
-A restart is one of two handlers. With live-restore on in the running daemon and in the new
-configuration, and no networking, storage or runtime key changed, containers survive it
-("restart docker (live-restore)"). Otherwise it stops every container ("restart docker", which is
-disruptive): the engine drains the runner first, so that no CI job is killed.
+Every restart drains the host first (docker_restart_drains, on by default): live-restore keeps the
+containers across it, but not the CI jobs in them, because gitlab-runner follows a job through its attach
+stream to dockerd, and when that stream ends the executor stops the container and fails the job
+(gitlab-runner executors/docker/internal/exec/exec.go Exec, internal/wait/wait.go StopKillWait). A reload
+keeps dockerd and its streams running, so it never drains.
 """
 
 from __future__ import annotations
 
-import difflib
 import json
 from typing import Any
 
+from berth import daemon_keys
 from berth.errors import ConfigError
 from berth.inventory import Host
 from berth.resources import (
@@ -33,45 +34,30 @@ from berth.resources import (
 )
 from berth.roles import RoleContext, controller_files
 
-# Keys dockerd re-reads on SIGHUP (dockerd.md "Configuration reload behavior"; moby daemon/reload.go).
+# Keys a reload (SIGHUP) applies, in every dockerd berth supports: moby daemon/reload.go Reload and
+# daemon/reload_unix.go reloadPlatform at v20.10.24 (Debian 12) and v23.0.0 ... v28.5.2, plus
+# authorization-plugins (cmd/dockerd/daemon.go reloadConfig, SetPlugins). Left out on purpose:
+# allow-nondistributable-artifacts (reloaded up to 27, gone from 28's reload.go) and builder (never read by
+# Reload). Any other key needs a restart.
 RELOADABLE = frozenset({
     "debug", "labels", "live-restore", "max-concurrent-downloads", "max-concurrent-uploads",
-    "max-download-attempts", "default-runtime", "runtimes", "authorization-plugins", "insecure-registries",
-    "registry-mirrors", "shutdown-timeout", "features", "default-shm-size", "builder",
+    "max-download-attempts", "shutdown-timeout", "features", "insecure-registries", "registry-mirrors",
+    "network-diagnostic-port", "authorization-plugins",
+    "runtimes", "default-runtime", "default-shm-size", "default-cgroupns-mode", "default-ipc-mode",
 })
-
-# Keys whose change live-restore does not carry running containers across (FACTS.md section 4: "not with
-# changed bridge/graph options"): the bridge and the host's packet filtering, the storage under the
-# containers, and the runtime that owns their processes. Changing any of these stops containers.
-NETWORK_KEYS = frozenset({
-    "bip", "fixed-cidr", "default-address-pools", "default-gateway", "mtu", "icc", "iptables", "ip6tables",
-    "ip-forward", "ip-masq", "ipv6", "userland-proxy", "dns", "dns-opts", "dns-search",
+# Of those, the keys a reload also resets when they are absent from the new file (reload.go falls back to
+# the default for max-*, assigns features unconditionally, stops the diagnostic server; reloadConfig sets the
+# plugins unconditionally). For every other reloadable key reload.go checks IsValueSet(key) (or `!= ""` for
+# default-runtime, default-cgroupns-mode, default-ipc-mode), so removing it leaves the old value in effect
+# until a restart.
+RELOAD_RESETS_WHEN_ABSENT = frozenset({
+    "max-concurrent-downloads", "max-concurrent-uploads", "max-download-attempts", "features",
+    "network-diagnostic-port", "authorization-plugins",
 })
-STORAGE_KEYS = frozenset({"data-root", "storage-driver", "storage-opts"})
-RUNTIME_KEYS = frozenset({"containerd", "userns-remap", "exec-opts", "cgroup-parent"})
-STOPS_CONTAINERS = NETWORK_KEYS | STORAGE_KEYS | RUNTIME_KEYS
+RELOAD_SETS_WHEN_NON_EMPTY = frozenset({"default-runtime", "default-cgroupns-mode", "default-ipc-mode"})
 
 RELOAD = "reload docker"
-RESTART = "restart docker"                          # stops every container: the host is drained first
-RESTART_LIVE = "restart docker (live-restore)"      # containers keep running
-
-# daemon.json keys and their JSON types (moby daemon/config json tags); unknown keys stop dockerd.
-DAEMON_KEYS: dict[str, type | tuple[type, ...]] = {
-    "hosts": list, "tls": bool, "tlsverify": bool, "tlscacert": str, "tlscert": str, "tlskey": str,
-    "live-restore": bool, "icc": bool, "userland-proxy": bool, "iptables": bool, "ip6tables": bool,
-    "ip-forward": bool, "ip-masq": bool, "ipv6": bool, "log-driver": str, "log-opts": dict, "log-level": str,
-    "insecure-registries": list, "registry-mirrors": list, "no-new-privileges": bool, "userns-remap": str,
-    "default-ulimits": dict, "containerd": str, "data-root": str, "group": str, "default-address-pools": list,
-    "authorization-plugins": list, "features": dict, "experimental": bool, "debug": bool, "labels": list,
-    "storage-driver": str, "storage-opts": list, "dns": list, "dns-search": list, "dns-opts": list,
-    "mtu": int, "bip": str, "fixed-cidr": str, "default-gateway": str, "max-concurrent-downloads": int,
-    "max-concurrent-uploads": int, "max-download-attempts": int, "shutdown-timeout": int,
-    "default-runtime": str, "runtimes": dict, "exec-opts": list, "seccomp-profile": str, "selinux-enabled": bool,
-    "default-shm-size": str, "builder": dict, "metrics-addr": str, "init": bool, "cgroup-parent": str,
-    "default-cgroupns-mode": str, "proxies": dict, "allow-nondistributable-artifacts": list,
-}
-
-JSON_TYPE_NAMES = {bool: "a boolean", int: "an integer", str: "a string", list: "a list", dict: "a mapping"}
+RESTART = "restart docker"                          # drained first unless docker_restart_drains is false
 
 
 def declare(host: Host, ctx: RoleContext) -> RoleState:
@@ -89,8 +75,9 @@ def declare(host: Host, ctx: RoleContext) -> RoleState:
     state.resources += [
         Directory("/etc/docker", mode=0o755),
         File(v["docker_daemon_json"], (json.dumps(options, indent=2, sort_keys=True) + "\n").encode(),
-             mode=0o644, notify_rule=_daemon_json_handlers),
+             mode=0o644, notify_rule=_daemon_json_handlers, validate="dockerd"),
     ]
+    state.derived.append(DaemonKeyNotes(v["docker_daemon_json"], options))
     dropin_path = f"/etc/systemd/system/docker.service.d/{v['docker_dropin_name']}"
     if "hosts" in options:
         dockerd = "/usr/bin/dockerd" if v["docker_install_method"] == "docker-repo" else "/usr/sbin/dockerd"
@@ -108,23 +95,16 @@ def declare(host: Host, ctx: RoleContext) -> RoleState:
     restart_cmd = "systemctl reset-failed docker; systemctl restart docker"
     drain = Drain(socket=v["docker_socket"], timeout=float(v["docker_drain_timeout"]))
     state.handlers += [
-        # The reload comes first: when it turns live-restore on, the restart after it keeps containers.
         Handler(RELOAD, "systemctl reload docker", unit="docker", health=health, rollback=True),
-        Handler(RESTART_LIVE, restart_cmd, unit="docker", health=health, rollback=True),
-        Handler(RESTART, restart_cmd, unit="docker", health=health, rollback=True, disruptive=True, drain=drain,
-                supersedes=(RESTART_LIVE,)),
+        Handler(RESTART, restart_cmd, unit="docker", health=health, rollback=True,
+                disruptive=bool(v["docker_restart_drains"]), drain=drain, supersedes=(RELOAD,)),
     ]
     return state
 
 
 def restart_handler(host: Host) -> str:
-    """The restart that a change outside daemon.json needs (the drop-in, TLS certificates).
-
-    daemon.json is then unchanged, so the running daemon already has the wanted live-restore setting.
-    When daemon.json changes too, its own rule (below) may notify the restart that stops containers,
-    which supersedes this one.
-    """
-    return RESTART_LIVE if daemon_json(host).get("live-restore") is True else RESTART
+    """The handler a change outside daemon.json notifies (the drop-in, role docker_tls's certificates)."""
+    return RESTART
 
 
 def daemon_json(host: Host) -> dict[str, Any]:
@@ -132,8 +112,8 @@ def daemon_json(host: Host) -> dict[str, Any]:
     v = host.vars
     options = {**v["docker_daemon_defaults"], **v["docker_daemon_options"]}
     origin = host.origins.get("docker_daemon_options") or host.origins.get("docker_daemon_defaults")
-    _check_types(options, origin)
-    tcp = [h for h in options.get("hosts", []) if str(h).startswith("tcp://")]
+    _check_types(options, f"{origin}: {host.name}")
+    tcp = [h for h in options.get("hosts") or [] if str(h).startswith("tcp://")]
     plain = [h for h in tcp if str(h).rstrip("/").endswith(":2375")]
     if plain:
         raise ConfigError(
@@ -148,24 +128,18 @@ def daemon_json(host: Host) -> dict[str, Any]:
     if "docker_tls" in host.roles:
         d = v["docker_tls_dir"]
         listener = f"tcp://{v['docker_tls_bind']}:{v['docker_tls_port']}"
-        options["hosts"] = list(dict.fromkeys(["fd://", *options.get("hosts", []), listener]))
+        options["hosts"] = list(dict.fromkeys(["fd://", *(options.get("hosts") or []), listener]))
         options.update(tls=True, tlsverify=True, tlscacert=f"{d}/ca.pem", tlscert=f"{d}/cert.pem",
                        tlskey=f"{d}/key.pem")
     return options
 
 
 def _check_types(options: dict[str, Any], origin: object) -> None:
-    for key, value in options.items():
-        expected = DAEMON_KEYS.get(key)
-        if expected is None:
-            near = difflib.get_close_matches(key, DAEMON_KEYS, n=1)
-            hint = f" (did you mean '{near[0]}'?)" if near else ""
-            raise ConfigError(f"{origin}: unknown daemon.json key '{key}'{hint}: dockerd refuses to start with it")
-        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-            name = JSON_TYPE_NAMES.get(expected, str(expected))  # type: ignore[arg-type]
-            raise ConfigError(
-                f"{origin}: daemon.json key '{key}' must be {name}, got {value!r} ({type(value).__name__})"
-            )
+    """Value types as dockerd decodes them (berth/daemon_keys.py); unknown keys are the plan's notes."""
+    errors = daemon_keys.type_errors(options)
+    if errors:
+        raise ConfigError(f"{origin}: daemon.json: {'; '.join(errors)}: dockerd would refuse to start with it "
+                          "(fix the value in docker_daemon_options)")
 
 
 def _daemon_json_handlers(previous: bytes | None, new: bytes) -> tuple[str, ...]:
@@ -173,15 +147,63 @@ def _daemon_json_handlers(previous: bytes | None, new: bytes) -> tuple[str, ...]
         old = json.loads(previous) if previous else None
     except ValueError:
         old = None
-    if old is None:
+    if not isinstance(old, dict):
         return (RESTART,)
     wanted = json.loads(new)
     changed = {k for k in old.keys() | wanted.keys() if old.get(k) != wanted.get(k)}
-    if changed <= RELOADABLE:
-        return (RELOAD,)
-    # The running daemon must have live-restore to leave containers behind, the new one to adopt them.
-    live = old.get("live-restore") is True and wanted.get("live-restore") is True
-    return (RESTART_LIVE,) if live and not changed & STOPS_CONTAINERS else (RESTART,)
+    if not changed:
+        return ()
+    return (RELOAD,) if _reload_applies(changed, wanted) else (RESTART,)
+
+
+def _reload_applies(changed: set[str], wanted: dict[str, Any]) -> bool:
+    """Whether a reload gives the running dockerd exactly the new file's settings (moby daemon/reload.go)."""
+    if not changed <= RELOADABLE:
+        return False
+    # A reload skips what the new file leaves out; only the keys it resets then lose their old value.
+    unset = {k for k in changed if k not in wanted
+             or (k in RELOAD_SETS_WHEN_NON_EMPTY and wanted[k] in ("", None))}
+    return unset <= RELOAD_RESETS_WHEN_ABSENT
+
+
+class DaemonKeyNotes:
+    """Warns, at plan time, of daemon.json keys that a dockerd unable to check the file itself may not know.
+
+    The agent has dockerd 23+ check the new file (`dockerd --validate`). An older dockerd (Debian 12's 20.10)
+    cannot; there berth's key table stands in (berth/daemon_keys.py), and since that table may lag behind
+    dockerd, an unknown key is a warning naming it, not an error.
+    """
+
+    # (A plain class: dataclasses need the module in sys.modules, and roles are loaded from their files.)
+    notify: tuple[str, ...] = ()
+    due = False
+
+    def __init__(self, path: str, options: dict[str, Any]) -> None:
+        self.path = path
+        self.options = options
+
+    def probe_files(self) -> list[dict[str, Any]]:
+        return []
+
+    def plan(self, host: Host, found: dict[str, Any], ctx: Any, plan: Any) -> bool:
+        if not any(c.kind == "file" and c.target == self.path for c in plan.changes):
+            return False
+        version = daemon_keys.parse_version(found["facts"].get("dockerd"))
+        if version is not None and version >= daemon_keys.VALIDATE_SINCE:
+            return False            # dockerd checks the file itself during the apply
+        unknown = daemon_keys.unknown_keys(self.options)
+        if unknown:
+            running = f"its dockerd {version[0]}.{version[1]}" if version else "dockerd (not installed yet: if it is)"
+            plan.notes.append(
+                f"WARNING: {self.path}: key {', '.join(unknown)} unknown to dockerd 20.10 (moby v20.10.24 "
+                f"daemon/config); {running} older than 23 cannot check daemon.json itself (dockerd --validate), "
+                "and refuses to start with a key it does not know: the restart's health check would then fail and "
+                "the previous daemon.json be restored"
+            )
+        return False
+
+    def prepare(self, session: Any, ctx: Any) -> list[dict[str, Any]]:
+        return []
 
 
 def _install(host: Host) -> list[Any]:

@@ -22,7 +22,7 @@ def declare(host: Host, ctx: RoleContext) -> RoleState:
     if v["docker_tls_key_type"] not in KEY_TYPES:
         raise ConfigError(f"{host.origins.get('docker_tls_key_type')}: docker_tls_key_type must be one of "
                           f"{', '.join(KEY_TYPES)}, got {v['docker_tls_key_type']!r}")
-    # A new certificate or CA bundle needs a restart; live-restore decides whether it stops containers.
+    # A new certificate or CA bundle needs a restart (drained: role docker_engine).
     restart = ctx.module("docker_engine").restart_handler(host)
     d = v["docker_tls_dir"]
     sans = [host.name, *([v["ansible_host"]] if v.get("ansible_host") else []), *v["docker_tls_extra_sans"]]

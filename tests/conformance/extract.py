@@ -126,7 +126,7 @@ def extract_runner_tokens(repo: Path, rev: str) -> dict[str, object]:
 
 
 def extract_moby_reload(repo: Path) -> dict[str, object]:
-    versions = {}
+    versions, gated = {}, {}
     for tag in MOBY_TAGS:
         text = "".join(git_show(repo, tag, path) for path in MOBY_RELOAD_FILES)
         keys = set(re.findall(r'attributes\["([a-z-]+)"\]', text)) | set(re.findall(r'IsValueSet\("([a-z-]+)"\)', text))
@@ -137,10 +137,14 @@ def extract_moby_reload(repo: Path) -> dict[str, object]:
             except subprocess.CalledProcessError:
                 continue  # the file moved between versions
         versions[tag] = sorted(keys - MOBY_IGNORED)
+        gated[tag] = sorted(set(re.findall(r'IsValueSet\("([a-z-]+)"\)', text)) - MOBY_IGNORED)
     return {"source": {"repository": "moby/moby", "files": list(MOBY_RELOAD_FILES),
                        "note": "keys a SIGHUP re-applies: the reload event's attributes, the keys reload code tests "
                                "with IsValueSet, and authorization-plugins (swapped by the SIGHUP handler)"},
-            "reloaded_keys": versions}
+            "reloaded_keys": versions,
+            # Keys the reload code tests with IsValueSet: unless it first resets them to a default (the
+            # max-* keys, the diagnostic port), removing one from the file keeps the old value in effect.
+            "tested_with_is_value_set": gated}
 
 
 def main() -> None:

@@ -1,9 +1,10 @@
-"""invoke rollout against the testbed: batches and the failure budget, drains around job containers,
-live-restore, shards, and a broken daemon config that stops the rollout."""
+"""invoke rollout against the testbed: batches and the failure budget, drains around job containers (also
+where live-restore would keep them), shards, and a broken daemon config that stops the rollout."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -17,7 +18,9 @@ IMPORT_JOB_IMAGE = (
     'set -e; cd /; files="usr/bin/sleep $(ldd /usr/bin/sleep | grep -o "/[^ ]*" | sed "s#^/##")"; '
     f"tar -ch $files 2>/dev/null | docker import - {JOB_IMAGE} >/dev/null"
 )
-DNS_CHANGE = '{"docker_daemon_options": {"userland-proxy": true, "dns": ["192.0.2.53"]}}'   # networking: disruptive
+DNS_CHANGE = '{"docker_daemon_options": {"userland-proxy": true, "dns": ["192.0.2.53"]}}'   # a restart
+INSECURE_REGISTRIES = ["172.16.0.0/12", "192.168.0.0/16"]     # inventory/group_vars/runners.yml
+LOG_LEVEL_CHANGE = '{"docker_daemon_options": {"userland-proxy": true, "log-level": "warn"}}'  # a restart too
 
 
 def hosts_of(run) -> dict[str, dict]:
@@ -104,7 +107,7 @@ def test_unreachable_host_fails_alone_and_max_fail_zero_stops_the_next_batch(con
     assert "stopping before batch 2" in run.err
 
 
-def test_restart_that_stops_containers_waits_for_the_running_job(converged, berth, testbed, start_job):
+def test_restart_waits_for_the_running_job(converged, berth, testbed, start_job):
     # r1 runs gitlab-runner (role gitlab_runner; the test stand-in acts on SIGQUIT as the runner does).
     assert systemd(testbed, "r1", "ActiveState", "gitlab-runner") == "active"
     since = testbed.exec("r1", "date", "+%Y-%m-%d %H:%M:%S").stdout.strip()
@@ -151,18 +154,50 @@ def test_drain_timeout_leaves_the_host_unchanged_and_the_job_running(converged, 
     assert hosts_of(run)["r1"]["seconds"] < 60
 
 
-def test_live_restore_restart_keeps_the_job_running_without_a_drain(converged, berth, testbed, start_job):
+def test_a_restart_live_restore_would_keep_containers_across_still_waits_for_the_running_job(
+        converged, berth, testbed, start_job):
+    # live-restore is on before and after, and log-level is neither reloadable nor networking: the container
+    # would survive this restart, but not its job (gitlab-runner's attach stream ends with dockerd: executors/
+    # docker/internal/exec/exec.go), so berth waits for it as for any restart.
+    assert '"live-restore": true' in testbed.exec("r1", "cat", "/etc/docker/daemon.json").stdout
+    job = start_job(6)
+    run = berth("rollout", "--limit", "r1", "-e", LOG_LEVEL_CHANGE)
+    assert run.code == 0, run.output
+    r1 = hosts_of(run)["r1"]
+    assert r1["status"] == "converged" and r1["handlers"] == ["restart docker"]
+    assert r1["drain"]["jobs"] == 1 and r1["drain"]["waited"] >= 2 and r1["drain"]["runner"] == "resumed"
+    assert container_state(testbed, job) == (False, 0)
+    finished = testbed.exec("r1", "docker", "inspect", "-f", "{{.State.FinishedAt}}", job).stdout.strip()
+    assert utc(finished) < unit_started(testbed, "docker")
+    assert systemd(testbed, "r1", "ActiveState", "gitlab-runner") == "active"
+
+
+def test_reload_does_not_drain_and_docker_restart_drains_false_restarts_at_once(converged, berth, testbed,
+                                                                                 start_job):
     job = start_job(300)
     job_pid = testbed.exec("r1", "docker", "inspect", "-f", "{{.State.Pid}}", job).stdout
     dockerd = systemd(testbed, "r1", "MainPID", "docker")
-    # log-level is not reloadable and not networking: live-restore carries containers across the restart.
-    # (--drain-timeout: were this restart drained, the test would fail in seconds, not wait for the job.)
+    # labels are reloadable, and the inventory's insecure-registries stay (removing them would need a restart:
+    # moby daemon/reload.go only sets what the new file contains).
+    # (--drain-timeout: were this drained, the run would fail in seconds, not wait for the job.)
     run = berth("rollout", "--limit", "r1", "--drain-timeout", "5", "-e",
-                '{"docker_daemon_options": {"userland-proxy": true, "log-level": "warn"}}')
+                '{"docker_daemon_options": {"userland-proxy": true, "labels": ["berth-test=1"], '
+                f'"insecure-registries": {json.dumps(INSECURE_REGISTRIES)}}}}}')
     assert run.code == 0, run.output
     r1 = hosts_of(run)["r1"]
-    assert r1["handlers"] == ["restart docker (live-restore)"]
-    assert r1["drain"] is None
+    assert r1["handlers"] == ["reload docker"] and r1["drain"] is None
+    assert systemd(testbed, "r1", "MainPID", "docker") == dockerd
+    labels = testbed.exec("r1", "docker", "info", "--format", "{{json .Labels}}").stdout
+    assert "berth-test=1" in labels
+    assert container_state(testbed, job) == (True, 0)
+    # Opted out: the restart goes ahead at once, and live-restore keeps the container (not its job, on a real
+    # runner: the cost docker_restart_drains documents).
+    run = berth("rollout", "--limit", "r1", "--drain-timeout", "5", "-e",
+                '{"docker_restart_drains": false, "docker_daemon_options": {"userland-proxy": true, '
+                '"log-level": "warn"}}')
+    assert run.code == 0, run.output
+    r1 = hosts_of(run)["r1"]
+    assert r1["handlers"] == ["restart docker"] and r1["drain"] is None
     assert systemd(testbed, "r1", "MainPID", "docker") != dockerd
     assert container_state(testbed, job) == (True, 0)
     assert testbed.exec("r1", "docker", "inspect", "-f", "{{.State.Pid}}", job).stdout == job_pid
@@ -196,3 +231,21 @@ def test_config_that_breaks_dockerd_stops_the_rollout_and_is_rolled_back(converg
     assert {h: sha256_on(testbed, h, "/etc/docker/daemon.json") for h in HOSTS} == before
     assert testbed.exec("r1", "systemctl", "is-active", "docker").stdout.strip() == "active"
     assert testbed.exec("r1", "docker", "info", "--format", "{{json .LoggingDriver}}").stdout.strip() == '"json-file"'
+
+
+def test_a_key_dockerd_20_10_does_not_know_is_a_warning_and_its_refusal_is_rolled_back(converged, berth, testbed):
+    # The testbed's dockerd is Debian 12's 20.10, which has no --validate: berth's key table warns (proxies is
+    # from Docker 23), and dockerd itself refuses the file at the restart (moby v20.10.24 daemon/config/config.go
+    # findConfigurationConflicts: the unknown nested keys of "proxies"), which the health check rolls back.
+    assert testbed.exec("r1", "dockerd", "--version").stdout.startswith("Docker version 20.10.")
+    before = sha256_on(testbed, "r1", "/etc/docker/daemon.json")
+    run = berth("rollout", "--limit", "r1", "-e", "docker_health_timeout=8", "-e",
+                '{"docker_daemon_options": {"userland-proxy": true, "proxies": {"http-proxy": "http://192.0.2.1:3128"}}}')
+    assert run.code == 2, run.output
+    r1 = hosts_of(run)["r1"]
+    assert any("key 'proxies' (dockerd 23.0+) unknown to dockerd 20.10" in n for n in r1["notes"]), r1["notes"]
+    assert "r1: WARNING: /etc/docker/daemon.json: key 'proxies'" in " ".join(run.output.split())
+    assert r1["status"] == "failed" and "don't match any configuration option" in r1["error"]
+    assert "restored" in r1["error"]
+    assert sha256_on(testbed, "r1", "/etc/docker/daemon.json") == before
+    assert testbed.exec("r1", "systemctl", "is-active", "docker").stdout.strip() == "active"

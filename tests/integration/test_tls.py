@@ -152,8 +152,8 @@ def test_expiring_certificate_is_reissued_and_clients_keep_working(converged, be
     r1 = run.host("r1")
     assert [c["summary"] for c in r1["changes"] if c["kind"] == "certificate"] == [
         "issue: expires in 4.9 days (renewal window 30 days)"]
-    # A new certificate needs a restart, and live-restore (on by default) carries containers across it.
-    assert r1["handlers"] == ["restart docker (live-restore)"]
+    # A new certificate needs a restart (drained first: role docker_engine).
+    assert r1["handlers"] == ["restart docker"]
     served = berth("certs.status", "--limit", "r1")
     assert served.report[0]["days_left"] > 360, served.report
     assert docker_version(certs, endpoint).returncode == 0

@@ -1,72 +1,14 @@
-"""What decides a drain, and the agent's drain itself (its systemd and Docker calls replaced)."""
+"""The agent's drain (its systemd and Docker calls replaced); which handlers drain: test_docker_engine.py."""
 
 from __future__ import annotations
 
 import json
 import socket
 import threading
-from pathlib import Path
 from urllib.parse import unquote
 
-import pytest
-
 from berth import agent
-from berth.plan import Plan
-from berth.resources import JOB_LABEL, Handler
-from berth.roles import RoleContext
-
-ROOT = Path(__file__).resolve().parents[2]
-engine_role = RoleContext(ROOT / "roles").module("docker_engine")
-
-
-def handlers_for(old: dict | None, new: dict) -> tuple[str, ...]:
-    previous = json.dumps(old).encode() if old is not None else None
-    return engine_role._daemon_json_handlers(previous, json.dumps(new).encode())
-
-
-BASE = {"live-restore": True, "log-level": "info", "userland-proxy": False}
-
-
-# -- which restart ----------------------------------------------------------------------------
-def test_reloadable_changes_reload():
-    assert handlers_for(BASE, {**BASE, "debug": True}) == ("reload docker",)
-
-
-def test_restart_keeps_containers_with_live_restore_before_and_after():
-    assert handlers_for(BASE, {**BASE, "log-level": "warn"}) == ("restart docker (live-restore)",)
-    assert handlers_for(BASE, {**BASE, "hosts": ["fd://", "tcp://0.0.0.0:2376"], "tls": True}) == (
-        "restart docker (live-restore)",)
-
-
-@pytest.mark.parametrize("change", [
-    {"dns": ["192.0.2.53"]}, {"bip": "10.9.0.1/24"}, {"icc": False}, {"iptables": False}, {"mtu": 1400},
-    {"default-address-pools": [{"base": "10.10.0.0/16", "size": 24}]}, {"userland-proxy": True},
-    {"data-root": "/srv/docker"}, {"storage-driver": "vfs"}, {"userns-remap": "default"},
-])
-def test_network_storage_and_runtime_changes_stop_containers_even_with_live_restore(change):
-    assert handlers_for(BASE, {**BASE, **change}) == ("restart docker",)
-
-
-def test_restart_stops_containers_without_live_restore_in_the_running_or_the_new_daemon():
-    without = {k: v for k, v in BASE.items() if k != "live-restore"}
-    assert handlers_for(without, {**BASE, "log-level": "warn"}) == ("restart docker",)
-    assert handlers_for(BASE, {**without, "log-level": "warn"}) == ("restart docker",)
-    assert handlers_for(None, BASE) == ("restart docker",)          # first install
-
-
-def test_the_restart_that_stops_containers_supersedes_the_one_that_keeps_them():
-    reload = Handler("reload docker", "r")
-    live = Handler("restart docker (live-restore)", "l")
-    full = Handler("restart docker", "f", disruptive=True, supersedes=(live.name,))
-    declared = [reload, live, full]
-    plan = Plan()
-    plan.notify([live.name], declared)
-    plan.notify([full.name], declared)         # e.g. a certificate, then daemon.json's rule
-    assert [h.name for h in plan.handlers] == ["restart docker"]
-    plan = Plan()
-    plan.notify([live.name, reload.name], declared)
-    # The reload first: when it turns live-restore on, the restart after it keeps containers.
-    assert [h.name for h in plan.handlers] == ["reload docker", "restart docker (live-restore)"]
+from berth.resources import JOB_LABEL
 
 
 # -- the agent's drain ------------------------------------------------------------------------

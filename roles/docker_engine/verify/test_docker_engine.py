@@ -75,9 +75,9 @@ def test_hosts_dropin(facts: Facts, host_vars: dict[str, Any], inventory_host: H
 @pytest.mark.cis("2.15")
 def test_live_restore(daemon_json: dict[str, Any], request: pytest.FixtureRequest,
                       deviation: Callable[[str, str], None]) -> None:
-    """live-restore is on, in daemon.json and in the running dockerd: a restart keeps jobs' containers."""
+    """live-restore is on, in daemon.json and in the running dockerd: a restart keeps containers running."""
     if daemon_json.get("live-restore") is not True:
-        deviation("2.15", "daemon.json: live-restore is not true: restarting dockerd kills running CI jobs")
+        deviation("2.15", "daemon.json: live-restore is not true: restarting dockerd stops every container")
         return
     live = request.getfixturevalue("docker_info").get("LiveRestoreEnabled")
     assert live is True, "dockerd runs without live-restore: daemon.json was changed but not applied (reload)"
