@@ -429,7 +429,7 @@ VALIDATORS = {"dockerd": validate_daemon_json}
 # enough: the packaged unit has Restart=always, so systemd would start the runner again as soon as it
 # exited, and it would take new jobs while dockerd restarts.
 DRAIN_DROPIN = "/run/systemd/system/%s.service.d/zz-berth-drain.conf"
-DRAIN_DROPIN_TEXT = b"# berth: drain before a dockerd restart (removed when the runner resumes)\n" \
+DRAIN_DROPIN_TEXT = b"# berth: drained before a disruptive change (removed when the runner resumes)\n" \
     b"[Service]\nKillSignal=SIGQUIT\nTimeoutStopSec=infinity\n"
 
 

@@ -13,10 +13,16 @@ from pathlib import Path
 from berth.certificates import HostCertificate
 from berth.errors import ConfigError
 from berth.inventory import Host
-from berth.resources import Directory, File, Handler, Packages, RoleState, Service, apt_source, drop_in
+from berth.resources import Directory, Drain, File, Handler, Packages, RoleState, Service, apt_source, drop_in
 from berth.roles import RoleContext, controller_files
 from berth.runner_config import package_pins, parse_runners
 from berth.runners import RELOAD_HANDLER, RELOAD_RUNNER, RESTART_HANDLER, RESTART_RUNNER, RunnerConfigFile
+
+# A package install, upgrade or downgrade stops the runner (the maintainer scripts run `gitlab-runner stop`,
+# gitlab-runner packaging/root/usr/share/gitlab-runner/pre-remove), which with TimeoutStopSec=infinity waits
+# for every running job inside apt-get. Draining first bounds that wait (gitlab_runner_drain_timeout) and,
+# when it runs out, fails the host with nothing changed instead of leaving dpkg half-way.
+DRAIN_FOR_PACKAGES = "drain gitlab-runner (package change)"
 
 GLOBALS = ("concurrent", "check_interval", "shutdown_timeout", "log_level", "log_format", "listen_address")
 # A systemd time span (systemd.time(7)): numbers with optional units; a bare number is seconds.
@@ -63,6 +69,9 @@ def declare(host: Host, ctx: RoleContext) -> RoleState:
             days=v["gitlab_runner_client_cert_days"], renew_days=max(1, v["gitlab_runner_client_cert_days"] // 3),
         ))
     state.handlers.append(Handler(RELOAD_HANDLER, RELOAD_RUNNER))
+    # The agent drains before the first step and starts the runner again after the apply; nothing else to run.
+    state.handlers.append(Handler(DRAIN_FOR_PACKAGES, "true", disruptive=True,
+                                  drain=Drain(timeout=float(v["gitlab_runner_drain_timeout"]))))
     # listen_address changed: the runner reads it only at start. The restart stops it with SIGQUIT (the
     # drop-in above), so running jobs finish first; it makes the reload redundant.
     state.handlers.append(Handler(RESTART_HANDLER, RESTART_RUNNER, unit="gitlab-runner", supersedes=(RELOAD_HANDLER,)))
@@ -85,14 +94,14 @@ def _install(host: Host) -> list:
         ]
     if method == "local-debs":
         debs = controller_files(host, "gitlab_runner_local_debs", ".deb files for hosts without internet")
-        return [Packages(("gitlab-runner",), debs=debs)]
+        return [Packages(("gitlab-runner",), debs=debs, notify=(DRAIN_FOR_PACKAGES,))]
     raise ConfigError(f"{origin}: gitlab_runner_install_method must be repo, local-debs or none, got {method!r}")
 
 
 def runner_packages(version: str, origin: str) -> Packages:
     """The pinned packages of one gitlab-runner release (see berth.runner_config.package_pins)."""
     pins, absent = package_pins(version, origin)
-    return Packages(tuple(pins), versions=pins, absent=absent)
+    return Packages(tuple(pins), versions=pins, absent=absent, notify=(DRAIN_FOR_PACKAGES,))
 
 
 def _stop_timeout(host: Host) -> tuple[str, list[str]]:

@@ -139,3 +139,18 @@ def test_the_other_forms_need_no_testbed(declare):
     for form in ("privileged", "services_privileged"):
         state = declare(gitlab_runners=[{**CAPS_RUNNER, "privileged_form": form}])
         assert state.derived[0].specs[0].privileged_form == form
+
+
+# -- a package change drains the runner first --------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["repo", "local-debs"])
+def test_a_package_change_drains_the_runner_first_within_its_own_timeout(declare, tmp_path, method):
+    deb = tmp_path / "gitlab-runner.deb"
+    deb.write_bytes(b"deb")
+    state = declare(gitlab_runner_install_method=method, gitlab_runner_local_debs=[str(deb)],
+                    gitlab_runner_drain_timeout=120)
+    (drain,) = [h for h in state.handlers if h.name in packages_of(state).notify]
+    # The maintainer scripts stop the runner, which waits for its jobs with TimeoutStopSec=infinity:
+    # a disruptive handler makes the agent drain (bounded) before apt-get runs.
+    assert drain.disruptive and drain.drain.timeout == 120
