@@ -1,8 +1,9 @@
 """One SSH session per host: ssh_config honoured, known_hosts enforced, every command counted.
 
-Fabric's defaults are wrong for a provisioning tool (ECOSYSTEM.md section 2): inside an Invoke
-task a Connection reads no ssh_config, and every Connection accepts any host key silently. Here
-the ssh_config is loaded explicitly and the host key policy is strict unless the operator asks
+Fabric's defaults are wrong for a provisioning tool: inside an Invoke task a Connection reads no
+ssh_config (its config is cloned lazily; fabric#2111), and Connection.__init__ always sets paramiko's
+AutoAddPolicy, so every connection, ProxyJump hops included, accepts any host key silently (fabric#1804).
+Here the ssh_config is loaded explicitly and every hop's host key policy is strict unless the operator asks
 for ``accept-new`` (OpenSSH's meaning: unknown keys are added, changed keys are refused).
 """
 
