@@ -71,6 +71,12 @@ def test_smoke_passes_for_dind_socket_and_remote_runners(smoke_runners, berth, t
         assert results[name]["mode"] == mode and results[name]["source"] == "config.toml"
         assert {"connect", "login", "build", "push", "pull"} <= set(results[name]["steps"])
     assert "service" in results["smoke-dind"]["steps"]
+    # The testbed's dind runner uses the capability form, which the executor gives only the job: the pass
+    # says so on its row (berth_testbed), and only there.
+    assert "executor gives only the job container" in results["smoke-dind"]["deviation"]
+    assert results["smoke-socket"]["deviation"] is None and results["smoke-remote"]["deviation"] is None
+    assert "passed (testbed: the dind service was given" in run.out
+    assert {r["network"] for r in results.values()} == {"default bridge"}     # no FF_NETWORK_PER_BUILD
     assert {f"berth-smoke/{name}" for name in results} <= set(catalog(registry))
     assert leftovers(testbed) == ""
     assert testbed.exec("r1", "sh", "-c", "docker images | grep -c berth-smoke || true").stdout.strip() == "0"
@@ -84,6 +90,39 @@ s = open(p).read()
 head, sep, rest = s.partition('name = "{name}"')
 open(p, "w").write(head + sep + rest.replace({old!r}, {new!r}, 1))
 """)
+
+
+def test_outside_the_testbed_the_capability_form_fails_as_real_jobs_would(smoke_runners, berth, testbed, registry):
+    """gitlab-runner never gives a service cap_add/security_opt: without berth_testbed the smoke gives the dind
+    service only what the executor would (nothing here), and dind cannot start."""
+    run = smoke(berth, registry, smoke_runners, "--runner", "smoke-dind", "-e", "berth_testbed=false")
+    assert run.code == 2, run.output
+    (result,) = run.report
+    assert result["deviation"] is None
+    assert result["failed_step"] == "connect", result
+    assert "got no privileges" in result["cause"] and "createHostConfigForService" in result["cause"]
+    assert leftovers(testbed) == ""
+
+
+def test_service_gets_no_registry_password_and_the_job_not_in_its_environment(smoke_runners, berth, testbed,
+                                                                              registry):
+    run = smoke(berth, registry, smoke_runners, "--runner", "smoke-dind", "--keep")
+    try:
+        assert run.code == 0, run.output
+        names = testbed.exec("r1", "docker", "ps", "-a", "--filter", "label=berth.smoke",
+                             "--format", "{{.Names}}").stdout.split()
+        assert {n.rsplit("-", 1)[1] for n in names} == {"service", "job"}
+        for name in names:
+            env = testbed.exec("r1", "docker", "inspect", "-f", "{{range .Config.Env}}{{println .}}{{end}}",
+                               name).stdout
+            assert "DOCKER_TLS_CERTDIR=/certs" in env
+            assert "CI_REGISTRY_PASSWORD" not in env and registry["BERTH_REGISTRY_PASSWORD"] not in env
+        job = next(n for n in names if n.endswith("-job"))
+        hosts = testbed.exec("r1", "docker", "inspect", "-f", "{{.HostConfig.NetworkMode}} {{.HostConfig.ExtraHosts}}",
+                             job).stdout
+        assert hosts.startswith("default ") and "docker:" in hosts     # default bridge, alias by --add-host
+    finally:
+        assert berth("smoke", "--limit", "r1", "--clean").code == 0
 
 
 def test_dind_without_shared_certs_fails_where_the_daemon_is_needed(smoke_runners, berth, testbed, registry):
