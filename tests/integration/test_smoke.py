@@ -65,6 +65,7 @@ def catalog(registry: dict[str, str]) -> list[str]:
 def test_smoke_passes_for_dind_socket_and_remote_runners(smoke_runners, berth, testbed, registry):
     run = smoke(berth, registry, smoke_runners, "--junit", str(berth.tmp / "smoke.xml"))
     assert run.code == 0, run.output
+    print(run.err)          # the table, with its figures, for the log of the test run
     results = {r["runner"]: r for r in run.report}
     for name, mode in (("smoke-dind", "dind"), ("smoke-socket", "socket"), ("smoke-remote", "remote")):
         assert results[name]["status"] == "passed", results[name]
@@ -75,7 +76,7 @@ def test_smoke_passes_for_dind_socket_and_remote_runners(smoke_runners, berth, t
     # says so on its row (berth_testbed), and only there.
     assert "executor gives only the job container" in results["smoke-dind"]["deviation"]
     assert results["smoke-socket"]["deviation"] is None and results["smoke-remote"]["deviation"] is None
-    assert "passed (testbed: the dind service was given" in run.out
+    assert "passed (testbed: the dind service was given" in run.err      # the table
     assert {r["network"] for r in results.values()} == {"default bridge"}     # no FF_NETWORK_PER_BUILD
     assert {f"berth-smoke/{name}" for name in results} <= set(catalog(registry))
     assert leftovers(testbed) == ""
