@@ -126,6 +126,48 @@ def test_service_gets_no_registry_password_and_the_job_not_in_its_environment(sm
         assert berth("smoke", "--limit", "r1", "--clean").code == 0
 
 
+def _turn_on_network_per_build(testbed, name: str) -> None:
+    """[runners.feature_flags] FF_NETWORK_PER_BUILD = true in runner ``name``'s block of config.toml."""
+    testbed.exec("r1", "python3", "-c", f"""
+p = "{CONFIG}"
+s = open(p).read()
+start = s.index('name = "{name}"')
+end = s.find("\\n[[runners]]", start)
+end = len(s) if end < 0 else end
+open(p, "w").write(s[:end] + "\\n[runners.feature_flags]\\nFF_NETWORK_PER_BUILD = true\\n" + s[end:])
+""")
+
+
+def _write(testbed, path: str, text: str) -> None:
+    encoded = base64.b64encode(text.encode()).decode()
+    testbed.exec("r1", "python3", "-c", f"import base64; open({path!r}, 'wb').write(base64.b64decode({encoded!r}))")
+
+
+def test_icc_off_fails_dind_on_the_default_bridge_and_a_per_job_network_passes(smoke_runners, berth, testbed,
+                                                                                registry):
+    """As for real jobs: the runner links job and service on the default bridge (extra_hosts), which icc false
+    closes; with FF_NETWORK_PER_BUILD they meet on a network of their own, where icc does not apply."""
+    daemon, config = (testbed.exec("r1", "cat", path).stdout for path in ("/etc/docker/daemon.json", CONFIG))
+    _write(testbed, "/etc/docker/daemon.json", json.dumps({**json.loads(daemon), "icc": False}))
+    testbed.exec("r1", "systemctl", "restart", "docker")
+    try:
+        run = smoke(berth, registry, smoke_runners, "--runner", "smoke-dind")
+        assert run.code == 2, run.output
+        (result,) = run.report
+        assert (result["network"], result["failed_step"]) == ("default bridge", "connect"), result
+        assert '"icc": false in daemon.json' in result["cause"]
+        _turn_on_network_per_build(testbed, "smoke-dind")
+        run = smoke(berth, registry, smoke_runners, "--runner", "smoke-dind")
+        assert run.code == 0, run.output
+        (result,) = run.report
+        assert (result["network"], result["status"]) == ("per-job network", "passed"), result
+        assert leftovers(testbed) == ""
+    finally:        # the files as berth wrote them, byte for byte: quicker than a converge
+        _write(testbed, "/etc/docker/daemon.json", daemon)
+        _write(testbed, CONFIG, config)
+        testbed.exec("r1", "systemctl", "restart", "docker")
+
+
 def test_dind_without_shared_certs_fails_where_the_daemon_is_needed(smoke_runners, berth, testbed, registry):
     _break_runner(testbed, "smoke-dind", '"/certs/client", ', "")
     try:
