@@ -313,7 +313,8 @@ IFS= read -r CI_REGISTRY_PASSWORD
 step() { echo "::step $1 $(date +%s.%N)"; }
 fail() { echo "::fail $1"; exit 1; }
 step connect
-docker version --format 'server {{.Server.Version}}' || fail connect
+# Bounded: a dropped connection (icc off, a firewall) would otherwise hang the CLI for minutes.
+timeout 30 docker version --format 'server {{.Server.Version}}' || fail connect
 step login
 printf '%s' "$CI_REGISTRY_PASSWORD" | docker login -u "$CI_REGISTRY_USER" --password-stdin "$CI_REGISTRY" || fail login
 mkdir -p /tmp/berth-smoke-context

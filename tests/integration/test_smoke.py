@@ -154,12 +154,14 @@ def test_icc_off_fails_dind_on_the_default_bridge_and_a_per_job_network_passes(s
         run = smoke(berth, registry, smoke_runners, "--runner", "smoke-dind")
         assert run.code == 2, run.output
         (result,) = run.report
+        print("icc off:", result["steps"], result["seconds"])
         assert (result["network"], result["failed_step"]) == ("default bridge", "connect"), result
         assert '"icc": false in daemon.json' in result["cause"]
         _turn_on_network_per_build(testbed, "smoke-dind")
         run = smoke(berth, registry, smoke_runners, "--runner", "smoke-dind")
         assert run.code == 0, run.output
         (result,) = run.report
+        print("per-job network:", result["steps"], result["seconds"])
         assert (result["network"], result["status"]) == ("per-job network", "passed"), result
         assert leftovers(testbed) == ""
     finally:        # the files as berth wrote them, byte for byte: quicker than a converge
