@@ -376,21 +376,40 @@ def _wait_lines(container: str, timeout: int) -> list[str]:
     ]
 
 
-def job_script(runner: Runner, registry: Registry, *, service_img: str, service_command: list[str],
-               extra_hosts: list[str], keep: bool, testbed: bool = False) -> JobPlan:
-    """The shell script (bash, as root on the host) for one runner's canary job, as the executor runs it."""
+@dataclass
+class _Job:
+    """What the job and its service share: the run's id, label, network, volumes and variables."""
+
+    run_id: str
+    image: str                     # the image the canary builds and pushes
+    network: str                   # "" = the default bridge
+    per_build: bool
+    volume_flags: list[str]
+    env_flags: list[str]
+
+    @property
+    def label(self) -> str:
+        return f"--label={LABEL}={self.run_id}"
+
+    @property
+    def network_flags(self) -> list[str]:
+        return [f"--network={self.network}"] if self.network else []
+
+    @property
+    def described_network(self) -> str:
+        return "per-job network" if self.per_build else f"network_mode {self.network}" if self.network \
+            else "default bridge"
+
+
+def _job(runner: Runner, registry: Registry) -> tuple[_Job, list[str]]:
+    """(the job's shared settings, the volumes to create)."""
     run_id = f"berth-smoke-{secrets.token_hex(4)}"
     image = f"{registry.address}/berth-smoke/{runner.name}:{run_id}"
-    docker = runner.docker
-    create, volume_flags = _volumes(docker, run_id)
-    label = f"--label={LABEL}={run_id}"
+    create, volume_flags = _volumes(runner.docker, run_id)
     # gitlab-runner executors/docker/internal/networks/manager.go Create: network_mode as given; else a
     # per-job network only with FF_NETWORK_PER_BUILD; else the daemon's default bridge.
-    mode = docker.get("network_mode") or ""
+    mode = runner.docker.get("network_mode") or ""
     per_build = not mode and network_per_build(runner)
-    network = run_id if per_build else mode
-    network_flags = [f"--network={network}"] if network else []
-    described = "per-job network" if per_build else f"network_mode {mode}" if mode else "default bridge"
     # Job variables; the public and internal ones also reach services (common/build.go GetServiceVariables):
     # the runner's environment (internal), DOCKER_TLS_CERTDIR, CI_REGISTRY(_USER). CI_REGISTRY_PASSWORD is
     # not public (GitLab app/models/ci/build.rb), so no service gets it; the job reads it from stdin.
@@ -398,66 +417,88 @@ def job_script(runner: Runner, registry: Registry, *, service_img: str, service_
            f"CI_REGISTRY_USER={registry.user}", f"SMOKE_IMAGE={image}"]
     if per_build:
         env.append(f"CI_BUILD_NETWORK_NAME={run_id}")    # common/build.go getBaseVariablesAfterJob
-    env_flags = [f"--env={e}" for e in env]
-    q = shlex.join
-    lines = [
-        "set -u", "IFS= read -r CI_REGISTRY_PASSWORD",
-        'step() { echo "::step $1 $(date +%s.%N)"; }',
-        "cleanup() {",
-        "  echo '::kept'" if keep else
-        f"  docker rm -f -v $(docker ps -aq --filter label={LABEL}={run_id}) >/dev/null 2>&1\n"
-        f"  docker volume rm $(docker volume ls -q --filter label={LABEL}={run_id}) >/dev/null 2>&1\n"
-        f"  docker network rm {run_id} >/dev/null 2>&1\n"
-        f"  docker rmi $(docker images -q {shlex.quote(image.rsplit(':', 1)[0])}) >/dev/null 2>&1",
-        "  true", "}",
-        "trap cleanup EXIT", "trap 'exit 130' INT TERM HUP",
-        "hosts=()",
+    job = _Job(run_id, image, run_id if per_build else mode, per_build, volume_flags, [f"--env={e}" for e in env])
+    return job, create
+
+
+def _preamble(job: _Job, create: list[str], keep: bool) -> list[str]:
+    """Read the password, arrange the cleanup, make the per-job network and volumes."""
+    repository = shlex.quote(job.image.rsplit(":", 1)[0])
+    cleanup = ["  echo '::kept'"] if keep else [
+        f"  docker rm -f -v $(docker ps -aq --filter label={LABEL}={job.run_id}) >/dev/null 2>&1",
+        f"  docker volume rm $(docker volume ls -q --filter label={LABEL}={job.run_id}) >/dev/null 2>&1",
+        f"  docker network rm {job.run_id} >/dev/null 2>&1",
+        f"  docker rmi $(docker images -q {repository}) >/dev/null 2>&1",
     ]
-    if per_build:
-        lines.append(q(["docker", "network", "create", label, run_id]) + " >/dev/null || exit 1")
-    lines += [q(["docker", "volume", "create", label, name]) + " >/dev/null || exit 1" for name in create]
+    lines = ["set -u", "IFS= read -r CI_REGISTRY_PASSWORD", 'step() { echo "::step $1 $(date +%s.%N)"; }',
+             "cleanup() {", *cleanup, "  true", "}", "trap cleanup EXIT", "trap 'exit 130' INT TERM HUP",
+             "hosts=()"]
+    if job.per_build:
+        lines.append(shlex.join(["docker", "network", "create", job.label, job.run_id]) + " >/dev/null || exit 1")
+    return lines + [shlex.join(["docker", "volume", "create", job.label, name]) + " >/dev/null || exit 1"
+                    for name in create]
+
+
+def _service_lines(job: _Job, docker: dict[str, Any], service_img: str, service_command: list[str],
+                   flags: list[str]) -> list[str]:
+    """Start the service (executors/docker/docker.go createService), collect its links, wait for it."""
+    aliases = service_aliases(service_img)
+    # Aliases on the network only where Docker's DNS serves them (docker.go networkConfig).
+    alias_flags = [f"--network-alias={a}" for a in aliases] if _user_defined(job.network) else []
+    service = f"{job.run_id}-service"
+    run = shlex.join(["docker", "run", "-d", f"--name={service}", job.label, *job.network_flags, *alias_flags,
+                      *flags, *job.volume_flags, *job.env_flags, service_img, *service_command])
+    return [
+        "step service",
+        f"sid=$({run}) || {{ echo '::fail service'; exit 1; }}",
+        f"ips=$(docker inspect -f '{{{{range .NetworkSettings.Networks}}}}{{{{.IPAddress}}}} "
+        f"{{{{.GlobalIPv6Address}}}} {{{{end}}}}' {service})",
+        # executors/docker/services.go createServices (from 18.7, replacing legacy links): every alias and
+        # the 12-character container id become extra_hosts of the job, one per service address.
+        "for ip in $ips; do for name in " + " ".join(shlex.quote(a) for a in aliases)
+        + ' "${sid:0:12}"; do hosts+=("--add-host=$name:$ip"); done; done',
+        *_wait_lines(service, _wait_timeout(docker)),
+    ]
+
+
+def _after_failure(job: _Job) -> list[str]:
+    """After a failed dind job: the service's state and last lines, and whether icc is off."""
+    service = f"{job.run_id}-service"
+    return [
+        "if [ $code -ne 0 ]; then",
+        f"  echo \"::service-state $(docker inspect -f '{{{{.State.Status}}}}' {service})\"",
+        f"  docker logs --tail 5 {service} 2>&1 | sed 's/^/  service: /'",
+        "  echo \"::icc $(docker network inspect bridge -f "
+        "'{{index .Options \"com.docker.network.bridge.enable_icc\"}}')\"",
+        "fi",
+    ]
+
+
+def job_script(runner: Runner, registry: Registry, *, service_img: str, service_command: list[str],
+               extra_hosts: list[str], keep: bool, testbed: bool = False) -> JobPlan:
+    """The shell script (bash, as root on the host) for one runner's canary job, as the executor runs it."""
+    docker = runner.docker
+    job, create = _job(runner, registry)
+    lines = _preamble(job, create, keep)
     deviations: list[str] = []
     privileged = None
     if runner.mode == "dind":
         privileged = service_privileged(docker, service_img)
         flags, deviation = service_flags(docker, service_img, testbed=testbed)
         deviations += [deviation] if deviation else []
-        aliases = service_aliases(service_img)
-        # Aliases on the network only where Docker's DNS serves them (docker.go networkConfig).
-        alias_flags = [f"--network-alias={a}" for a in aliases] if _user_defined(network) else []
-        service = f"{run_id}-service"
-        lines += [
-            "step service",
-            "sid=$(" + q(["docker", "run", "-d", f"--name={service}", label, *network_flags, *alias_flags,
-                          *flags, *volume_flags, *env_flags, service_img, *service_command])
-            + ") || { echo '::fail service'; exit 1; }",
-            f"ips=$(docker inspect -f '{{{{range .NetworkSettings.Networks}}}}{{{{.IPAddress}}}} "
-            f"{{{{.GlobalIPv6Address}}}} {{{{end}}}}' {service})",
-            # executors/docker/services.go createServices (from 18.7, replacing legacy links): every alias
-            # and the 12-character container id become extra_hosts of the job, one per service address.
-            "for ip in $ips; do for name in " + " ".join(shlex.quote(a) for a in aliases)
-            + ' "${sid:0:12}"; do hosts+=("--add-host=$name:$ip"); done; done',
-            *_wait_lines(service, _wait_timeout(docker)),
-        ]
+        lines += _service_lines(job, docker, service_img, service_command, flags)
     job_extra, deviation = job_flags({**docker, "extra_hosts": [*docker.get("extra_hosts", []), *extra_hosts]},
                                      testbed=testbed)
     deviations += [deviation] if deviation and deviation not in deviations else []
-    lines.append("printf '%s\\n' \"$CI_REGISTRY_PASSWORD\" | "
-                 + q(["docker", "run", "-i", f"--name={run_id}-job", label, *network_flags, *job_extra,
-                      *volume_flags, *env_flags]) + ' ${hosts[@]+"${hosts[@]}"} '
-                 + q([runner.docker["image"], "sh", "-c", CANARY]) + " 2>&1")
-    lines.append("code=$?")
+    run = shlex.join(["docker", "run", "-i", f"--name={job.run_id}-job", job.label, *job.network_flags,
+                      *job_extra, *job.volume_flags, *job.env_flags])
+    image_and_command = shlex.join([docker["image"], "sh", "-c", CANARY])
+    lines += [f"printf '%s\\n' \"$CI_REGISTRY_PASSWORD\" | {run} ${{hosts[@]+\"${{hosts[@]}}\"}} "
+              f"{image_and_command} 2>&1", "code=$?"]
     if runner.mode == "dind":
-        lines += [
-            "if [ $code -ne 0 ]; then",
-            f"  echo \"::service-state $(docker inspect -f '{{{{.State.Status}}}}' {run_id}-service)\"",
-            f"  docker logs --tail 5 {run_id}-service 2>&1 | sed 's/^/  service: /'",
-            "  echo \"::icc $(docker network inspect bridge -f "
-            "'{{index .Options \"com.docker.network.bridge.enable_icc\"}}')\"",
-            "fi",
-        ]
+        lines += _after_failure(job)
     lines.append("exit $code")
-    return JobPlan("\n".join(lines) + "\n", described, privileged, deviations)
+    return JobPlan("\n".join(lines) + "\n", job.described_network, privileged, deviations)
 
 
 def _wait_timeout(docker: dict[str, Any]) -> int:
