@@ -131,9 +131,16 @@ def service_image(job_image: str, override: str) -> str:
 # The form TESTBED.md found for "everything --privileged gives" on machines that cannot grant it.
 TESTBED_CAPABILITIES = ["--cap-add=ALL", "--cap-drop=SYS_RESOURCE",
                         "--security-opt=seccomp=unconfined", "--security-opt=apparmor=unconfined"]
-DEVIATION_PRIVILEGED = "testbed: the capability form instead of --privileged, which this machine cannot grant"
-DEVIATION_SERVICE_CAPS = ("testbed: the dind service was given the runner's cap_add/cap_drop/security_opt, which "
-                          "the executor gives only the job container; on a real host this runner's dind fails")
+DEVIATION_PRIVILEGED = "testbed: capabilities instead of --privileged"
+DEVIATION_SERVICE_CAPS = "testbed: service given capabilities the executor would not give it"
+# Printed under the table for each deviation shown.
+DEVIATION_NOTES = {
+    DEVIATION_PRIVILEGED: "this machine cannot grant --privileged; the capability form stood in for it",
+    DEVIATION_SERVICE_CAPS: "the runner's cap_add/cap_drop/security_opt were given to the dind service, but "
+                            "the executor gives them only to the job container: on a real host this runner's "
+                            "dind service gets no privileges and its jobs fail (use privileged_form privileged "
+                            "or services_privileged)",
+}
 DEFAULT_WAIT_FOR_SERVICES = 30   # gitlab-runner common/consts.go DefaultWaitForServicesTimeout
 NETWORK_PER_BUILD = "FF_NETWORK_PER_BUILD"
 
@@ -698,6 +705,10 @@ def run(project: Any, hosts: list[Host], registry: Registry, *, runner: str = ""
                 cli.console.print(r.output, markup=False, highlight=False)
         elif r.source != "config.toml":
             cli.console.print(f"[yellow]{r.host} {r.runner}[/]: settings from the {r.source}", soft_wrap=True)
+        if r.deviation:
+            notes = " ".join(DEVIATION_NOTES.get(d, "") for d in r.deviation.split("; "))
+            cli.console.print(f"[yellow]{r.host} {r.runner}[/]: {escape(r.deviation)}: {escape(notes)}",
+                              soft_wrap=True)
         for warning in r.warnings:
             cli.console.print(f"[yellow]{r.host} {r.runner} warning[/]: {escape(warning)}", soft_wrap=True)
     if keep:

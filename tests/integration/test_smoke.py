@@ -74,9 +74,10 @@ def test_smoke_passes_for_dind_socket_and_remote_runners(smoke_runners, berth, t
     assert "service" in results["smoke-dind"]["steps"]
     # The testbed's dind runner uses the capability form, which the executor gives only the job: the pass
     # says so on its row (berth_testbed), and only there.
-    assert "executor gives only the job container" in results["smoke-dind"]["deviation"]
+    assert results["smoke-dind"]["deviation"] == "testbed: service given capabilities the executor would not give it"
     assert results["smoke-socket"]["deviation"] is None and results["smoke-remote"]["deviation"] is None
-    assert "passed (testbed: the dind service was given" in run.err      # the table
+    assert "passed (testbed: service given capabilities" in run.err      # the table
+    assert "gives them only to the job container" in run.err                 # and the note under it
     assert {r["network"] for r in results.values()} == {"default bridge"}     # no FF_NETWORK_PER_BUILD
     assert {f"berth-smoke/{name}" for name in results} <= set(catalog(registry))
     assert leftovers(testbed) == ""
