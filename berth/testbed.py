@@ -75,21 +75,38 @@ http: {addr: ":5000"}
 auth:
   htpasswd: {realm: berth-testbed, path: /etc/docker/registry/htpasswd}
 """
-# Runs on a testbed host: its own file system (minus secrets and caches) becomes the job and service images.
+# Runs on a testbed host: its own file system (minus secrets and caches) becomes the job and service images,
+# laid out as docker-library/docker 29/cli/Dockerfile and 29/dind/Dockerfile lay out the official ones
+# (DOCKER_TLS_CERTDIR=/certs, /certs and /certs/client mode 1777, the entrypoints, VOLUME, EXPOSE 2375 2376,
+# iptables-legacy under /usr/local/sbin/.iptables-legacy). {label} marks the scripts' version.
 JOB_IMAGES_SCRIPT = r"""set -e
+for tool in ip openssl hostname iptables-legacy dockerd; do
+  command -v $tool >/dev/null || {{ echo "the job images need $tool on this host" >&2; exit 1; }}
+done
 cd /tmp/berth-images
 tar -C / -c --exclude='./proc/*' --exclude='./sys/*' --exclude='./dev/*' --exclude='./run/*' --exclude='./tmp/*' \
   --exclude=./var/lib/docker --exclude=./var/cache/apt --exclude=./var/lib/apt/lists --exclude=./usr/share/doc \
   --exclude=./usr/share/man --exclude=./usr/share/locale --exclude=./home --exclude=./root --exclude=./etc/docker \
   --exclude=./etc/gitlab-runner --exclude='./etc/ssh/ssh_host_*' . | docker import - berth-testbed-rootfs:{version}
 printf 'FROM berth-testbed-rootfs:{version}\nCOPY docker-entrypoint.sh dockerd-entrypoint.sh /usr/local/bin/\n\
-ENV DOCKER_TLS_CERTDIR=/certs\nENTRYPOINT ["docker-entrypoint.sh"]\nCMD ["sh"]\n' > Dockerfile.cli
+ENV DOCKER_TLS_CERTDIR=/certs\nRUN mkdir -p /certs /certs/client && chmod 1777 /certs /certs/client\n\
+LABEL berth.images={label}\nENTRYPOINT ["docker-entrypoint.sh"]\nCMD ["sh"]\n' > Dockerfile.cli
 docker build -q -t docker:{version}-cli -f Dockerfile.cli . >/dev/null
-printf 'FROM docker:{version}-cli\nVOLUME /var/lib/docker\nEXPOSE 2375 2376\n\
-ENTRYPOINT ["dockerd-entrypoint.sh"]\nCMD []\n' > Dockerfile.dind
+printf 'FROM docker:{version}-cli\nRUN mkdir -p /usr/local/sbin/.iptables-legacy && for f in iptables \
+iptables-save iptables-restore ip6tables ip6tables-save ip6tables-restore; do \
+ln -sf /usr/sbin/$f-legacy /usr/local/sbin/.iptables-legacy/$f; done\nVOLUME /var/lib/docker\n\
+EXPOSE 2375 2376\nENTRYPOINT ["dockerd-entrypoint.sh"]\nCMD []\n' > Dockerfile.dind
 docker build -q -t docker:{version}-dind -f Dockerfile.dind . >/dev/null
 docker rmi berth-testbed-rootfs:{version} >/dev/null 2>&1 || true
 """
+
+
+def job_images_label() -> str:
+    """A digest of what makes the job images, so that a changed entrypoint rebuilds them."""
+    digest = hashlib.sha256(JOB_IMAGES_SCRIPT.encode())
+    for script in ("docker-entrypoint.sh", "dockerd-entrypoint.sh"):
+        digest.update((IMAGES_DIR / script).read_bytes())
+    return digest.hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -250,13 +267,19 @@ class Testbed:
         No registry can be reached here, so these stand for Docker's official images: the real docker
         CLI and dockerd (Debian's), with entrypoints that behave as the official ones do.
         """
+        label = job_images_label()
+
         def build(host: str) -> None:
-            if self.exec(host, "docker", "image", "inspect", f"docker:{version}-dind", check=False).returncode == 0:
+            built = self.exec(host, "docker", "image", "inspect", "-f", '{{index .Config.Labels "berth.images"}}',
+                              f"docker:{version}-dind", check=False)
+            if built.returncode == 0 and built.stdout.strip() == label:
                 return
             self.exec(host, "mkdir", "-p", "/tmp/berth-images")
             for script in ("docker-entrypoint.sh", "dockerd-entrypoint.sh"):
                 _docker("cp", str(IMAGES_DIR / script), f"{self.container_name(host)}:/tmp/berth-images/{script}")
-            self.exec(host, "sh", "-c", JOB_IMAGES_SCRIPT.format(version=version))
+            self.exec(host, "chmod", "0755", "/tmp/berth-images/docker-entrypoint.sh",
+                      "/tmp/berth-images/dockerd-entrypoint.sh")
+            self.exec(host, "sh", "-c", JOB_IMAGES_SCRIPT.format(version=version, label=label))
 
         with ThreadPoolExecutor(max_workers=len(hosts) or 1) as pool:
             list(pool.map(build, hosts))

@@ -65,12 +65,20 @@ def catalog(registry: dict[str, str]) -> list[str]:
 def test_smoke_passes_for_dind_socket_and_remote_runners(smoke_runners, berth, testbed, registry):
     run = smoke(berth, registry, smoke_runners, "--junit", str(berth.tmp / "smoke.xml"))
     assert run.code == 0, run.output
+    print(run.err)          # the table, with its figures, for the log of the test run
     results = {r["runner"]: r for r in run.report}
     for name, mode in (("smoke-dind", "dind"), ("smoke-socket", "socket"), ("smoke-remote", "remote")):
         assert results[name]["status"] == "passed", results[name]
         assert results[name]["mode"] == mode and results[name]["source"] == "config.toml"
         assert {"connect", "login", "build", "push", "pull"} <= set(results[name]["steps"])
     assert "service" in results["smoke-dind"]["steps"]
+    # The testbed's dind runner uses the capability form, which the executor gives only the job: the pass
+    # says so on its row (berth_testbed), and only there.
+    assert results["smoke-dind"]["deviation"] == "testbed: service given capabilities the executor would not give it"
+    assert results["smoke-socket"]["deviation"] is None and results["smoke-remote"]["deviation"] is None
+    assert "passed (testbed: service given capabilities" in run.err      # the table
+    assert "gives them only to the job container" in run.err                 # and the note under it
+    assert {r["network"] for r in results.values()} == {"default bridge"}     # no FF_NETWORK_PER_BUILD
     assert {f"berth-smoke/{name}" for name in results} <= set(catalog(registry))
     assert leftovers(testbed) == ""
     assert testbed.exec("r1", "sh", "-c", "docker images | grep -c berth-smoke || true").stdout.strip() == "0"
@@ -84,6 +92,83 @@ s = open(p).read()
 head, sep, rest = s.partition('name = "{name}"')
 open(p, "w").write(head + sep + rest.replace({old!r}, {new!r}, 1))
 """)
+
+
+def test_outside_the_testbed_the_capability_form_fails_as_real_jobs_would(smoke_runners, berth, testbed, registry):
+    """gitlab-runner never gives a service cap_add/security_opt: without berth_testbed the smoke gives the dind
+    service only what the executor would (nothing here), and dind cannot start."""
+    run = smoke(berth, registry, smoke_runners, "--runner", "smoke-dind", "-e", "berth_testbed=false")
+    assert run.code == 2, run.output
+    (result,) = run.report
+    assert result["deviation"] is None
+    assert result["failed_step"] == "connect", result
+    assert "got no privileges" in result["cause"] and "createHostConfigForService" in result["cause"]
+    assert leftovers(testbed) == ""
+
+
+def test_service_gets_no_registry_password_and_the_job_not_in_its_environment(smoke_runners, berth, testbed,
+                                                                              registry):
+    run = smoke(berth, registry, smoke_runners, "--runner", "smoke-dind", "--keep")
+    try:
+        assert run.code == 0, run.output
+        names = testbed.exec("r1", "docker", "ps", "-a", "--filter", "label=berth.smoke",
+                             "--format", "{{.Names}}").stdout.split()
+        assert {n.rsplit("-", 1)[1] for n in names} == {"service", "job"}
+        for name in names:
+            env = testbed.exec("r1", "docker", "inspect", "-f", "{{range .Config.Env}}{{println .}}{{end}}",
+                               name).stdout
+            assert "DOCKER_TLS_CERTDIR=/certs" in env
+            assert "CI_REGISTRY_PASSWORD" not in env and registry["BERTH_REGISTRY_PASSWORD"] not in env
+        job = next(n for n in names if n.endswith("-job"))
+        hosts = testbed.exec("r1", "docker", "inspect", "-f", "{{.HostConfig.NetworkMode}} {{.HostConfig.ExtraHosts}}",
+                             job).stdout
+        assert hosts.startswith("default ") and "docker:" in hosts     # default bridge, alias by --add-host
+    finally:
+        assert berth("smoke", "--limit", "r1", "--clean").code == 0
+
+
+def _turn_on_network_per_build(testbed, name: str) -> None:
+    """[runners.feature_flags] FF_NETWORK_PER_BUILD = true in runner ``name``'s block of config.toml."""
+    testbed.exec("r1", "python3", "-c", f"""
+p = "{CONFIG}"
+s = open(p).read()
+start = s.index('name = "{name}"')
+end = s.find("\\n[[runners]]", start)
+end = len(s) if end < 0 else end
+open(p, "w").write(s[:end] + "\\n[runners.feature_flags]\\nFF_NETWORK_PER_BUILD = true\\n" + s[end:])
+""")
+
+
+def _write(testbed, path: str, text: str) -> None:
+    encoded = base64.b64encode(text.encode()).decode()
+    testbed.exec("r1", "python3", "-c", f"import base64; open({path!r}, 'wb').write(base64.b64decode({encoded!r}))")
+
+
+def test_icc_off_fails_dind_on_the_default_bridge_and_a_per_job_network_passes(smoke_runners, berth, testbed,
+                                                                                registry):
+    """As for real jobs: the runner links job and service on the default bridge (extra_hosts), which icc false
+    closes; with FF_NETWORK_PER_BUILD they meet on a network of their own, where icc does not apply."""
+    daemon, config = (testbed.exec("r1", "cat", path).stdout for path in ("/etc/docker/daemon.json", CONFIG))
+    _write(testbed, "/etc/docker/daemon.json", json.dumps({**json.loads(daemon), "icc": False}))
+    testbed.exec("r1", "systemctl", "restart", "docker")
+    try:
+        run = smoke(berth, registry, smoke_runners, "--runner", "smoke-dind")
+        assert run.code == 2, run.output
+        (result,) = run.report
+        print("icc off:", result["steps"], result["seconds"])
+        assert (result["network"], result["failed_step"]) == ("default bridge", "connect"), result
+        assert '"icc": false in daemon.json' in result["cause"]
+        _turn_on_network_per_build(testbed, "smoke-dind")
+        run = smoke(berth, registry, smoke_runners, "--runner", "smoke-dind")
+        assert run.code == 0, run.output
+        (result,) = run.report
+        print("per-job network:", result["steps"], result["seconds"])
+        assert (result["network"], result["status"]) == ("per-job network", "passed"), result
+        assert leftovers(testbed) == ""
+    finally:        # the files as berth wrote them, byte for byte: quicker than a converge
+        _write(testbed, "/etc/docker/daemon.json", daemon)
+        _write(testbed, CONFIG, config)
+        testbed.exec("r1", "systemctl", "restart", "docker")
 
 
 def test_dind_without_shared_certs_fails_where_the_daemon_is_needed(smoke_runners, berth, testbed, registry):
