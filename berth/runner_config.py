@@ -26,7 +26,7 @@ The ``[runners.docker]`` keys each mode sets (FACTS.md section 1; "27.5" is the 
   ``capabilities`` -> ``privileged=false, cap_add=["ALL"], cap_drop=["SYS_RESOURCE"],
   security_opt=["seccomp=unconfined", "apparmor=unconfined"]`` (TESTBED ONLY, for kernels that cannot grant
   --privileged: gitlab-runner never gives these keys to services, so a real dind service gets none of them;
-  the role refuses it unless ``gitlab_runner_allow_testbed_capabilities`` is true).
+  the role refuses it unless ``berth_testbed`` is true).
 - ``socket`` (the host daemon's socket is mounted into the job): ``tls_verify=false``, ``image``,
   ``privileged=false``, ``disable_cache=false``,
   ``volumes=["/var/run/docker.sock:/var/run/docker.sock", "/cache", ...]``.
@@ -253,7 +253,7 @@ def parse_runners(
     """Validate ``gitlab_runners`` and return (specs, warnings). ``origin`` is "file:line" of the variable.
 
     ``allow_capabilities=False`` refuses dind runners with the testbed-only capability form (see
-    :func:`_check_testbed_form`); the role passes ``gitlab_runner_allow_testbed_capabilities``, readers of an
+    :func:`_check_testbed_form`); the role passes ``berth_testbed``, readers of an
     inventory the role has accepted (verify, smoke) leave it on.
     """
     if value is None:
@@ -474,7 +474,7 @@ def _check_testbed_form(spec: RunnerSpec, where: _Where) -> None:
             "privileged_form capabilities cannot run a docker:dind service: gitlab-runner gives services "
             "only privileged and services_security_opt, never cap_add/cap_drop/security_opt. Use "
             "privileged_form privileged (the default) or services_privileged. It is only for machines that "
-            "cannot grant --privileged, like berth's testbed: there set gitlab_runner_allow_testbed_capabilities: "
+            "cannot grant --privileged, like berth's testbed: there set berth_testbed: "
             "true",
             "privileged_form",
         )

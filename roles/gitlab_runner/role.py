@@ -35,7 +35,8 @@ def declare(host: Host, ctx: RoleContext) -> RoleState:
     v = host.vars
     specs, warnings = parse_runners(
         v["gitlab_runners"], str(host.origins.get("gitlab_runners", "gitlab_runners")),
-        allow_capabilities=v["gitlab_runner_allow_testbed_capabilities"] is True,
+        # privileged_form capabilities is a testbed device (see berth.runner_config); berth_testbed allows it.
+        allow_capabilities=v["berth_testbed"] is True,
     )
     stop_timeout, stop_warnings = _stop_timeout(host)
     state = RoleState("gitlab_runner")

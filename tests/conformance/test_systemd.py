@@ -22,7 +22,8 @@ DROP_IN = "/etc/systemd/system/gitlab-runner.service.d/berth-kill.conf"
 
 
 def _default_drop_in(tmp_path: Path) -> dict[str, str]:
-    defaults = yaml.safe_load((ROLES / "gitlab_runner" / "defaults.yml").read_text())
+    defaults = {**yaml.safe_load((ROLES / "gitlab_runner" / "defaults.yml").read_text()),
+                **yaml.safe_load((ROLES.parent / "config" / "defaults.yml").read_text())}
     keyring = tmp_path / "gitlab-runner.gpg"
     keyring.write_bytes(b"key")
     variables = {**defaults, "gitlab_runner_repo_keyring_file": str(keyring)}

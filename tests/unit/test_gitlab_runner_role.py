@@ -14,7 +14,9 @@ from berth.resources import File, Packages
 from berth.roles import RoleContext
 
 ROLES = Path(__file__).resolve().parents[2] / "roles"
-DEFAULTS = yaml.safe_load((ROLES / "gitlab_runner" / "defaults.yml").read_text())
+# As the inventory merges them: role defaults, then config/defaults.yml.
+DEFAULTS = {**yaml.safe_load((ROLES / "gitlab_runner" / "defaults.yml").read_text()),
+            **yaml.safe_load((ROLES.parent / "config" / "defaults.yml").read_text())}
 DROP_IN = "/etc/systemd/system/gitlab-runner.service.d/berth-kill.conf"
 URL = "https://gitlab.example.com"
 
@@ -126,11 +128,11 @@ def test_the_capability_form_is_refused_outside_the_testbed(declare):
     assert "'d'" in message and "capabilities" in message
     assert "services_security_opt" in message                # why: the service never gets cap_add
     assert "privileged" in message and "services_privileged" in message    # what to use instead
-    assert "gitlab_runner_allow_testbed_capabilities" in message
+    assert "berth_testbed" in message
 
 
 def test_the_testbed_may_use_the_capability_form(declare):
-    state = declare(gitlab_runners=[CAPS_RUNNER], gitlab_runner_allow_testbed_capabilities=True)
+    state = declare(gitlab_runners=[CAPS_RUNNER], berth_testbed=True)
     (config,) = state.derived
     assert config.specs[0].privileged_form == "capabilities"
 

@@ -37,7 +37,9 @@ except ModuleNotFoundError:  # pytest started without the repository root on sys
 
 ROOT = Path(__file__).resolve().parents[2]
 CTX = RoleContext(ROOT / "roles")
-DEFAULTS = yaml.safe_load((ROOT / "roles" / "gitlab_runner" / "defaults.yml").read_text())
+# As the inventory merges them: role defaults, then config/defaults.yml.
+DEFAULTS = {**yaml.safe_load((ROOT / "roles" / "gitlab_runner" / "defaults.yml").read_text()),
+            **yaml.safe_load((ROOT / "config" / "defaults.yml").read_text())}
 CONFIG = "/etc/gitlab-runner/config.toml"
 SYSTEM_ID_FILE = "/etc/gitlab-runner/.runner_system_id"
 MACHINE_ID = "4f3c2b1a0e9d8c7b6a5f4e3d2c1b0a99"

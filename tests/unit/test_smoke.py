@@ -73,10 +73,14 @@ def test_the_service_never_gets_cap_add_cap_drop_or_security_opt():
 
 
 def test_services_privileged_is_matched_against_the_service_name_as_written():
-    form = runner(privileged_form="services_privileged")            # docker:*-dind, docker.io/library/docker:*-dind
+    form = runner(privileged_form="services_privileged")            # berth's list: docker, docker:*, docker@*, ...
     assert "--privileged" in docker_run(script(form), "service")
     assert "--privileged" not in docker_run(script(form), "job")
-    text = job_script(form, REGISTRY, service_img="docker:dind", service_command=[], extra_hosts=[],
+    dind = job_script(form, REGISTRY, service_img="docker:dind", service_command=[], extra_hosts=[],
+                      keep=False).script
+    assert "--privileged" in docker_run(dind, "service")            # as jobs write it
+    narrow = runner(privileged_form="services_privileged", allowed_privileged_services=["docker:*-dind"])
+    text = job_script(narrow, REGISTRY, service_img="docker:dind", service_command=[], extra_hosts=[],
                       keep=False).script
     assert "--privileged" not in docker_run(text, "service")        # docker:dind does not match docker:*-dind
 
