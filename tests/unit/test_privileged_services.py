@@ -2,68 +2,16 @@
 
 gitlab-runner (executors/docker/docker.go isInAllowedPrivilegedImages) matches each pattern with
 github.com/bmatcuk/doublestar/v4 ``Match(pattern, name)`` against the service name exactly as the job
-wrote it (spec.Image.Name, before any normalisation). :func:`doublestar_match` below follows doublestar
-v4's documented pattern syntax (its README "Patterns") for the terms berth's patterns use.
+wrote it (spec.Image.Name, before any normalisation). berth.doublestar follows doublestar v4's documented
+pattern syntax (its README "Patterns"); the smoke uses the same matcher.
 """
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
+from berth.doublestar import match as doublestar_match
 from berth.runner_config import DIND_PRIVILEGED_SERVICES, RunnerSpec, docker_settings
-
-
-def doublestar_match(pattern: str, name: str) -> bool:
-    """doublestar v4 Match: '/' separates components; ``**`` alone in a component spans any number of them.
-
-    Inside a component: ``*`` any run of non-'/' characters (a ``**`` there acts as ``*``), ``?`` one
-    character, ``[class]`` / ``[^class]`` / ``[!class]``, and ``\\`` escapes. Alternatives (``{a,b}``) are
-    not needed by berth's patterns and are refused here, so a pattern that uses them cannot pass unchecked.
-    """
-    return _match_components(pattern.split("/"), name.split("/"))
-
-
-def _match_components(patterns: list[str], names: list[str]) -> bool:
-    if not patterns:
-        return not names
-    if patterns[0] == "**":
-        return any(_match_components(patterns[1:], names[i:]) for i in range(len(names) + 1))
-    return (
-        bool(names)
-        and _component_regex(patterns[0]).fullmatch(names[0]) is not None
-        and _match_components(patterns[1:], names[1:])
-    )
-
-
-def _component_regex(pattern: str) -> re.Pattern[str]:
-    out, i = [], 0
-    while i < len(pattern):
-        char = pattern[i]
-        if char == "\\" and i + 1 < len(pattern):
-            out.append(re.escape(pattern[i + 1]))
-            i += 2
-            continue
-        if char == "*":
-            out.append("[^/]*")
-            while i + 1 < len(pattern) and pattern[i + 1] == "*":
-                i += 1
-        elif char == "?":
-            out.append("[^/]")
-        elif char == "[":
-            end = pattern.index("]", i + 2 if pattern[i + 1 : i + 2] in ("^", "!") else i + 1)
-            body = pattern[i + 1 : end]
-            negate = body[:1] in ("^", "!")
-            out.append("[" + ("^/" if negate else "") + re.escape(body[1:] if negate else body).replace(r"\-", "-")
-                       + "]")
-            i = end
-        elif char in "{}":
-            raise NotImplementedError(f"{pattern!r}: alternatives are not modelled here")
-        else:
-            out.append(re.escape(char))
-        i += 1
-    return re.compile("".join(out))
 
 
 def test_the_matcher_follows_doublestar():

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import xmlschema
 
+from berth import doublestar
 from berth.runner_config import RunnerSpec, docker_settings, runner_environment
 from berth.smoke import (
     DEVIATION_PRIVILEGED,
@@ -26,7 +27,6 @@ from berth.smoke import (
     Registry,
     Runner,
     SmokeResult,
-    doublestar_match,
     job_script,
     junit_xml,
     parse_output,
@@ -111,7 +111,7 @@ def test_services_privileged_false_overrides_privileged():
     ("docker:[0-9", "docker:[0-9", False),                  # malformed: Match's error, ignored by the runner
 ])
 def test_doublestar_match(pattern, name, matches):
-    assert doublestar_match(pattern, name) is matches
+    assert doublestar.match(pattern, name) is matches
 
 
 def test_the_registry_password_is_in_no_containers_environment():
