@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from berth.docker_hosts import BadHost, tcp_listeners
 from berth.inventory import Host
 from berth.roles import RoleContext
 from berth.verify_plugin import Facts, FileFacts
@@ -108,7 +109,11 @@ def test_daemon_option(cis_id: str, key: str, compliant: Callable[[Any], bool], 
 @pytest.mark.cis("2.7")
 def test_tcp_requires_tls_verify(daemon_json: dict[str, Any], deviation: Callable[[str, str], None]) -> None:
     """When dockerd listens on TCP, it verifies client certificates (tlsverify)."""
-    tcp = [h for h in daemon_json.get("hosts", []) if str(h).startswith("tcp://")]
+    # Read as dockerd reads it (berth/docker_hosts.py): "0.0.0.0:2375" and " tcp://..." are TCP too.
+    try:
+        tcp = [t.address for t in tcp_listeners(daemon_json.get("hosts"), tls=bool(daemon_json.get("tls")))]
+    except BadHost as exc:
+        pytest.fail(f"daemon.json hosts: {exc}: dockerd refuses to start with it", pytrace=False)
     if tcp and daemon_json.get("tlsverify") is not True:
         deviation("2.7", f"dockerd listens on {', '.join(tcp)} without tlsverify: any client is root on the host")
 
