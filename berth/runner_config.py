@@ -47,7 +47,7 @@ from __future__ import annotations
 import difflib
 import re
 import tomllib
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
@@ -58,6 +58,7 @@ from tomlkit.exceptions import ParseError, TOMLKitError
 from tomlkit.items import AoT, Item, Table
 
 from berth.errors import BerthError, ConfigError
+from berth.gitlab_urls import http_problem
 
 MODES = ("dind", "socket", "remote")
 PRIVILEGED_FORMS = ("privileged", "services_privileged", "capabilities")
@@ -248,13 +249,16 @@ class _Where:
 
 
 def parse_runners(
-    value: Any, origin: str, *, allow_capabilities: bool = True
+    value: Any, origin: str, *, allow_capabilities: bool = True, insecure_http: Sequence[str] | None = None,
 ) -> tuple[list[RunnerSpec], list[str]]:
     """Validate ``gitlab_runners`` and return (specs, warnings). ``origin`` is "file:line" of the variable.
 
     ``allow_capabilities=False`` refuses dind runners with the testbed-only capability form (see
     :func:`_check_testbed_form`); the role passes ``gitlab_runner_allow_testbed_capabilities``, readers of an
     inventory the role has accepted (verify, smoke) leave it on.
+
+    ``insecure_http`` (the role passes ``gitlab_runner_insecure_http_urls``) makes an ``http://`` url an error
+    unless listed there (berth/gitlab_urls.py); readers that send no token pass None (not checked).
     """
     if value is None:
         return [], []
@@ -282,6 +286,8 @@ def parse_runners(
             raise where.error(f"defined twice (first as runner #{seen[name]}): names must be unique", "name")
         seen[name] = index
         spec, spec_warnings = _parse_one(item, where)
+        if insecure_http is not None and (problem := http_problem(spec.url, insecure_http)):
+            raise where.error(problem, "url")
         if not allow_capabilities:
             _check_testbed_form(spec, where)
         specs.append(spec)

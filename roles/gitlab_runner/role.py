@@ -12,6 +12,7 @@ from pathlib import Path
 
 from berth.certificates import HostCertificate
 from berth.errors import ConfigError
+from berth.gitlab_urls import VARIABLE, allowed_http
 from berth.inventory import Host
 from berth.resources import Directory, Drain, File, Handler, Packages, RoleState, Service, apt_source, drop_in
 from berth.roles import RoleContext, controller_files
@@ -33,9 +34,11 @@ _TIME_SPAN = re.compile(
 
 def declare(host: Host, ctx: RoleContext) -> RoleState:
     v = host.vars
+    insecure_http = allowed_http(v["gitlab_runner_insecure_http_urls"],
+                                 host.origins.get(VARIABLE, VARIABLE))
     specs, warnings = parse_runners(
         v["gitlab_runners"], str(host.origins.get("gitlab_runners", "gitlab_runners")),
-        allow_capabilities=v["gitlab_runner_allow_testbed_capabilities"] is True,
+        allow_capabilities=v["gitlab_runner_allow_testbed_capabilities"] is True, insecure_http=insecure_http,
     )
     stop_timeout, stop_warnings = _stop_timeout(host)
     state = RoleState("gitlab_runner")
@@ -53,6 +56,7 @@ def declare(host: Host, ctx: RoleContext) -> RoleState:
         path=v["gitlab_runner_config"],
         globals_={key: v[f"gitlab_runner_{key}"] for key in GLOBALS if v[f"gitlab_runner_{key}"] is not None},
         specs=specs, api_token_env=v["gitlab_runner_api_token_env"], api_timeout=float(v["gitlab_runner_api_timeout"]),
+        insecure_http=insecure_http,
         notify=(RELOAD_HANDLER,), notify_restart=(RESTART_HANDLER,),
     )
     config.notes += warnings + stop_warnings
