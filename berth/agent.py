@@ -231,6 +231,7 @@ class Applier:
         if step.get("backup") and previous is not None:
             stamp = time.strftime("%Y%m%dT%H%M%S")
             Applier._atomic(step["path"] + "." + stamp + ".bak", previous, 0o600, "root", "root")
+            prune_backups(step["path"], int(step.get("backup_keep", DEFAULT_BACKUPS)))
 
     def commit_staged(self):
         """Check each candidate (dockerd --validate where dockerd can), then rename it over the real file.
@@ -573,6 +574,21 @@ def _tcp_open(host, port):
     except OSError as exc:
         return "nothing listens on %s:%s (%s)" % (host, port, exc)
     return None
+
+
+DEFAULT_BACKUPS = 3
+
+
+def prune_backups(path, keep):
+    """Keep the newest ``keep`` backups of ``path``: an old config.toml still holds the tokens of runners
+    removed since. The timestamped names sort in time order."""
+    folder, name = os.path.split(path)
+    pattern = re.compile(re.escape(name) + r"\.\d{8}T\d{6}\.bak$")
+    backups = sorted(f for f in os.listdir(folder or "/") if pattern.match(f))
+    for old in backups[:max(len(backups) - max(keep, 1), 0)]:
+        victim = os.path.join(folder, old)
+        if os.path.isfile(victim) and not os.path.islink(victim):
+            os.unlink(victim)
 
 
 UPLOAD_ROOT = "/var/tmp"       # berth/plan.py UPLOAD_ROOT

@@ -108,6 +108,7 @@ class RunnerConfigFile:
     _pending: list[RunnerSpec] = field(default_factory=list)
     _moved: dict[str, tuple[str, str, str]] = field(default_factory=dict, repr=False)  # name: old, new url, token
     _system_id: str | None = None
+    backups: int = 3                       # gitlab_runner_config_backups: timestamped copies kept on the host
     insecure_http: tuple[str, ...] = ()    # gitlab_runner_insecure_http_urls: http urls a token may go to
     _reload_notify: tuple[str, ...] = field(default=(), init=False, repr=False)
 
@@ -216,7 +217,8 @@ class RunnerConfigFile:
                 replace.append(spec.name)
         merged = merge_config(self._current, path=self._label(host), globals_=self.globals_,
                               runners=self.specs_to_write(), tokens=tokens, replace=replace)
-        return [{**_write(self.path, merged.text), "backup": self._current is not None}]
+        return [{**_write(self.path, merged.text), "backup": self._current is not None,
+                 "backup_keep": self.backups}]
 
     def specs_to_write(self) -> list[RunnerSpec]:
         existing = set(runner_names(self._current)) if self._current else set()
@@ -357,7 +359,9 @@ def remove_from_host(session: Session, name: str, *, delete: bool) -> str:
     except BerthError as exc:
         raise HostFailed(f"{host.name}: runner {name}: {redact(str(exc))}; config.toml left as it was") from None
     answer = run_agent(session, {
-        "action": "apply", "steps": [{**_write(path, remaining), "backup": True}],
+        "action": "apply",
+        "steps": [{**_write(path, remaining), "backup": True,
+                   "backup_keep": int(host.vars.get("gitlab_runner_config_backups", 3))}],
         "handlers": [handler_request(Handler(RELOAD_HANDLER, RELOAD_RUNNER))],
     })
     if answer.get("error"):

@@ -56,7 +56,7 @@ def declare(host: Host, ctx: RoleContext) -> RoleState:
         path=v["gitlab_runner_config"],
         globals_={key: v[f"gitlab_runner_{key}"] for key in GLOBALS if v[f"gitlab_runner_{key}"] is not None},
         specs=specs, api_token_env=v["gitlab_runner_api_token_env"], api_timeout=float(v["gitlab_runner_api_timeout"]),
-        insecure_http=insecure_http,
+        insecure_http=insecure_http, backups=_backups(host),
         notify=(RELOAD_HANDLER,), notify_restart=(RESTART_HANDLER,),
     )
     config.notes += warnings + stop_warnings
@@ -106,6 +106,14 @@ def runner_packages(version: str, origin: str) -> Packages:
     """The pinned packages of one gitlab-runner release (see berth.runner_config.package_pins)."""
     pins, absent = package_pins(version, origin)
     return Packages(tuple(pins), versions=pins, absent=absent, notify=(DRAIN_FOR_PACKAGES,))
+
+
+def _backups(host: Host) -> int:
+    keep = host.vars["gitlab_runner_config_backups"]
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+        raise ConfigError(f"{host.origins.get('gitlab_runner_config_backups')}: {host.name}: "
+                          f"gitlab_runner_config_backups must be a whole number of at least 1, not {keep!r}")
+    return keep
 
 
 def _stop_timeout(host: Host) -> tuple[str, list[str]]:
