@@ -32,7 +32,7 @@ def test_only_the_newest_backups_are_kept(tmp_path: Path) -> None:
 def test_the_role_passes_gitlab_runner_config_backups(tmp_path: Path) -> None:
     host = make_host(tmp_path, [{"name": "build", "url": "https://gitlab.example.com", "mode": "socket",
                                  "token_env": "X"}], gitlab_runner_config_backups=5, gitlab_runner_concurrent=9)
-    plan, derived = plan_for(host, probe(config=registered_config("https://gitlab.example.com")))
+    _, derived = plan_for(host, probe(config=registered_config("https://gitlab.example.com")))
     steps = [step for resource in derived for step in resource.prepare(FakeSession(host), CTX)]
     (write,) = [s for s in steps if s["op"] == "write" and s["path"] == CONFIG]
     assert write["backup"] is True and write["backup_keep"] == 5
