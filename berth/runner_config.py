@@ -59,6 +59,7 @@ from tomlkit.items import AoT, Item, Table
 
 from berth.errors import BerthError, ConfigError
 from berth.gitlab_urls import http_problem
+from berth.paths import cert_dir_problem
 
 MODES = ("dind", "socket", "remote")
 PRIVILEGED_FORMS = ("privileged", "services_privileged", "capabilities")
@@ -250,6 +251,7 @@ class _Where:
 
 def parse_runners(
     value: Any, origin: str, *, allow_capabilities: bool = True, insecure_http: Sequence[str] | None = None,
+    config_dir: str | None = None,
 ) -> tuple[list[RunnerSpec], list[str]]:
     """Validate ``gitlab_runners`` and return (specs, warnings). ``origin`` is "file:line" of the variable.
 
@@ -259,6 +261,7 @@ def parse_runners(
 
     ``insecure_http`` (the role passes ``gitlab_runner_insecure_http_urls``) makes an ``http://`` url an error
     unless listed there (berth/gitlab_urls.py); readers that send no token pass None (not checked).
+    ``config_dir`` (the role passes config.toml's directory) confines each ``remote_cert_dir`` (berth/paths.py).
     """
     if value is None:
         return [], []
@@ -288,6 +291,8 @@ def parse_runners(
         spec, spec_warnings = _parse_one(item, where)
         if insecure_http is not None and (problem := http_problem(spec.url, insecure_http)):
             raise where.error(problem, "url")
+        if config_dir and spec.mode == "remote" and (problem := cert_dir_problem(spec.remote_cert_dir, config_dir)):
+            raise where.error(f"remote_cert_dir {spec.remote_cert_dir!r} {problem}", "remote_cert_dir")
         if not allow_capabilities:
             _check_testbed_form(spec, where)
         specs.append(spec)

@@ -19,6 +19,7 @@ from typing import Any
 from berth import daemon_keys, docker_hosts
 from berth.errors import ConfigError
 from berth.inventory import Host
+from berth.paths import check_file_name, check_path
 from berth.resources import (
     Absent,
     Directory,
@@ -62,6 +63,9 @@ RESTART = "restart docker"                          # drained first unless docke
 
 def declare(host: Host, ctx: RoleContext) -> RoleState:
     v = host.vars
+    # Written as root: confined to where they belong (berth/paths.py), before anything uses them.
+    check_file_name(host, "docker_dropin_name", suffix=".conf")
+    check_path(host, "docker_daemon_json", below=["/etc/docker"], suffix=".json")
     options = daemon_json(host)
     tls_port = v.get("docker_tls_port") if "docker_tls" in host.roles else None
     health = Health(
@@ -115,7 +119,7 @@ def daemon_json(host: Host) -> dict[str, Any]:
     _check_types(options, f"{origin}: {host.name}")
     _check_listeners(host, options, origin)
     if "docker_tls" in host.roles:
-        d = v["docker_tls_dir"]
+        d = check_path(host, "docker_tls_dir", below=["/etc/docker"])
         listener = f"tcp://{v['docker_tls_bind']}:{v['docker_tls_port']}"
         options["hosts"] = list(dict.fromkeys(["fd://", *(options.get("hosts") or []), listener]))
         options.update(tls=True, tlsverify=True, tlscacert=f"{d}/ca.pem", tlscert=f"{d}/cert.pem",

@@ -14,6 +14,7 @@ from berth.certificates import HostCertificate
 from berth.errors import ConfigError
 from berth.gitlab_urls import VARIABLE, allowed_http
 from berth.inventory import Host
+from berth.paths import check_runner_config
 from berth.resources import Directory, Drain, File, Handler, Packages, RoleState, Service, apt_source, drop_in
 from berth.roles import RoleContext, controller_files
 from berth.runner_config import package_pins, parse_runners
@@ -36,14 +37,15 @@ def declare(host: Host, ctx: RoleContext) -> RoleState:
     v = host.vars
     insecure_http = allowed_http(v["gitlab_runner_insecure_http_urls"],
                                  host.origins.get(VARIABLE, VARIABLE))
+    config_dir = str(Path(check_runner_config(host)).parent)     # made 0700: berth's own directory only
     specs, warnings = parse_runners(
         v["gitlab_runners"], str(host.origins.get("gitlab_runners", "gitlab_runners")),
         allow_capabilities=v["gitlab_runner_allow_testbed_capabilities"] is True, insecure_http=insecure_http,
+        config_dir=config_dir,
     )
     stop_timeout, stop_warnings = _stop_timeout(host)
     state = RoleState("gitlab_runner")
     state.resources += _install(host)
-    config_dir = str(Path(v["gitlab_runner_config"]).parent)
     state.resources += [
         Directory(config_dir, mode=0o700),
         Directory("/etc/systemd/system/gitlab-runner.service.d", mode=0o755),
