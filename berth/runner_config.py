@@ -312,7 +312,8 @@ def _parse_one(item: Mapping[str, Any], where: _Where) -> tuple[RunnerSpec, list
             f"unknown mode {mode!r}{_did_you_mean(mode, MODES)}: use dind, socket or remote", "mode"
         )
     if not re.match(r"^https?://[^/\s]+", values["url"]):
-        raise where.error(f"url {values['url']!r} must start with https:// (or http://)", "url")
+        raise where.error(f"url {values['url']!r} must start with https:// (http:// only where "
+                          "gitlab_runner_insecure_http_urls allows it)", "url")
     if values.get("executor", "docker") != "docker":
         raise where.error("executor must be docker: berth sets up the Docker executor only", "executor")
     spec = RunnerSpec(name=item["name"], **values)
