@@ -26,7 +26,7 @@ from berth.files import write_atomic
 from berth.fleet import run_parallel
 from berth.inventory import Host, Inventory
 from berth.plan import Plan
-from berth.redact import environment_secrets, redact, redact_data
+from berth.redact import environment_secrets, redact, redact_data, redact_xml
 from berth.roles import RoleContext
 from berth.rollout import (
     Rollout,
@@ -202,17 +202,6 @@ def write_junit(path: str, xml: bytes) -> None:
     """A JUnit report, every attribute and text redacted like the console."""
     if path:
         write_atomic(path, redact_xml(xml, secrets()))
-
-
-def redact_xml(xml: bytes, known: Sequence[str] = ()) -> bytes:
-    import xml.etree.ElementTree as ET
-
-    root = ET.fromstring(xml)
-    for element in root.iter():
-        element.attrib = {k: redact(v, known) for k, v in element.attrib.items()}
-        if element.text:
-            element.text = redact(element.text, known)
-    return ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
 
 
 def print_tree(inv: Inventory) -> None:

@@ -141,3 +141,16 @@ def _redact_value(value: Any, secrets: list[str | None], *, hidden: bool) -> Any
     if isinstance(value, str):
         return (MASK if value else value) if hidden else redact(value, secrets)
     return value
+
+
+def redact_xml(document: bytes, secrets: Iterable[str | None] = ()) -> bytes:
+    """A copy of an XML report (JUnit) with every attribute value and text through :func:`redact`."""
+    import xml.etree.ElementTree as ET
+
+    known = list(secrets)
+    root = ET.fromstring(document)
+    for element in root.iter():
+        element.attrib = {k: redact(v, known) for k, v in element.attrib.items()}
+        if element.text:
+            element.text = redact(element.text, known)
+    return ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"

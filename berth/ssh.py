@@ -160,17 +160,6 @@ class Session:
             raise HostUnreachable(f"{self.host.name}: the SSH session broke during a command ({exc})") from None
         return CommandResult(code, stdout.decode(errors="replace"), stderr.decode(errors="replace"))
 
-    def put(self, data: bytes, remote_path: str) -> None:
-        """Upload bytes over SFTP (for large payloads such as .deb files); counted as one command."""
-        self.open()
-        assert self._cx is not None
-        self.commands += 1
-        sftp = self._cx.sftp()
-        with sftp.open(remote_path, "wb") as fh:
-            fh.set_pipelined(True)
-            fh.write(data)
-
-
     def put_private(self, directory: str, files: list[tuple[bytes, str]]) -> None:
         """Upload ``files`` (data, path inside ``directory``) into a directory made now, mode 0700.
 
