@@ -17,7 +17,8 @@ from typing import Any
 from berth.resources import DAEMON_RELOAD, Absent, Directory, File, Handler, Packages, Resource, Service
 
 # On disk (not /run or a tmpfs /tmp: gitlab-runner's packages are hundreds of MB) and writable by a non-root
-# SSH user; sticky, so nobody else can move or remove berth's directory there.
+# SSH user; sticky, so nobody else can move or remove berth's directory there. apt-get then reads the files
+# as root: its _apt sandbox cannot enter a 0700 directory (apt says so in a notice, and installs them).
 UPLOAD_ROOT = "/var/tmp"
 
 

@@ -358,7 +358,8 @@ def run(project: Any, hosts: list[Host], registry: Registry, *, runner: str = ""
     for r in results:
         if r.status != "passed":
             where = f" at step {r.failed_step}" if r.failed_step else ""
-            cli.console.print(f"[bold red]{r.host} {r.runner} ({r.mode}) failed{where}[/]: {r.cause}", soft_wrap=True)
+            cli.console.print(f"[bold red]{cli.safe(f'{r.host} {r.runner} ({r.mode}) failed{where}')}[/]: "
+                              f"{cli.safe(r.cause)}", soft_wrap=True)
             if r.output:
                 cli.console.print(r.output, markup=False, highlight=False)
         elif r.source != "config.toml":
