@@ -47,3 +47,23 @@ def test_rollout_table_and_summary_with_markup_in_names(output: io.StringIO) -> 
                                    batches=1, batches_run=1, stopped=f"host r[/]1 failed: {HOSTILE}")
     cli.print_rollout(result, title="rollout")
     assert HOSTILE in output.getvalue()
+
+
+def test_inventory_show_masks_by_name_and_prints_markup_verbatim() -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    extra = {"docker_daemon_options": {"labels": ["password=hunter2x", "path=/srv/[/]x"]},
+             "gitlab_runners": [{"name": "a", "url": "https://u:pw12345x@gitlab.example.com", "mode": "socket",
+                                 "token": "plainsecret1"}]}
+    done = subprocess.run([sys.executable, "-m", "invoke", "inventory.show", "--host", "r1", "-e", json.dumps(extra)],
+                          cwd=root, capture_output=True, text=True, env={**os.environ, "COLUMNS": "400"}, timeout=60)
+    assert done.returncode == 0, done.stderr
+    shown = done.stderr
+    assert "/srv/[/]x" in shown and "password=***" in shown and "https://***@gitlab.example.com" in shown
+    for secret in ("hunter2x", "pw12345x", "plainsecret1"):
+        assert secret not in done.stderr + done.stdout
