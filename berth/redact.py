@@ -62,7 +62,7 @@ _ENV_ENTRY_RE = re.compile(
 _ASSIGN_RE = re.compile(
     r"""(?P<lead>^|[\s{,(\[;&?])"""
     r"""(?:(?P<q>["'])(?P<qname>[A-Za-z_][\w.-]*)(?P=q)\s*[:=]|(?P<name>[A-Za-z_][\w.-]*)\s*=)\s*"""
-    r"""(?P<value>"(?:\\.|[^"\\\n])*"|'[^'\n]*'|[^\s,}\]'"#&;]+)""",
+    r"""(?P<value>"(?:\\.|[^"\\\n])*"|'[^'\n]*'|\[[^\]\n]*\]|\{[^}\n]*\}|[^\s,}\]'"#&;\[{]+)""",
     re.MULTILINE,
 )
 
@@ -89,8 +89,9 @@ def environment_secrets(environ: Mapping[str, str] | None = None) -> list[str]:
 
 
 def _mask_quoted(value: str) -> str:
-    if len(value) >= 2 and value[0] in "\"'" and value[-1] == value[0]:
-        return value[0] + MASK + value[0]
+    """The value masked, its quotes or brackets kept (an array or inline table is masked whole)."""
+    if len(value) >= 2 and ((value[0] in "\"'" and value[-1] == value[0]) or value[0] + value[-1] in ("[]", "{}")):
+        return value[0] + MASK + value[-1]
     return MASK
 
 

@@ -122,3 +122,15 @@ def test_structured_data_masks_whole_values_under_secret_keys() -> None:
     data = {"runner": {"token": "plain-looking", "key_file": "/etc/k.pem", "environment": ["A_TOKEN=abcd", "B=c"]}}
     assert R.redact_data(data) == {"runner": {"token": "***", "key_file": "/etc/k.pem",
                                             "environment": ["A_TOKEN=***", "B=c"]}}
+
+
+@pytest.mark.parametrize("line, secret", [
+    ('credentials = ["user1234", "pass5678"]', "pass5678"),
+    ('AccessKey = { id = "AKIA1234567" }', "AKIA1234567"),
+    ("password = hunter2x  # comment", "hunter2x"),
+    ("'SecretKey': 'abcd1234'", "abcd1234"),
+    ('"api_key": "k-1234567"', "k-1234567"),
+    ("token=abcd1234&x=1", "abcd1234"),
+])
+def test_secret_values_in_every_textual_form(line: str, secret: str) -> None:
+    assert secret not in redact(line)
