@@ -116,8 +116,10 @@ def _plan_resource(plan: Plan, resource: Resource, found: dict[str, Any]) -> lis
                 step["reinstall"] = [f"{n}={resource.versions[n]}" if n in resource.versions else n
                                      for n in resource.names]
             for deb in resource.debs:
-                remote = f"{plan.upload_dir}/{hashlib.sha256(deb.read_bytes()).hexdigest()[:16]}.deb"
-                plan.uploads.append((deb.read_bytes(), remote))
+                data = deb.read_bytes()
+                remote = f"{plan.upload_dir}/{hashlib.sha256(data).hexdigest()[:16]}.deb"
+                if remote not in (path for _, path in plan.uploads):     # the same file for two roles: once
+                    plan.uploads.append((data, remote))
                 step["debs"].append(remote)
             if resource.debs:
                 step["install"] = []   # the uploaded files are the packages

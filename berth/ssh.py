@@ -165,7 +165,7 @@ class Session:
 
         The directory's name is random (berth/plan.py) and SFTP mkdir fails if anything, a symlink included,
         is already there, so nobody else can have prepared it, and 0700 keeps others from adding or swapping
-        files in it before root installs them. One command per file, as with :meth:`put`.
+        files in it before root installs them. Counted as one command per file.
         """
         self.open()
         assert self._cx is not None
