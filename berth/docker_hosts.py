@@ -76,3 +76,18 @@ def _entries(hosts: object) -> list[object]:
     if isinstance(hosts, (list, tuple)):
         return list(hosts)
     return [hosts]
+
+
+def host_flags(argv: list[str]) -> list[str]:
+    """The values of dockerd's -H/--host flags in ``argv``, spelled as pflag accepts them: `-H v`, `-H=v`,
+    `-Hv`, `--host v`, `--host=v`."""
+    values: list[str] = []
+    args = iter(argv[1:])
+    for arg in args:
+        if arg in ("-H", "--host"):
+            values.append(next(args, ""))
+        elif arg.startswith("--host="):
+            values.append(arg.removeprefix("--host="))
+        elif arg.startswith("-H"):
+            values.append(arg[2:].removeprefix("="))
+    return values

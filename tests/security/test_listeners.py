@@ -14,6 +14,7 @@ import yaml
 
 from berth.errors import ConfigError
 from berth.inventory import Host, Origin
+from berth.verify_plugin import Facts
 
 ROOT = Path(__file__).resolve().parents[2]
 ENGINE_DEFAULTS = yaml.safe_load((ROOT / "roles/docker_engine/defaults.yml").read_text())
@@ -70,9 +71,15 @@ def test_an_entry_dockerd_refuses_is_an_error_naming_the_file() -> None:
 CHECK = _load(ROOT / "roles/docker_engine/verify/test_docker_engine.py").test_tcp_requires_tls_verify
 
 
-def deviations(daemon_json: dict[str, Any]) -> list[str]:
+def unit_facts(argv: str) -> Facts:
+    """The facts command's answer for docker.service, as systemd shows ExecStart."""
+    exec_start = f"{{ path=/usr/sbin/dockerd ; argv[]={argv} ; ignore_errors=no ; start_time=[n/a] }}"
+    return Facts({"host": {}, "units": {"docker.service": {"ExecStart": exec_start, "ActiveState": "active"}}})
+
+
+def deviations(daemon_json: dict[str, Any], argv: str = "/usr/sbin/dockerd --containerd=/run/c.sock") -> list[str]:
     found: list[str] = []
-    CHECK(daemon_json, lambda cis, message: found.append(f"{cis} {message}"))
+    CHECK(daemon_json, unit_facts(argv), lambda cis, message: found.append(f"{cis} {message}"))
     return found
 
 
@@ -84,3 +91,11 @@ def test_cis_2_7_sees_every_tcp_spelling(entry: str) -> None:
 
 def test_cis_2_7_passes_tls_with_verification() -> None:
     assert deviations({"hosts": ["fd://", "tcp://0.0.0.0:2376"], "tls": True, "tlsverify": True}) == []
+
+
+@pytest.mark.parametrize("argv", ["-H tcp://0.0.0.0:2375", "-H=0.0.0.0:2375", "--host :2375", "--host=0.0.0.0:4243",
+                                  "-Htcp://0.0.0.0:2375"])
+def test_cis_2_7_reads_the_units_host_flags_too(argv: str) -> None:
+    (problem,) = deviations({}, f"/usr/sbin/dockerd -H fd:// {argv} --containerd=/run/c.sock")
+    assert problem.startswith("2.7 dockerd listens on tcp://")
+    assert deviations({}, f"/usr/sbin/dockerd {argv} --tlsverify") == []
