@@ -153,7 +153,9 @@ def inventory_show(c, host="", inventory="", extra=None):
     table.add_column("value", overflow="fold")
     table.add_column("from", overflow="fold", min_width=24)
     for name in sorted(h.vars):
-        table.add_row(name, cli.redact(repr(h.vars[name]), cli.secrets()), str(h.origins.get(name, "")))
+        # A variable named like a secret is masked whole (berth/redact.py), whatever its value looks like.
+        shown = repr(cli.redact_data({name: h.vars[name]}, cli.secrets())[name])
+        table.add_row(cli.safe(name), cli.safe(shown), cli.safe(str(h.origins.get(name, ""))))
     console.print(table)
 
 
@@ -244,8 +246,9 @@ def certs_client(c, name="", days=90, out=""):
     project = cli.load_project()
     folder = Path(out) if out else project.settings.root / ".berth" / "clients" / name
     identity = write_client(_ca(project), name, folder, days=days)
-    console.print(f"client certificate for {name} in {identity.path} (key 0600: guard it like a root password)")
-    console.print(f"  export DOCKER_TLS_VERIFY=1 DOCKER_CERT_PATH={identity.path.resolve()}")
+    console.print(cli.safe(f"client certificate for {name} in {identity.path} (key 0600: guard it like a root "
+                           "password)"))
+    console.print(cli.safe(f"  export DOCKER_TLS_VERIFY=1 DOCKER_CERT_PATH={identity.path.resolve()}"))
 
 
 @task(help={"key_type": "key type of the new CA (default: the current one's)"})
@@ -341,7 +344,7 @@ def runner_remove(c, host="", name="", delete=False, inventory="", extra=None):
     (target,) = project.hosts(host)[:1]
     with Session(target, project.ssh()) as session:
         outcome = remove_from_host(session, name, delete=delete)
-    console.print(f"{target.name}: runner {name} removed from config.toml; {outcome}")
+    console.print(cli.safe(f"{target.name}: runner {name} removed from config.toml; {outcome}"))
 
 
 inventory_ns = Collection("inventory")

@@ -22,6 +22,7 @@ import pwd
 import re
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -230,6 +231,7 @@ class Applier:
         if step.get("backup") and previous is not None:
             stamp = time.strftime("%Y%m%dT%H%M%S")
             Applier._atomic(step["path"] + "." + stamp + ".bak", previous, 0o600, "root", "root")
+            prune_backups(step["path"], int(step.get("backup_keep", DEFAULT_BACKUPS)))
 
     def commit_staged(self):
         """Check each candidate (dockerd --validate where dockerd can), then rename it over the real file.
@@ -310,6 +312,8 @@ class Applier:
             os.unlink(path)
 
     def packages(self, step):
+        if step.get("debs"):
+            check_upload_dir(step.get("upload_dir"), step["debs"])
         max_age = step.get("cache_valid_time", 3600)
         age = _apt_lists_age()
         # A pinned version that is not installed yet may be newer than the lists, however fresh they are.
@@ -318,8 +322,6 @@ class Applier:
             sh(["apt-get", "update", "-qq"], check=True)
         for argv in apt_install_commands(step):
             sh(argv, check=True)
-        for deb in step.get("debs", []):    # uploaded by berth for this install only
-            os.unlink(deb)
 
     def service(self, step):
         name = step["name"]
@@ -574,6 +576,53 @@ def _tcp_open(host, port):
     return None
 
 
+DEFAULT_BACKUPS = 3
+
+
+def prune_backups(path, keep):
+    """Keep the newest ``keep`` backups of ``path``: an old config.toml still holds the tokens of runners
+    removed since. The timestamped names sort in time order."""
+    folder, name = os.path.split(path)
+    pattern = re.compile(re.escape(name) + r"\.\d{8}T\d{6}\.bak$")
+    backups = sorted(f for f in os.listdir(folder or "/") if pattern.match(f))
+    for old in backups[:max(len(backups) - max(keep, 1), 0)]:
+        victim = os.path.join(folder, old)
+        if os.path.isfile(victim) and not os.path.islink(victim):
+            os.unlink(victim)
+
+
+UPLOAD_ROOT = "/var/tmp"       # berth/plan.py UPLOAD_ROOT
+
+
+def _upload_dir_problem(path):
+    """Why ``path`` is not the private directory berth's SFTP client made for this apply (None: it is)."""
+    if os.path.dirname(path) != UPLOAD_ROOT or not os.path.basename(path).startswith("berth-"):
+        return "%s is not a berth upload directory" % path
+    try:
+        st = os.lstat(path)
+    except OSError as exc:
+        return "%s: %s" % (path, exc)
+    owners = {0, int(os.environ.get("SUDO_UID", 0))}     # root, or the SSH user sudo runs us for
+    if not stat.S_ISDIR(st.st_mode) or stat.S_IMODE(st.st_mode) & 0o077 or st.st_uid not in owners:
+        return "%s is not a private directory of the SSH user (a symlink, or open to others)" % path
+    return None
+
+
+def check_upload_dir(path, debs):
+    """Refuse to install packages from anywhere but the private upload directory of this apply."""
+    problem = _upload_dir_problem(path or "")
+    if problem is None and any(os.path.dirname(d) != path or os.path.islink(d) for d in debs):
+        problem = "a package is not a plain file inside %s" % path
+    if problem:
+        raise StepFailed("uploaded packages: %s; nothing installed" % problem)
+
+
+def remove_upload_dir(path):
+    # rmtree neither follows a symlink at the top (lstat first) nor inside; a foreign path is left alone.
+    if _upload_dir_problem(path) is None:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def apply(request):
     applier = Applier()
     results = {"steps": [], "handlers": [], "error": None, "drain": None}
@@ -593,9 +642,8 @@ def apply(request):
         for _, candidate in applier.staged:    # a step failed before they were checked
             os.unlink(candidate) if os.path.exists(candidate) else None
         # Uploaded .deb files belong to this apply alone: removed even when it ended before installing them.
-        for step in request.get("steps", []):
-            for deb in step.get("debs", []) if step.get("op") == "packages" else []:
-                os.unlink(deb) if os.path.exists(deb) else None
+        if request.get("upload_dir"):
+            remove_upload_dir(request["upload_dir"])
         if drain is not None:
             try:
                 drain.resume(_ping_unix(drain.spec["socket"]))

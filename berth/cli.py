@@ -16,6 +16,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from invoke.exceptions import Exit
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
@@ -25,7 +26,7 @@ from berth.files import write_atomic
 from berth.fleet import run_parallel
 from berth.inventory import Host, Inventory
 from berth.plan import Plan
-from berth.redact import redact
+from berth.redact import environment_secrets, redact, redact_data, redact_xml
 from berth.roles import RoleContext
 from berth.rollout import (
     Rollout,
@@ -52,7 +53,7 @@ def exits_cleanly(fn: Callable[P, T]) -> Callable[P, T]:
         try:
             return fn(*args, **kwargs)
         except BerthError as exc:
-            console.print(f"[bold red]error:[/] {redact(str(exc), secrets())}", soft_wrap=True)
+            console.print(f"[bold red]error:[/] {safe(str(exc))}", soft_wrap=True)
             raise Exit(code=int(exc.exit_code)) from None
         except KeyboardInterrupt:
             console.print("[bold red]interrupted[/]")
@@ -68,8 +69,12 @@ def ca_passphrase() -> bytes | None:
 
 def secrets() -> list[str]:
     """Values never to print: every environment variable that looks like it holds a secret."""
-    markers = ("TOKEN", "PASSWORD", "PASSPHRASE", "SECRET")
-    return [v for k, v in os.environ.items() if any(m in k for m in markers) and len(v) >= 4]
+    return environment_secrets()
+
+
+def safe(text: str) -> str:
+    """Host-provided or error text, ready for rich: secrets masked, markup escaped (a `[` in a path is text)."""
+    return escape(redact(text, secrets()))
 
 
 @dataclass
@@ -132,23 +137,23 @@ def rollout(
     budget = failure_budget(max_fail, len(hosts))
     converger = make_converger(project, check=check, accept_new=accept_new, force=force, drain_timeout=drain_timeout)
     rolling = Rollout(converger, size, parallel or project.settings.forks, budget, chosen,
-                      log=lambda line: console.print(f"[dim]{line}[/]", highlight=False))
+                      log=lambda line: console.print(f"[dim]{safe(line)}[/]", highlight=False))
     return rolling.run(hosts)
 
 
 def print_rollout(result: RolloutResult, *, title: str) -> None:
     console.print(summary_table(result, title=title))
-    console.print(summary_line(result), soft_wrap=True)
+    console.print(safe(summary_line(result)), soft_wrap=True)
     for h in result.hosts:
         for note in h.report.notes if h.report else []:
-            console.print(f"[yellow]{h.host}[/]: {redact(note, secrets())}", soft_wrap=True)
+            console.print(f"[yellow]{escape(h.host)}[/]: {safe(note)}", soft_wrap=True)
         if h.error:
-            console.print(f"[bold red]{redact(h.error, secrets())}[/]", soft_wrap=True)
+            console.print(f"[bold red]{safe(h.error)}[/]", soft_wrap=True)
 
 
 def print_plan(host: str, plan: Plan) -> None:
     for change in plan.changes:
-        console.print(f"[bold]{host}[/] {change.kind} [cyan]{change.target}[/]: {change.summary}")
+        console.print(f"[bold]{escape(host)}[/] {change.kind} [cyan]{safe(change.target)}[/]: {safe(change.summary)}")
         if change.diff:
             console.print(redact(change.diff, secrets()), markup=False, highlight=False, end="")
 
@@ -164,14 +169,14 @@ def print_reports(reports: Sequence[HostReport], *, title: str) -> None:
     for column in ("host", "status", "changed", "handlers", "ssh cmds", "time"):
         table.add_column(column, justify="right" if column in ("changed", "ssh cmds", "time") else "left")
     for r in reports:
-        table.add_row(r.host, f"[{STATUS_STYLE[r.status]}]{r.status}[/]", str(len(r.changes)),
-                      ", ".join(r.handlers) or "-", str(r.commands), f"{r.seconds:.2f}s")
+        table.add_row(escape(r.host), f"[{STATUS_STYLE[r.status]}]{r.status}[/]", str(len(r.changes)),
+                      escape(", ".join(r.handlers)) or "-", str(r.commands), f"{r.seconds:.2f}s")
     console.print(table)
     for r in reports:
         for note in r.notes:
-            console.print(f"[yellow]{r.host}[/]: {redact(note, secrets())}", soft_wrap=True)
+            console.print(f"[yellow]{escape(r.host)}[/]: {safe(note)}", soft_wrap=True)
         if r.error:
-            console.print(f"[bold red]{redact(r.error, secrets())}[/]", soft_wrap=True)
+            console.print(f"[bold red]{safe(r.error)}[/]", soft_wrap=True)
 
 
 def exit_code(reports: Sequence[HostReport]) -> ExitCode:
@@ -188,8 +193,15 @@ def exit_code(reports: Sequence[HostReport]) -> ExitCode:
 
 
 def write_json(path: str, data: Any) -> None:
+    """A JSON report, redacted like the console (berth/redact.py redact_data)."""
     if path:
-        write_atomic(path, (json.dumps(data, indent=2) + "\n").encode())
+        write_atomic(path, (json.dumps(redact_data(data, secrets()), indent=2, default=str) + "\n").encode())
+
+
+def write_junit(path: str, xml: bytes) -> None:
+    """A JUnit report, every attribute and text redacted like the console."""
+    if path:
+        write_atomic(path, redact_xml(xml, secrets()))
 
 
 def print_tree(inv: Inventory) -> None:
@@ -197,11 +209,11 @@ def print_tree(inv: Inventory) -> None:
 
     def add(branch: Tree, node: Any) -> None:
         for child in node.children:
-            add(branch.add(f"[bold]{child.name}[/]"), child)
+            add(branch.add(f"[bold]{escape(child.name)}[/]"), child)
         for host in node.hosts:
-            branch.add(host)
+            branch.add(escape(host))
 
-    tree = Tree(f"[bold]{root.name}[/]")
+    tree = Tree(f"[bold]{escape(root.name)}[/]")
     add(tree, root)
     console.print(tree)
 
@@ -277,5 +289,5 @@ def _cell(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, list):
-        return ", ".join(map(str, value))
-    return str(value)
+        return safe(", ".join(map(str, value)))
+    return safe(str(value))

@@ -124,13 +124,14 @@ class Converger:
     def _apply(self, session: Session, plan: Plan, derived: list[Any], report: HostReport) -> None:
         for resource in derived:
             plan.steps += resource.prepare(session, self.context)
-        for data, remote in plan.uploads:
-            session.put(data, remote)
         request: dict[str, Any] = {
             "action": "apply",
             "steps": plan.steps,
             "handlers": [handler_request(h) for h in plan.handlers],
         }
+        if plan.uploads:
+            request["upload_dir"] = plan.upload_dir     # the agent removes it when the apply ends
+            session.put_private(plan.upload_dir, plan.uploads)
         disruptive = [h for h in plan.handlers if h.disruptive]
         if disruptive:
             request["drain"] = self._drain_request(disruptive)

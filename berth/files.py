@@ -1,7 +1,14 @@
-"""Writing files on the controller: to a temporary file beside the target, then renamed (never half-written)."""
+"""Writing files on the controller: to a temporary file beside the target, then renamed (never half-written).
+
+The temporary file has a unique name and is created with O_EXCL (mkstemp), so a file or symlink someone
+planted under a predictable name is never written through; the rename replaces the target's directory
+entry, so a symlink at the target is replaced, not followed. On any error the temporary file is removed.
+"""
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 
@@ -9,8 +16,14 @@ def write_atomic(path: str | Path, data: bytes, *, mode: int = 0o644) -> None:
     """Write ``data`` to ``path`` with ``mode``; readers see the old file or the new one, never a part."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.touch(mode=mode)
-    tmp.chmod(mode)             # touch's mode is filtered by the umask
-    tmp.write_bytes(data)
-    tmp.replace(target)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            os.fchmod(out.fileno(), mode)      # exact mode, whatever the umask
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -9,11 +9,17 @@ from __future__ import annotations
 import base64
 import difflib
 import hashlib
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from berth.resources import DAEMON_RELOAD, Absent, Directory, File, Handler, Packages, Resource, Service
+
+# On disk (not /run or a tmpfs /tmp: gitlab-runner's packages are hundreds of MB) and writable by a non-root
+# SSH user; sticky, so nobody else can move or remove berth's directory there. apt-get then reads the files
+# as root: its _apt sandbox cannot enter a 0700 directory (apt says so in a notice, and installs them).
+UPLOAD_ROOT = "/var/tmp"
 
 
 @dataclass
@@ -30,6 +36,9 @@ class Plan:
     steps: list[dict[str, Any]] = field(default_factory=list)
     handlers: list[Handler] = field(default_factory=list)
     uploads: list[tuple[bytes, str]] = field(default_factory=list)   # (data, remote path) sent by SFTP first
+    # Where this apply's uploads go: a name nobody can guess, made by the SFTP client (mkdir 0700, refused if
+    # anything is there already) and removed by the agent when the apply ends, also on failure.
+    upload_dir: str = field(default_factory=lambda: f"{UPLOAD_ROOT}/berth-{secrets.token_hex(16)}")
     notes: list[str] = field(default_factory=list)                     # told to the operator, not changes
 
     @property
@@ -107,11 +116,14 @@ def _plan_resource(plan: Plan, resource: Resource, found: dict[str, Any]) -> lis
                 step["reinstall"] = [f"{n}={resource.versions[n]}" if n in resource.versions else n
                                      for n in resource.names]
             for deb in resource.debs:
-                remote = f"/tmp/berth-{hashlib.sha256(deb.read_bytes()).hexdigest()[:16]}.deb"
-                plan.uploads.append((deb.read_bytes(), remote))
+                data = deb.read_bytes()
+                remote = f"{plan.upload_dir}/{hashlib.sha256(data).hexdigest()[:16]}.deb"
+                if remote not in (path for _, path in plan.uploads):     # the same file for two roles: once
+                    plan.uploads.append((data, remote))
                 step["debs"].append(remote)
             if resource.debs:
                 step["install"] = []   # the uploaded files are the packages
+                step["upload_dir"] = plan.upload_dir
             plan.steps.append(step)
             return list(resource.notify)
         case Service():

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from berth.engine import Converger, HostReport, Status
@@ -276,8 +277,8 @@ def summary_table(result: RolloutResult, *, title: str) -> Table:
     for h in result.hosts:
         r = h.report
         table.add_row(
-            h.host, str(h.batch or "-"), f"[{STYLE[h.outcome]}]{h.outcome}[/]",
-            str(len(r.changes)) if r else "-", ", ".join(r.handlers) if r and r.handlers else "-",
+            escape(h.host), str(h.batch or "-"), f"[{STYLE[h.outcome]}]{h.outcome}[/]",
+            str(len(r.changes)) if r else "-", escape(", ".join(r.handlers)) if r and r.handlers else "-",
             drain_summary(r.drain if r else None), "-" if h.health is None else "ok" if h.health == "ok" else "FAILED",
             str(r.commands) if r else "-", f"{r.seconds:.2f}s" if r else "-",
         )

@@ -47,7 +47,7 @@ from __future__ import annotations
 import difflib
 import re
 import tomllib
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
@@ -58,6 +58,8 @@ from tomlkit.exceptions import ParseError, TOMLKitError
 from tomlkit.items import AoT, Item, Table
 
 from berth.errors import BerthError, ConfigError
+from berth.gitlab_urls import http_problem
+from berth.paths import cert_dir_problem
 
 MODES = ("dind", "socket", "remote")
 PRIVILEGED_FORMS = ("privileged", "services_privileged", "capabilities")
@@ -248,13 +250,18 @@ class _Where:
 
 
 def parse_runners(
-    value: Any, origin: str, *, allow_capabilities: bool = True
+    value: Any, origin: str, *, allow_capabilities: bool = True, insecure_http: Sequence[str] | None = None,
+    config_dir: str | None = None,
 ) -> tuple[list[RunnerSpec], list[str]]:
     """Validate ``gitlab_runners`` and return (specs, warnings). ``origin`` is "file:line" of the variable.
 
     ``allow_capabilities=False`` refuses dind runners with the testbed-only capability form (see
     :func:`_check_testbed_form`); the role passes ``berth_testbed``, readers of an
     inventory the role has accepted (verify, smoke) leave it on.
+
+    ``insecure_http`` (the role passes ``gitlab_runner_insecure_http_urls``) makes an ``http://`` url an error
+    unless listed there (berth/gitlab_urls.py); readers that send no token pass None (not checked).
+    ``config_dir`` (the role passes config.toml's directory) confines each ``remote_cert_dir`` (berth/paths.py).
     """
     if value is None:
         return [], []
@@ -282,6 +289,10 @@ def parse_runners(
             raise where.error(f"defined twice (first as runner #{seen[name]}): names must be unique", "name")
         seen[name] = index
         spec, spec_warnings = _parse_one(item, where)
+        if insecure_http is not None and (problem := http_problem(spec.url, insecure_http)):
+            raise where.error(problem, "url")
+        if config_dir and spec.mode == "remote" and (problem := cert_dir_problem(spec.remote_cert_dir, config_dir)):
+            raise where.error(f"remote_cert_dir {spec.remote_cert_dir!r} {problem}", "remote_cert_dir")
         if not allow_capabilities:
             _check_testbed_form(spec, where)
         specs.append(spec)
@@ -301,7 +312,8 @@ def _parse_one(item: Mapping[str, Any], where: _Where) -> tuple[RunnerSpec, list
             f"unknown mode {mode!r}{_did_you_mean(mode, MODES)}: use dind, socket or remote", "mode"
         )
     if not re.match(r"^https?://[^/\s]+", values["url"]):
-        raise where.error(f"url {values['url']!r} must start with https:// (or http://)", "url")
+        raise where.error(f"url {values['url']!r} must start with https:// (http:// only where "
+                          "gitlab_runner_insecure_http_urls allows it)", "url")
     if values.get("executor", "docker") != "docker":
         raise where.error("executor must be docker: berth sets up the Docker executor only", "executor")
     spec = RunnerSpec(name=item["name"], **values)

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from berth.errors import BerthError, ConfigError, HostFailed
 from berth.gitlab_api import GitLabAPI, GitLabAPIError, is_registration_token
+from berth.gitlab_urls import VARIABLE, allowed_http, require_https
 from berth.inventory import Host
 from berth.plan import Change, Plan
 from berth.redact import redact
@@ -107,6 +108,8 @@ class RunnerConfigFile:
     _pending: list[RunnerSpec] = field(default_factory=list)
     _moved: dict[str, tuple[str, str, str]] = field(default_factory=dict, repr=False)  # name: old, new url, token
     _system_id: str | None = None
+    backups: int = 3                       # gitlab_runner_config_backups: timestamped copies kept on the host
+    insecure_http: tuple[str, ...] = ()    # gitlab_runner_insecure_http_urls: http urls a token may go to
     _reload_notify: tuple[str, ...] = field(default=(), init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -214,7 +217,8 @@ class RunnerConfigFile:
                 replace.append(spec.name)
         merged = merge_config(self._current, path=self._label(host), globals_=self.globals_,
                               runners=self.specs_to_write(), tokens=tokens, replace=replace)
-        return [{**_write(self.path, merged.text), "backup": self._current is not None}]
+        return [{**_write(self.path, merged.text), "backup": self._current is not None,
+                 "backup_keep": self.backups}]
 
     def specs_to_write(self) -> list[RunnerSpec]:
         existing = set(runner_names(self._current)) if self._current else set()
@@ -225,15 +229,15 @@ class RunnerConfigFile:
             token = _secret_token(spec)
             if token and is_registration_token(token):
                 # A registration token: the deprecated path; GitLab 17+ answers 410 unless re-enabled.
-                created = GitLabAPI(spec.url, None, timeout=self.api_timeout).register_runner_legacy(
+                created = self._api(host, spec, None).register_runner_legacy(
                     token, description=spec.description or spec.name)
                 return RegisteredToken(created.id, created.token, created.token_expires_at)
             if token:
                 # A runner authentication token: glrt- (created runner) or glrtr- (registered runner).
-                api = GitLabAPI(spec.url, None, timeout=self.api_timeout)
+                api = self._api(host, spec, None)
                 answer = api.verify_runner(token, self._system_id)
                 return RegisteredToken(int(answer["id"]), token, answer.get("token_expires_at"))
-            api = GitLabAPI(spec.url, os.environ.get(self.api_token_env), timeout=self.api_timeout)
+            api = self._api(host, spec, os.environ.get(self.api_token_env))
             created = api.create_runner(**registration_params(spec))
             # As `gitlab-runner register --token` does: this host becomes the runner's manager.
             api.verify_runner(created.token, self._system_id)
@@ -246,7 +250,7 @@ class RunnerConfigFile:
         registration there. Fails the host rather than write the old token with the new url."""
         old_url, new_url, token = self._moved[spec.name]
         try:
-            GitLabAPI(new_url, None, timeout=self.api_timeout).verify_runner(token, self._system_id)
+            self._api(host, spec, None).verify_runner(token, self._system_id)
             return None
         except GitLabAPIError as exc:
             if exc.status != 403:
@@ -265,6 +269,11 @@ class RunnerConfigFile:
         raise HostFailed(
             f"{host.name}: runner {spec.name}: url changed from {old_url} to {new_url} and {new_url} refuses its "
             f"token; {remedy}; config.toml left as it was")
+
+    def _api(self, host: Host, spec: RunnerSpec, access_token: str | None) -> GitLabAPI:
+        """The one way to GitLab: always the url declared for this runner, https unless explicitly allowed."""
+        require_https(spec.url, self.insecure_http, f"{host.name}: runner {spec.name}")
+        return GitLabAPI(spec.url, access_token, timeout=self.api_timeout)
 
     def _label(self, host: Host) -> str:
         return f"{host.name}:{self.path}"
@@ -336,6 +345,9 @@ def remove_from_host(session: Session, name: str, *, delete: bool) -> str:
     sid = found["files"][probe.system_id_path]
     system_id = base64.b64decode(sid["content"]).decode().strip() if sid.get("content") else ""
     outcome = "removed only from config.toml (it had no token, so nothing to unregister)"
+    if removed.token:   # the token goes only where the runner itself sends it, and never over plain http
+        require_https(removed.url or "", allowed_http(host.vars.get(VARIABLE), host.origins.get(VARIABLE, VARIABLE)),
+                      f"{host.name}: runner {name} in {path}")
     try:
         if removed.token:
             api = GitLabAPI(removed.url or "", None, timeout=float(host.vars["gitlab_runner_api_timeout"]))
@@ -347,7 +359,9 @@ def remove_from_host(session: Session, name: str, *, delete: bool) -> str:
     except BerthError as exc:
         raise HostFailed(f"{host.name}: runner {name}: {redact(str(exc))}; config.toml left as it was") from None
     answer = run_agent(session, {
-        "action": "apply", "steps": [{**_write(path, remaining), "backup": True}],
+        "action": "apply",
+        "steps": [{**_write(path, remaining), "backup": True,
+                   "backup_keep": int(host.vars.get("gitlab_runner_config_backups", 3))}],
         "handlers": [handler_request(Handler(RELOAD_HANDLER, RELOAD_RUNNER))],
     })
     if answer.get("error"):

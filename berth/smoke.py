@@ -604,14 +604,12 @@ def junit_xml(results: list[SmokeResult]) -> bytes:
 def run(project: Any, hosts: list[Host], registry: Registry, *, runner: str = "", keep: bool = False,
         junit: str = "", json_path: str = "") -> int:
     """The `invoke smoke` task: smoke every runner of the hosts in parallel, print and write the reports."""
-    import json
 
     from rich.markup import escape
     from rich.table import Table
 
     from berth import cli
     from berth.errors import ExitCode
-    from berth.files import write_atomic
     from berth.fleet import run_parallel
 
     settings = project.ssh()
@@ -638,7 +636,8 @@ def run(project: Any, hosts: list[Host], registry: Registry, *, runner: str = ""
     for r in results:
         if r.status != "passed":
             where = f" at step {r.failed_step}" if r.failed_step else ""
-            cli.console.print(f"[bold red]{r.host} {r.runner} ({r.mode}) failed{where}[/]: {r.cause}", soft_wrap=True)
+            cli.console.print(f"[bold red]{cli.safe(f'{r.host} {r.runner} ({r.mode}) failed{where}')}[/]: "
+                              f"{cli.safe(r.cause)}", soft_wrap=True)
             if r.output:
                 cli.console.print(r.output, markup=False, highlight=False)
         elif r.source != "config.toml":
@@ -651,10 +650,8 @@ def run(project: Any, hosts: list[Host], registry: Registry, *, runner: str = ""
             cli.console.print(f"[yellow]{r.host} {r.runner} warning[/]: {escape(warning)}", soft_wrap=True)
     if keep:
         cli.console.print("containers kept for inspection (label berth.smoke); remove them with `invoke smoke --clean`")
-    if junit:
-        write_atomic(junit, junit_xml(results))
-    if json_path:
-        write_atomic(json_path, (json.dumps([r.as_dict() for r in results], indent=2) + "\n").encode())
+    cli.write_junit(junit, junit_xml(results))   # redacted like the console (berth/redact.py)
+    cli.write_json(json_path, [r.as_dict() for r in results])
     if any(r.status == "unreachable" for r in results):
         return ExitCode.HOST_UNREACHABLE if not any(r.status == "failed" for r in results) else ExitCode.HOST_FAILED
     return ExitCode.HOST_FAILED if any(r.status == "failed" for r in results) else ExitCode.OK

@@ -9,6 +9,7 @@ for ``accept-new`` (OpenSSH's meaning: unknown keys are added, changed keys are 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import threading
@@ -19,7 +20,7 @@ import fabric
 import paramiko
 from paramiko.ssh_exception import NoValidConnectionsError
 
-from berth.errors import HostUnreachable
+from berth.errors import HostFailed, HostUnreachable
 from berth.inventory import Host
 
 HOST_KEY_POLICIES = ("strict", "accept-new")
@@ -160,15 +161,40 @@ class Session:
             raise HostUnreachable(f"{self.host.name}: the SSH session broke during a command ({exc})") from None
         return CommandResult(code, stdout.decode(errors="replace"), stderr.decode(errors="replace"))
 
-    def put(self, data: bytes, remote_path: str) -> None:
-        """Upload bytes over SFTP (for large payloads such as .deb files); counted as one command."""
+    def put_private(self, directory: str, files: list[tuple[bytes, str]]) -> None:
+        """Upload ``files`` (data, path inside ``directory``) into a directory made now, mode 0700.
+
+        The directory's name is random (berth/plan.py) and SFTP mkdir fails if anything, a symlink included,
+        is already there, so nobody else can have prepared it, and 0700 keeps others from adding or swapping
+        files in it before root installs them. Counted as one command per file.
+        """
         self.open()
         assert self._cx is not None
-        self.commands += 1
         sftp = self._cx.sftp()
-        with sftp.open(remote_path, "wb") as fh:
-            fh.set_pipelined(True)
-            fh.write(data)
+        try:
+            sftp.mkdir(directory, mode=0o700)
+        except OSError as exc:
+            raise HostFailed(f"{self.host.name}: cannot make the upload directory {directory} ({exc}); "
+                             "it must not exist before berth makes it. Nothing was changed") from None
+        try:
+            for data, remote_path in files:
+                if not remote_path.startswith(directory + "/"):
+                    raise HostFailed(f"{self.host.name}: {remote_path} is outside the upload directory {directory}")
+                self.commands += 1
+                with sftp.open(remote_path, "wbx") as fh:     # x: O_EXCL, never onto something already there
+                    fh.set_pipelined(True)
+                    fh.write(data)
+        except BaseException:
+            _remove_quietly(sftp, directory, [p for _, p in files])   # the agent that would remove it never runs
+            raise
+
+
+def _remove_quietly(sftp: paramiko.SFTPClient, directory: str, paths: list[str]) -> None:
+    for path in paths:
+        with contextlib.suppress(OSError):
+            sftp.remove(path)
+    with contextlib.suppress(OSError):
+        sftp.rmdir(directory)
 
 
 def _known_hosts(cfg: fabric.Config, name: str) -> Path:

@@ -30,7 +30,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from berth.errors import BerthError, ExitCode
-from berth.files import write_atomic
 from berth.fleet import run_parallel
 from berth.inventory import Host
 
@@ -188,7 +187,7 @@ def table(results: Sequence[HostResult], *, title: str = "berth verify") -> Tabl
     t.add_column("check")
     t.add_column("CIS")
     for r in results:
-        t.add_column(r.host, justify="center")
+        t.add_column(escape(r.host), justify="center")
     cells = {r.host: {c.id: c.status for c in r.checks} for r in results}
     for row in check_rows(results):
         t.add_row(escape(row.id), _cis(row), *[CELL.get(cells[r.host].get(row.id, ""), "-") for r in results])
@@ -294,7 +293,6 @@ def run(project: Any, hosts: Sequence[Host], *, forks: int = 0, junit: str = "",
         style = "yellow" if ": accepted risk: " in line else "bold red"
         cli.console.print(f"[{style}]{escape(cli.redact(line, cli.secrets()))}[/]", soft_wrap=True)
     cli.console.print(summary(results, seconds))
-    if junit:
-        write_atomic(junit, junit_xml(results))
+    cli.write_junit(junit, junit_xml(results))
     cli.write_json(json_path, [r.as_dict() for r in results])
     return exit_code(results)

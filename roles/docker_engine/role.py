@@ -16,9 +16,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from berth import daemon_keys
+from berth import daemon_keys, docker_hosts
 from berth.errors import ConfigError
 from berth.inventory import Host
+from berth.paths import check_file_name, check_path
 from berth.resources import (
     Absent,
     Directory,
@@ -62,6 +63,9 @@ RESTART = "restart docker"                          # drained first unless docke
 
 def declare(host: Host, ctx: RoleContext) -> RoleState:
     v = host.vars
+    # Written as root: confined to where they belong (berth/paths.py), before anything uses them.
+    check_file_name(host, "docker_dropin_name", suffix=".conf")
+    check_path(host, "docker_daemon_json", below=["/etc/docker"], suffix=".json")
     options = daemon_json(host)
     tls_port = v.get("docker_tls_port") if "docker_tls" in host.roles else None
     health = Health(
@@ -113,25 +117,36 @@ def daemon_json(host: Host) -> dict[str, Any]:
     options = {**v["docker_daemon_defaults"], **v["docker_daemon_options"]}
     origin = host.origins.get("docker_daemon_options") or host.origins.get("docker_daemon_defaults")
     _check_types(options, f"{origin}: {host.name}")
-    tcp = [h for h in options.get("hosts") or [] if str(h).startswith("tcp://")]
-    plain = [h for h in tcp if str(h).rstrip("/").endswith(":2375")]
-    if plain:
-        raise ConfigError(
-            f"{origin}: {host.name}: daemon.json hosts {plain} would open port 2375, Docker's plain-TCP port; berth "
-            "never opens it. Role docker_tls puts the API on 2376 with mutual TLS (docker_tls_port)."
-        )
-    if tcp and "docker_tls" not in host.roles:
-        raise ConfigError(
-            f"{origin}: {host.name}: daemon.json hosts {tcp} open the Docker API on TCP without TLS, which gives "
-            "root on the host to anyone who can reach the port. Add role docker_tls (mutual TLS on 2376) instead."
-        )
+    _check_listeners(host, options, origin)
     if "docker_tls" in host.roles:
-        d = v["docker_tls_dir"]
+        d = check_path(host, "docker_tls_dir", below=["/etc/docker"])
         listener = f"tcp://{v['docker_tls_bind']}:{v['docker_tls_port']}"
         options["hosts"] = list(dict.fromkeys(["fd://", *(options.get("hosts") or []), listener]))
         options.update(tls=True, tlsverify=True, tlscacert=f"{d}/ca.pem", tlscert=f"{d}/cert.pem",
                        tlskey=f"{d}/key.pem")
     return options
+
+
+def _check_listeners(host: Host, options: dict[str, Any], origin: object) -> None:
+    """Every `hosts` entry read as dockerd reads it (berth/docker_hosts.py): whatever the spelling, a TCP
+    listener needs role docker_tls, and port 2375 (also a tcp address without a port) is never opened."""
+    try:
+        tcp = docker_hosts.tcp_listeners(options.get("hosts"), tls=bool(options.get("tls")))
+    except docker_hosts.BadHost as exc:
+        raise ConfigError(f"{origin}: {host.name}: daemon.json hosts: {exc}; dockerd would not start") from None
+    plain = [t.address for t in tcp if t.port == docker_hosts.PLAIN_PORT]
+    if plain:
+        raise ConfigError(
+            f"{origin}: {host.name}: daemon.json hosts {plain} would open port 2375, Docker's plain-TCP port (also "
+            "the port of a tcp address written without one); berth never opens it. Role docker_tls puts the API "
+            "on 2376 with mutual TLS (docker_tls_port)."
+        )
+    if tcp and "docker_tls" not in host.roles:
+        raise ConfigError(
+            f"{origin}: {host.name}: daemon.json hosts {[t.address for t in tcp]} open the Docker API on TCP "
+            "without TLS, which gives root on the host to anyone who can reach the port. Add role docker_tls "
+            "(mutual TLS on 2376) instead."
+        )
 
 
 def _check_types(options: dict[str, Any], origin: object) -> None:

@@ -12,7 +12,9 @@ from pathlib import Path
 
 from berth.certificates import HostCertificate
 from berth.errors import ConfigError
+from berth.gitlab_urls import VARIABLE, allowed_http
 from berth.inventory import Host
+from berth.paths import check_runner_config
 from berth.resources import Directory, Drain, File, Handler, Packages, RoleState, Service, apt_source, drop_in
 from berth.roles import RoleContext, controller_files
 from berth.runner_config import package_pins, parse_runners
@@ -33,15 +35,17 @@ _TIME_SPAN = re.compile(
 
 def declare(host: Host, ctx: RoleContext) -> RoleState:
     v = host.vars
+    insecure_http = allowed_http(v["gitlab_runner_insecure_http_urls"],
+                                 host.origins.get(VARIABLE, VARIABLE))
+    config_dir = str(Path(check_runner_config(host)).parent)     # made 0700: berth's own directory only
     specs, warnings = parse_runners(
         v["gitlab_runners"], str(host.origins.get("gitlab_runners", "gitlab_runners")),
         # privileged_form capabilities is a testbed device (see berth.runner_config); berth_testbed allows it.
-        allow_capabilities=v["berth_testbed"] is True,
+        allow_capabilities=v["berth_testbed"] is True, insecure_http=insecure_http, config_dir=config_dir,
     )
     stop_timeout, stop_warnings = _stop_timeout(host)
     state = RoleState("gitlab_runner")
     state.resources += _install(host)
-    config_dir = str(Path(v["gitlab_runner_config"]).parent)
     state.resources += [
         Directory(config_dir, mode=0o700),
         Directory("/etc/systemd/system/gitlab-runner.service.d", mode=0o755),
@@ -54,6 +58,7 @@ def declare(host: Host, ctx: RoleContext) -> RoleState:
         path=v["gitlab_runner_config"],
         globals_={key: v[f"gitlab_runner_{key}"] for key in GLOBALS if v[f"gitlab_runner_{key}"] is not None},
         specs=specs, api_token_env=v["gitlab_runner_api_token_env"], api_timeout=float(v["gitlab_runner_api_timeout"]),
+        insecure_http=insecure_http, backups=_backups(host),
         notify=(RELOAD_HANDLER,), notify_restart=(RESTART_HANDLER,),
     )
     config.notes += warnings + stop_warnings
@@ -103,6 +108,14 @@ def runner_packages(version: str, origin: str) -> Packages:
     """The pinned packages of one gitlab-runner release (see berth.runner_config.package_pins)."""
     pins, absent = package_pins(version, origin)
     return Packages(tuple(pins), versions=pins, absent=absent, notify=(DRAIN_FOR_PACKAGES,))
+
+
+def _backups(host: Host) -> int:
+    keep = host.vars["gitlab_runner_config_backups"]
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+        raise ConfigError(f"{host.origins.get('gitlab_runner_config_backups')}: {host.name}: "
+                          f"gitlab_runner_config_backups must be a whole number of at least 1, not {keep!r}")
+    return keep
 
 
 def _stop_timeout(host: Host) -> tuple[str, list[str]]:

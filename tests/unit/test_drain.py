@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import socket
+import tempfile
 import threading
+from pathlib import Path
 from urllib.parse import unquote
 
 from berth import agent
@@ -33,17 +35,19 @@ def test_drain_waits_until_job_containers_are_gone(monkeypatch):
 def test_drain_timeout_happens_before_any_step_so_nothing_changes(monkeypatch, tmp_path):
     monkeypatch.setattr(agent, "job_containers", lambda sock, label: [JOB])
     target = tmp_path / "daemon.json"
-    deb = tmp_path / "berth-0123.deb"          # uploaded by the controller before the apply
+    upload_dir = tempfile.mkdtemp(prefix="berth-", dir=agent.UPLOAD_ROOT)   # as the controller's SFTP makes it
+    deb = Path(upload_dir) / "0123.deb"         # uploaded by the controller before the apply
     deb.write_bytes(b"!<arch>\n")
     answer = agent.apply({
         "drain": spec(),
         "steps": [{"op": "write", "path": str(target), "content": "e30K", "mode": 0o644, "owner": "root",
                    "group": "root"},
-                  {"op": "packages", "install": [], "debs": [str(deb)]}],
+                  {"op": "packages", "install": [], "debs": [str(deb)], "upload_dir": upload_dir}],
         "handlers": [{"name": "restart docker", "cmd": "false"}],
+        "upload_dir": upload_dir,
     })
     assert not target.exists()
-    assert not deb.exists()                     # not left behind in /tmp
+    assert not Path(upload_dir).exists()        # not left behind
     assert answer["steps"] == [] and answer["handlers"] == []
     assert answer["error"].startswith("drain timed out after 0.3s: 1 job container(s) still running")
     assert "0123456789ab job 42" in answer["error"] and "nothing was changed" in answer["error"]

@@ -56,7 +56,9 @@ def make_host(tmp_path: Path, runners: list[dict[str, Any]], **variables: Any) -
     deb = tmp_path / "gitlab-runner.deb"
     deb.write_bytes(b"not really a package")
     merged = {**DEFAULTS, "gitlab_runner_install_method": "local-debs", "gitlab_runner_local_debs": [str(deb)],
-              "gitlab_runners": runners, **variables}
+              "gitlab_runners": runners,
+              "gitlab_runner_insecure_http_urls": ["http://127.0.0.1"],   # the stand-in: plain http, random port
+              **variables}
     return Host("r9", ["all"], merged, {k: Origin("test.yml") for k in merged}, ["gitlab_runner"])
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from berth.docker_hosts import BadHost, host_flags, tcp_listeners
 from berth.inventory import Host
 from berth.roles import RoleContext
 from berth.verify_plugin import Facts, FileFacts
@@ -67,7 +68,7 @@ def test_hosts_dropin(facts: Facts, host_vars: dict[str, Any], inventory_host: H
     wanted = RoleContext(roles_dir).render("docker_engine", "docker-hosts.conf.j2", {"dockerd": dockerd})
     assert dropin.content == wanted, f"{path} differs from the role's template"
     assert path in unit.get("DropInPaths", "").split(), f"{path} is not loaded by systemd (daemon-reload pending)"
-    argv = unit.get("ExecStart", "").partition("argv[]=")[2].partition(" ;")[0].split()
+    argv = dockerd_argv(unit)
     flags = [a for a in argv if a in ("-H", "--host") or a.startswith(("-H=", "--host="))]
     assert not flags, f"dockerd runs with {' '.join(flags)} although daemon.json sets hosts: {' '.join(argv)}"
 
@@ -105,11 +106,24 @@ def test_daemon_option(cis_id: str, key: str, compliant: Callable[[Any], bool], 
         deviation(cis_id, f"daemon.json: {problem} ({key}: {daemon_json.get(key)!r})")
 
 
+def dockerd_argv(unit: dict[str, str]) -> list[str]:
+    """dockerd's command line as systemd runs it (ExecStart's argv[])."""
+    return unit.get("ExecStart", "").partition("argv[]=")[2].partition(" ;")[0].split()
+
+
 @pytest.mark.cis("2.7")
-def test_tcp_requires_tls_verify(daemon_json: dict[str, Any], deviation: Callable[[str, str], None]) -> None:
-    """When dockerd listens on TCP, it verifies client certificates (tlsverify)."""
-    tcp = [h for h in daemon_json.get("hosts", []) if str(h).startswith("tcp://")]
-    if tcp and daemon_json.get("tlsverify") is not True:
+def test_tcp_requires_tls_verify(daemon_json: dict[str, Any], facts: Facts,
+                                 deviation: Callable[[str, str], None]) -> None:
+    """When dockerd listens on TCP (daemon.json `hosts` or -H in its unit), it verifies client certificates."""
+    argv = dockerd_argv(facts.unit("docker.service"))
+    entries = [*(daemon_json.get("hosts") or []), *host_flags(argv)]
+    tls = daemon_json.get("tls") is True or "--tls" in argv
+    # Read as dockerd reads it (berth/docker_hosts.py): "0.0.0.0:2375" and " tcp://..." are TCP too.
+    try:
+        tcp = [t.address for t in tcp_listeners(entries, tls=tls)]
+    except BadHost as exc:
+        pytest.fail(f"dockerd hosts: {exc}: dockerd refuses to start with it", pytrace=False)
+    if tcp and daemon_json.get("tlsverify") is not True and "--tlsverify" not in argv:
         deviation("2.7", f"dockerd listens on {', '.join(tcp)} without tlsverify: any client is root on the host")
 
 
