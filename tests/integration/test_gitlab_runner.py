@@ -66,7 +66,8 @@ def registered(converged, berth, gitlab, socket_token, tmp_path):
     run = berth("setup-runner", "--host", "r1", "--diff", "-e", f"@{vars_file}", env=env)   # diffs hold tokens
     assert run.code == 0, run.output
     if any(c["target"] == CONFIG for c in run.host("r1")["changes"]):
-        assert "glrt-***" in run.err            # the config.toml diff was shown, its tokens masked
+        assert 'token = "***"' in run.err       # the config.toml diff was shown, its tokens masked
+        assert socket_token not in run.err
     return vars_file, env, run
 
 
