@@ -48,7 +48,8 @@ from pathlib import Path
 from typing import Any
 
 from berth.errors import InventoryError
-from berth.yamlfile import LineDict, load_yaml, parse_yaml, plain
+from berth.inventory_ini import parse_ini
+from berth.yamlfile import LineDict, load_yaml, parse_yaml, plain, read_text
 
 EXTRA_VARS_SOURCE = "-e (command line)"
 VARS_SUFFIXES = (".yml", ".yaml")
@@ -109,6 +110,7 @@ class Group:
     children: list[str]
     hosts: list[str]
     vars: dict[str, Any]
+    priority: int = 1
 
 
 @dataclass
@@ -126,37 +128,37 @@ class Inventory:
 
     hosts: dict[str, Host]  # in inventory order
     groups: dict[str, Group]  # in inventory order, "all" first
-    path: Path
+    path: Path  # the first source
+    sources: list[Path] = field(default_factory=list)
 
     @classmethod
     def load(
         cls,
-        path: Path | str,
+        path: Path | str | Sequence[Path | str],
         *,
         extra_vars: Sequence[str] = (),
         config_defaults: Path | None = None,
         roles_dir: Path | None = None,
         base_dir: Path | None = None,
     ) -> Inventory:
-        """Load ``path`` and compute every host's variables (see the module docstring for the order)."""
-        path = Path(path)
+        """Load one source or several (files or directories, as ``-i`` takes them) and compute every host's
+        variables (see the module docstring for the order)."""
+        paths = [Path(path)] if isinstance(path, str | Path) else [Path(item) for item in path]
+        if not paths:
+            raise InventoryError("no inventory given")
         label = _Labeler(Path(base_dir) if base_dir is not None else Path.cwd())
-        inv_label = label(path)
-        if path.is_dir():
-            raise InventoryError(
-                f"inventory {inv_label} is a directory: pass the YAML file in it, e.g. "
-                f"--inventory {label(path / 'hosts.yml')}"
-            )
-        if not path.is_file():
-            raise InventoryError(
-                f"inventory file {inv_label} does not exist (use --inventory to pick another)"
-            )
-
-        parsed = _InventoryParser(inv_label).parse(load_yaml(path, inv_label))
-        group_files = _load_vars_dir(
-            path.parent / "group_vars", "group", list(parsed.groups), inv_label, label
-        )
-        host_files = _load_vars_dir(path.parent / "host_vars", "host", list(parsed.hosts), inv_label, label)
+        parser = _InventoryParser()
+        for source in paths:
+            for file in source_files(source, label):
+                parser.label = label(file)
+                _parse_source(file, parser)
+        parser.finish()
+        all_groups, all_hosts = list(parser.groups), list(parser.hosts)
+        # group_vars/ and host_vars/ beside each source: a directory's own, a file's folder (Ansible's
+        # get_vars_from_inventory_sources); each folder once, in source order.
+        basedirs = list(dict.fromkeys(Path(os.path.abspath(p if p.is_dir() else p.parent)) for p in paths))
+        group_files = [_load_vars_dir(d / "group_vars", "group", all_groups, paths, label) for d in basedirs]
+        host_files = [_load_vars_dir(d / "host_vars", "host", all_hosts, paths, label) for d in basedirs]
         config = _load_config_defaults(config_defaults, label) if config_defaults is not None else _Layer()
         roles = _load_roles(Path(roles_dir), label) if roles_dir is not None else None
         extras = [_parse_extra_vars(arg, label) for arg in extra_vars]
@@ -164,32 +166,36 @@ class Inventory:
         checker = _Checker(roles, config, label(Path(roles_dir)) if roles_dir is not None else "")
         for layer in [
             config,
-            *(group.vars for group in parsed.groups.values()),
-            *group_files.values(),
-            *parsed.hosts.values(),
-            *host_files.values(),
+            *(group.vars for group in parser.groups.values()),
+            *(layer for files in group_files for layer in files.values()),
+            *parser.hosts.values(),
+            *(layer for files in host_files for layer in files.values()),
             *extras,
         ]:
             checker.check(layer)
+        if not parser.hosts:
+            where = ", ".join(label(source) for source in paths)
+            raise InventoryError(f"{where}: no hosts in the inventory (e.g. 'all:' then 'hosts:', or an INI "
+                                 "host line)")
 
-        group_layers = {
-            name: _Layer.merged([group.vars, group_files.get(name, _Layer())])
-            for name, group in parsed.groups.items()
-        }
-        order = _group_order(parsed.groups, group_layers)
-        inventory = cls(hosts={}, groups={}, path=path)
-        for name, group in parsed.groups.items():
+        order = _group_order(parser.groups)
+        inventory = cls(hosts={}, groups={}, path=paths[0], sources=paths)
+        for name, group in parser.groups.items():
+            own = _Layer.merged([group.vars, *(files.get(name, _Layer()) for files in group_files)])
             inventory.groups[name] = Group(
-                name, list(group.children), list(group.hosts), group_layers[name].plain()
+                name, list(group.children), list(group.hosts), own.plain(), group.priority
             )
 
-        for name, host_layer in parsed.hosts.items():
-            groups = sorted(_groups_of(name, parsed.groups), key=order.__getitem__)
-            layers = [config, parsed.groups["all"].vars, group_files.get("all", _Layer())]
-            for group in groups:
-                if group != "all":
-                    layers += [parsed.groups[group].vars, group_files.get(group, _Layer())]
-            layers += [host_layer, host_files.get(name, _Layer()), *extras]
+        for name, host_layer in parser.hosts.items():
+            groups = sorted(_groups_of(name, parser.groups), key=order.__getitem__)
+            others = [group for group in groups if group != "all"]
+            # Ansible's VariableManager.get_vars with the default VARIABLE_PRECEDENCE: inventory vars of
+            # "all", then of the other groups; then group_vars/all, then group_vars/<group>, source by source.
+            layers = [config, parser.groups["all"].vars]
+            layers += [parser.groups[group].vars for group in others]
+            layers += [files.get("all", _Layer()) for files in group_files]
+            layers += [files.get(group, _Layer()) for files in group_files for group in others]
+            layers += [host_layer, *(files.get(name, _Layer()) for files in host_files), *extras]
             above = _Layer.merged(layers)
             host_roles = _roles_of(above)
             defaults = [roles[role].layer for role in host_roles] if roles is not None else []
@@ -311,10 +317,12 @@ class _Layer:
     def add(self, data: LineDict, source: str) -> None:
         for key, value in data.items():
             origin = Origin(source, data.lines.get(key))
-            if not isinstance(key, str):
-                raise InventoryError(f"{origin}: variable names must be strings, got {key!r}")
-            self.values[key] = value
-            self.origins[key] = origin
+            _check_name(key, origin)
+            self.set(key, value, origin)
+
+    def set(self, key: str, value: Any, origin: Origin) -> None:
+        self.values[key] = value
+        self.origins[key] = origin
 
     @classmethod
     def merged(cls, layers: Iterable[_Layer]) -> _Layer:
@@ -335,37 +343,113 @@ class _GroupDef:
     children: list[str] = field(default_factory=list)
     hosts: list[str] = field(default_factory=list)
     vars: _Layer = field(default_factory=_Layer)
+    priority: int = 1  # ansible_group_priority, set in the inventory source only (as Ansible)
+    priority_origin: Origin | None = None
+
+
+def _check_name(key: Any, origin: Origin) -> None:
+    if not isinstance(key, str):
+        raise InventoryError(f"{origin}: variable names must be strings, got {key!r}")
+
+
+# Ansible's parse_address patterns (parsing/utils/addresses.py): "host:port" and "[host]:port".
+_HOST_PORT = re.compile(r"^((?:[^:\[\]]|\[[^\]]*\])*):([0-9]+)$")
+_BRACKETED_HOST_PORT = re.compile(r"^\[(.+)\]:([0-9]+)$")
+
+
+def _split_port(pattern: str) -> tuple[str, int | None]:
+    """``web[1:3]:2222`` -> (``web[1:3]``, 2222); IPv6 addresses without brackets keep their colons."""
+    for regex in (_BRACKETED_HOST_PORT, _HOST_PORT):
+        match = regex.match(pattern)
+        if match:
+            return match[1], int(match[2])
+    return pattern, None
 
 
 class _InventoryParser:
-    """Walks the YAML of an inventory into groups and hosts, checking its shape."""
+    """Builds groups and hosts from one or more sources (YAML or INI), as Ansible's InventoryData does: a
+    later source adds hosts, groups and variables to what earlier ones made. ``label`` names the source
+    being read, for origins and errors."""
 
-    def __init__(self, label: str) -> None:
-        self.label = label
-        self.groups: dict[str, _GroupDef] = {}
+    def __init__(self) -> None:
+        self.label = ""
+        self.groups: dict[str, _GroupDef] = {"all": _GroupDef("all")}
         self.hosts: dict[str, _Layer] = {}  # host -> its inventory variables, in inventory order
 
-    def parse(self, data: Any) -> _InventoryParser:
+    # -- the builder interface (berth.inventory_ini.InventoryBuilder) ----------------------------------
+
+    def add_group(self, name: str) -> None:
+        self._group(name)
+
+    def link(self, parent: str, child: str, line: int) -> None:
+        if child == parent or child in self._ancestors(parent):
+            raise self._error(line, f"group {child!r} cannot be a child of {parent!r}: that makes a loop")
+        self._group(parent)
+        self._group(child)
+        if child not in self.groups[parent].children:
+            self.groups[parent].children.append(child)
+            self.groups[child].parents.append(parent)
+
+    def add_hosts(self, group: str, pattern: str, line: int) -> list[str]:
+        """Add the hosts of ``pattern`` (ranges, an optional ``:port``) to ``group``; returns their names."""
+        pattern, port = _split_port(pattern)
+        names = self._expand(pattern, line)
+        target = self._group(group)
+        for name in names:
+            self.hosts.setdefault(name, _Layer())
+            if name not in target.hosts:
+                target.hosts.append(name)
+            if port is not None:  # as Ansible's InventoryData.add_host(port=...)
+                self.set_host_var(name, "ansible_port", port, line)
+        return names
+
+    def set_host_var(self, host: str, key: str, value: Any, line: int) -> None:
+        self.hosts[host].set(key, value, Origin(self.label, line))
+
+    def set_group_var(self, group: str, key: str, value: Any, line: int) -> None:
+        origin = Origin(self.label, line)
+        target = self._group(group)
+        if key == "ansible_group_priority":  # a group property in Ansible (Group.set_variable), not a variable
+            try:
+                target.priority = int(value)
+            except (TypeError, ValueError):
+                raise InventoryError(
+                    f"{origin}: ansible_group_priority must be an integer, got {_show(value)} ({_type(value)})"
+                ) from None
+            target.priority_origin = origin
+            return
+        target.vars.set(key, value, origin)
+
+    # -- YAML ----------------------------------------------------------------------------------------
+
+    def parse_yaml(self, data: Any) -> None:
         if data is None:
-            raise InventoryError(
-                f"{self.label}: the inventory is empty (expected a mapping that starts with 'all:')"
-            )
+            return  # an empty source adds nothing (Ansible warns and goes on)
         if not isinstance(data, LineDict):
             raise self._error(
                 getattr(data, "line", 1),
-                f"the inventory must be a mapping that starts with 'all:', got {_kind(data)}",
+                f"the inventory must be a mapping of groups (e.g. 'all:'), got {_kind(data)}",
             )
-        if "all" not in data:
-            raise InventoryError(
-                f"{self.label}: no 'all' group (an Ansible YAML inventory starts with 'all:')"
-            )
-        self._group("all")
         for key, body in data.items():
             # Other top-level groups are implicit children of "all", as in Ansible.
             if str(key) != "all":
-                self._link("all", str(key), data.lines[key])
+                self._group(str(key))
             self._parse_group(str(key), body, data.lines[key])
-        return self
+
+    def finish(self) -> None:
+        """Ansible's InventoryData.reconcile_inventory: parentless groups go under ``all``; hosts in no
+        group but ``all`` go into ``ungrouped``, and hosts in another group leave it."""
+        for name, group in list(self.groups.items()):
+            if name != "all" and not group.parents:
+                self.link("all", name, 0)
+        for host in self.hosts:
+            direct = [name for name, group in self.groups.items() if host in group.hosts and name != "all"]
+            if "ungrouped" in direct and len(direct) > 1:
+                self.groups["ungrouped"].hosts.remove(host)
+            elif not direct:
+                self.add_hosts("ungrouped", host, 0)
+                if not self.groups["ungrouped"].parents:
+                    self.link("all", "ungrouped", 0)
 
     def _error(self, line: int | None, message: str) -> InventoryError:
         return InventoryError(f"{Origin(self.label, line)}: {message}")
@@ -374,7 +458,7 @@ class _InventoryParser:
         return self.groups.setdefault(name, _GroupDef(name))
 
     def _parse_group(self, name: str, body: Any, line: int) -> None:
-        group = self._group(name)
+        self._group(name)
         if body is None:
             return
         if not isinstance(body, LineDict):
@@ -384,15 +468,17 @@ class _InventoryParser:
         for key, value in body.items():
             key_line = body.lines[key]
             if key == "hosts":
-                self._parse_hosts(group, value, key_line)
+                self._parse_hosts(name, value, key_line)
             elif key == "vars":
                 if value is not None and not isinstance(value, LineDict):
                     raise self._error(
                         key_line, f"'vars' of group {name!r} must be a mapping, got {_kind(value)}"
                     )
-                group.vars.add(value or LineDict(), self.label)
+                for var, item in (value or LineDict()).items():
+                    _check_name(var, Origin(self.label, value.lines.get(var)))
+                    self.set_group_var(name, var, item, value.lines[var])
             elif key == "children":
-                self._parse_children(group, value, key_line)
+                self._parse_children(name, value, key_line)
             else:
                 close = difflib.get_close_matches(str(key), GROUP_KEYS, n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
@@ -401,13 +487,13 @@ class _InventoryParser:
                     f"group {name!r} has unknown key {key!r} (expected hosts, vars or children{hint})",
                 )
 
-    def _parse_hosts(self, group: _GroupDef, hosts: Any, line: int) -> None:
+    def _parse_hosts(self, group: str, hosts: Any, line: int) -> None:
         if hosts is None:
             return
         if not isinstance(hosts, LineDict):
             raise self._error(
                 line,
-                f"'hosts' of group {group.name!r} must be a mapping of host names (each followed by ':'), "
+                f"'hosts' of group {group!r} must be a mapping of host names (each followed by ':'), "
                 f"got {_kind(hosts)}",
             )
         for pattern, host_vars in hosts.items():
@@ -418,37 +504,27 @@ class _InventoryParser:
                     f"host {pattern!r} must be followed by a mapping of variables or nothing, got "
                     f"{_kind(host_vars)} {_show(host_vars)} (e.g. '{pattern}: {{ansible_host: ...}}')",
                 )
-            for name in self._expand(str(pattern), host_line):
-                layer = self.hosts.setdefault(name, _Layer())
-                if name not in group.hosts:
-                    group.hosts.append(name)
-                if host_vars:
-                    layer.add(host_vars, self.label)
+            for name in self.add_hosts(group, str(pattern), host_line):
+                for var, item in (host_vars or LineDict()).items():
+                    _check_name(var, Origin(self.label, host_vars.lines.get(var)))
+                    self.set_host_var(name, var, item, host_vars.lines[var])
 
-    def _parse_children(self, group: _GroupDef, children: Any, line: int) -> None:
+    def _parse_children(self, parent: str, children: Any, line: int) -> None:
         if children is None:
             return
         if not isinstance(children, LineDict):
             raise self._error(
                 line,
-                f"'children' of group {group.name!r} must be a mapping of group names "
+                f"'children' of group {parent!r} must be a mapping of group names "
                 f"(each followed by ':'), got {_kind(children)}",
             )
         for key, body in children.items():
-            self._link(group.name, str(key), children.lines[key])
+            self.link(parent, str(key), children.lines[key])
             self._parse_group(str(key), body, children.lines[key])
-
-    def _link(self, parent: str, child: str, line: int) -> None:
-        if child == parent or child in self._ancestors(parent):
-            raise self._error(line, f"group {child!r} cannot be a child of {parent!r}: that makes a loop")
-        self._group(child)
-        if child not in self.groups[parent].children:
-            self.groups[parent].children.append(child)
-            self.groups[child].parents.append(parent)
 
     def _ancestors(self, name: str) -> set[str]:
         found: set[str] = set()
-        todo = list(self.groups[name].parents)
+        todo = list(self._group(name).parents)
         while todo:
             parent = todo.pop()
             if parent not in found:
@@ -496,8 +572,56 @@ class _InventoryParser:
         return [head + item + rest for item in items for rest in self._expand(tail, line)]
 
 
+# What Ansible's InventoryManager skips in a directory source (inventory/manager.py IGNORED: hidden names,
+# group_vars, host_vars, vars_plugins; constants.py REJECT_EXTS plus config base.yml INVENTORY_IGNORE_EXTS).
+_IGNORED_NAMES = re.compile(r"^\.|^host_vars$|^group_vars$|^vars_plugins$")
+IGNORED_EXTS = (".pyc", ".pyo", ".swp", ".bak", "~", ".rpm", ".md", ".txt", ".rst", ".orig", ".cfg", ".retry")
+YAML_EXTS = (".yml", ".yaml", ".json")  # Ansible's yaml plugin's extensions (.json: YAML is a superset)
+
+
+def source_files(source: Path, label: _Labeler) -> list[Path]:
+    """The inventory files of one ``-i`` source: the file itself, or a directory's files in Ansible's order
+    (names sorted, sub-directories recursively, ignored names and extensions skipped)."""
+    if source.is_file():
+        return [source]
+    if not source.is_dir():
+        raise InventoryError(f"inventory {label(source)} does not exist (use --inventory to pick another)")
+    files = []
+    for name in sorted(os.listdir(source)):
+        if _IGNORED_NAMES.search(name) or name.endswith(IGNORED_EXTS):
+            continue
+        entry = source / name
+        files += source_files(entry, label) if entry.is_dir() else [entry]
+    return files
+
+
+def _parse_source(file: Path, parser: _InventoryParser) -> None:
+    """Parse one inventory file as Ansible's plugins would pick it: ``.ini`` is INI; ``.yml``/``.yaml``/
+    ``.json`` is YAML; another name is YAML if it reads as a YAML mapping, else INI (the yaml plugin fails
+    and the ini plugin takes it). Inventory scripts (executable files) are not run."""
+    label = parser.label
+    if os.access(file, os.X_OK) and file.suffix not in (*YAML_EXTS, ".ini"):
+        raise InventoryError(f"{label}: executable inventory scripts are not supported (remove its x bit "
+                             "if it is a plain inventory file)")
+    text = read_text(file, label)
+    if file.suffix == ".ini":
+        parse_ini(text, label, parser)
+        return
+    if file.suffix in YAML_EXTS:
+        parser.parse_yaml(parse_yaml(text, label))
+        return
+    try:
+        data = parse_yaml(text, label)
+    except InventoryError:
+        data = None
+    if isinstance(data, LineDict) and all(isinstance(v, LineDict | None) for v in data.values()):
+        parser.parse_yaml(data)
+    else:
+        parse_ini(text, label, parser)
+
+
 def _load_vars_dir(
-    directory: Path, kind: str, known: list[str], inv_label: str, label: _Labeler
+    directory: Path, kind: str, known: list[str], sources: list[Path], label: _Labeler
 ) -> dict[str, _Layer]:
     """Load ``group_vars/`` or ``host_vars/``: entity name -> merged layer. Unknown names are errors."""
     if not directory.is_dir():
@@ -515,7 +639,8 @@ def _load_vars_dir(
             shown = label(entry) + ("/" if entry.is_dir() else "")
             near = _nearest(name, known)
             hint = f"nearest: {', '.join(near)}" if near else f"known {kind}s: {', '.join(known) or 'none'}"
-            raise InventoryError(f"{shown}: there is no {kind} {name!r} in {inv_label} ({hint})")
+            where = ", ".join(label(source) for source in sources)
+            raise InventoryError(f"{shown}: there is no {kind} {name!r} in {where} ({hint})")
         if entry.is_dir():
             files = sorted(
                 path
@@ -682,7 +807,7 @@ def _groups_of(host: str, groups: dict[str, _GroupDef]) -> set[str]:
     return found
 
 
-def _group_order(groups: dict[str, _GroupDef], layers: dict[str, _Layer]) -> dict[str, tuple[int, int, str]]:
+def _group_order(groups: dict[str, _GroupDef]) -> dict[str, tuple[int, int, str]]:
     """Sort key per group: (depth, ansible_group_priority, name), as Ansible's sort_groups."""
     depth: dict[str, int] = {}
 
@@ -692,7 +817,7 @@ def _group_order(groups: dict[str, _GroupDef], layers: dict[str, _Layer]) -> dic
         return depth[name]
 
     return {
-        name: (depth_of(name), layers[name].values.get("ansible_group_priority", 1), name) for name in groups
+        name: (depth_of(name), groups[name].priority, name) for name in groups
     }
 
 
