@@ -47,9 +47,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from berth import vault
 from berth.errors import InventoryError
 from berth.inventory_ini import parse_ini
-from berth.yamlfile import LineDict, load_yaml, parse_yaml, plain, read_text
+from berth.templating import HostData, Renderer, Unsafe, has_template
+from berth.vault import Password, VaultText
+from berth.yamlfile import LineDict, LineLoader, parse_yaml, plain, read_text
 
 EXTRA_VARS_SOURCE = "-e (command line)"
 VARS_SUFFIXES = (".yml", ".yaml")
@@ -61,6 +66,61 @@ NEAREST_CUTOFF = 0.6  # difflib's default, for "nearest: ..." suggestions (see _
 _HOST_RANGE = re.compile(r"^(?P<head>[^\[\]]*)\[(?P<body>[^\[\]]*)\](?P<tail>.*)$")
 _VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _COLON_OUTSIDE_BRACKETS = re.compile(r":(?![^\[]*\])")
+
+
+class _InventoryLoader(LineLoader):
+    """YAML as Ansible reads inventory and vars files: ``!vault |`` values and ``!unsafe`` strings."""
+
+
+def _construct_vault(loader: LineLoader, node: yaml.Node) -> VaultText:
+    return VaultText(str(loader.construct_scalar(node)), node.start_mark.line + 1)
+
+
+def _construct_unsafe(loader: LineLoader, node: yaml.Node) -> Unsafe:
+    return Unsafe(loader.construct_scalar(node))
+
+
+_InventoryLoader.add_constructor("!vault", _construct_vault)
+_InventoryLoader.add_constructor("!unsafe", _construct_unsafe)
+
+
+def _read_yaml(path: Path, label: str, passwords: Sequence[Password]) -> Any:
+    text, encrypted = _read_source(path, label, passwords)
+    data = parse_yaml(text, label, loader=_InventoryLoader)
+    if encrypted:
+        _reveal_all(data)
+    return data
+
+
+def _read_source(path: Path, label: str, passwords: Sequence[Password]) -> tuple[str, bool]:
+    """A file's text and whether it was a whole vault-encrypted file (then decrypted)."""
+    text = read_text(path, label)
+    if vault.is_encrypted(text):
+        return vault.decrypt(text, passwords, label), True
+    return text, False
+
+
+def _reveal_all(data: Any) -> None:
+    """Mark every string in data from an encrypted file as a secret."""
+    if isinstance(data, dict):
+        for item in data.values():
+            _reveal_all(item)
+    elif isinstance(data, list):
+        for item in data:
+            _reveal_all(item)
+    elif isinstance(data, str):
+        vault.reveal(data)
+
+
+def _reveal(value: Any, origin: Origin, passwords: Sequence[Password]) -> Any:
+    """``value`` with every ``!vault`` in it decrypted (so a secret from then on)."""
+    if isinstance(value, VaultText):
+        return vault.decrypt(value.envelope, passwords, str(Origin(origin.source, value.line or origin.line)))
+    if isinstance(value, list):
+        return [_reveal(item, origin, passwords) for item in value]
+    if isinstance(value, dict):
+        return {key: _reveal(item, origin, passwords) for key, item in value.items()}
+    return value
 
 
 @dataclass(frozen=True)
@@ -83,6 +143,7 @@ class Host:
     vars: dict[str, Any]
     origins: dict[str, Origin]
     roles: list[str]
+    templates: dict[str, Any] = field(default_factory=dict)  # variable -> its value as written, if templated
 
     @property
     def address(self) -> str:
@@ -140,6 +201,7 @@ class Inventory:
         config_defaults: Path | None = None,
         roles_dir: Path | None = None,
         base_dir: Path | None = None,
+        vault_passwords: Sequence[Password] | None = None,
     ) -> Inventory:
         """Load one source or several (files or directories, as ``-i`` takes them) and compute every host's
         variables (see the module docstring for the order)."""
@@ -147,7 +209,8 @@ class Inventory:
         if not paths:
             raise InventoryError("no inventory given")
         label = _Labeler(Path(base_dir) if base_dir is not None else Path.cwd())
-        parser = _InventoryParser()
+        passwords = vault.load_passwords() if vault_passwords is None else vault_passwords
+        parser = _InventoryParser(passwords)
         for source in paths:
             for file in source_files(source, label):
                 parser.label = label(file)
@@ -157,11 +220,15 @@ class Inventory:
         # group_vars/ and host_vars/ beside each source: a directory's own, a file's folder (Ansible's
         # get_vars_from_inventory_sources); each folder once, in source order.
         basedirs = list(dict.fromkeys(Path(os.path.abspath(p if p.is_dir() else p.parent)) for p in paths))
-        group_files = [_load_vars_dir(d / "group_vars", "group", all_groups, paths, label) for d in basedirs]
-        host_files = [_load_vars_dir(d / "host_vars", "host", all_hosts, paths, label) for d in basedirs]
+        group_files = [
+            _load_vars_dir(d / "group_vars", "group", all_groups, paths, label, passwords) for d in basedirs
+        ]
+        host_files = [
+            _load_vars_dir(d / "host_vars", "host", all_hosts, paths, label, passwords) for d in basedirs
+        ]
         config = _load_config_defaults(config_defaults, label) if config_defaults is not None else _Layer()
         roles = _load_roles(Path(roles_dir), label) if roles_dir is not None else None
-        extras = [_parse_extra_vars(arg, label) for arg in extra_vars]
+        extras = [_parse_extra_vars(arg, label, passwords) for arg in extra_vars]
 
         checker = _Checker(roles, config, label(Path(roles_dir)) if roles_dir is not None else "")
         for layer in [
@@ -201,6 +268,7 @@ class Inventory:
             defaults = [roles[role].layer for role in host_roles] if roles is not None else []
             merged = _Layer.merged([*defaults, above])
             inventory.hosts[name] = Host(name, groups, merged.plain(), dict(merged.origins), host_roles)
+        _render_templates(inventory, parser.groups)
         return inventory
 
     def select(self, patterns: str | Sequence[str] | None) -> list[Host]:
@@ -314,11 +382,11 @@ class _Layer:
     values: dict[str, Any] = field(default_factory=dict)
     origins: dict[str, Origin] = field(default_factory=dict)
 
-    def add(self, data: LineDict, source: str) -> None:
+    def add(self, data: LineDict, source: str, passwords: Sequence[Password] = ()) -> None:
         for key, value in data.items():
             origin = Origin(source, data.lines.get(key))
             _check_name(key, origin)
-            self.set(key, value, origin)
+            self.set(key, _reveal(value, origin, passwords), origin)
 
     def set(self, key: str, value: Any, origin: Origin) -> None:
         self.values[key] = value
@@ -371,8 +439,10 @@ class _InventoryParser:
     later source adds hosts, groups and variables to what earlier ones made. ``label`` names the source
     being read, for origins and errors."""
 
-    def __init__(self) -> None:
+    def __init__(self, passwords: Sequence[Password] = ()) -> None:
         self.label = ""
+        self.passwords = passwords
+        self.encrypted = False  # the source being read was a vault-encrypted file: its values are secrets
         self.groups: dict[str, _GroupDef] = {"all": _GroupDef("all")}
         self.hosts: dict[str, _Layer] = {}  # host -> its inventory variables, in inventory order
 
@@ -404,10 +474,17 @@ class _InventoryParser:
         return names
 
     def set_host_var(self, host: str, key: str, value: Any, line: int) -> None:
-        self.hosts[host].set(key, value, Origin(self.label, line))
+        origin = Origin(self.label, line)
+        value = _reveal(value, origin, self.passwords)
+        if self.encrypted:
+            _reveal_all(value)
+        self.hosts[host].set(key, value, origin)
 
     def set_group_var(self, group: str, key: str, value: Any, line: int) -> None:
         origin = Origin(self.label, line)
+        value = _reveal(value, origin, self.passwords)
+        if self.encrypted:
+            _reveal_all(value)
         target = self._group(group)
         if key == "ansible_group_priority":  # a group property in Ansible (Group.set_variable), not a variable
             try:
@@ -603,15 +680,15 @@ def _parse_source(file: Path, parser: _InventoryParser) -> None:
     if os.access(file, os.X_OK) and file.suffix not in (*YAML_EXTS, ".ini"):
         raise InventoryError(f"{label}: executable inventory scripts are not supported (remove its x bit "
                              "if it is a plain inventory file)")
-    text = read_text(file, label)
+    text, parser.encrypted = _read_source(file, label, parser.passwords)
     if file.suffix == ".ini":
         parse_ini(text, label, parser)
         return
     if file.suffix in YAML_EXTS:
-        parser.parse_yaml(parse_yaml(text, label))
+        parser.parse_yaml(parse_yaml(text, label, loader=_InventoryLoader))
         return
     try:
-        data = parse_yaml(text, label)
+        data = parse_yaml(text, label, loader=_InventoryLoader)
     except InventoryError:
         data = None
     if isinstance(data, LineDict) and all(isinstance(v, LineDict | None) for v in data.values()):
@@ -621,7 +698,8 @@ def _parse_source(file: Path, parser: _InventoryParser) -> None:
 
 
 def _load_vars_dir(
-    directory: Path, kind: str, known: list[str], sources: list[Path], label: _Labeler
+    directory: Path, kind: str, known: list[str], sources: list[Path], label: _Labeler,
+    passwords: Sequence[Password] = (),
 ) -> dict[str, _Layer]:
     """Load ``group_vars/`` or ``host_vars/``: entity name -> merged layer. Unknown names are errors."""
     if not directory.is_dir():
@@ -655,13 +733,13 @@ def _load_vars_dir(
         layer = _Layer()
         for _, files in sorted(entries, key=lambda item: item[0]):
             for file in files:
-                layer.add(_load_mapping(file, label(file)), label(file))
+                layer.add(_load_mapping(file, label(file), passwords), label(file), passwords)
         layers[name] = layer
     return layers
 
 
-def _load_mapping(path: Path, source: str) -> LineDict:
-    data = load_yaml(path, source)
+def _load_mapping(path: Path, source: str, passwords: Sequence[Password] = ()) -> LineDict:
+    data = _read_yaml(path, source, passwords)
     if data is None:
         return LineDict()
     if not isinstance(data, LineDict):
@@ -698,7 +776,7 @@ def _load_roles(roles_dir: Path, label: _Labeler) -> dict[str, _Role]:
     return roles
 
 
-def _parse_extra_vars(arg: str, label: _Labeler) -> _Layer:
+def _parse_extra_vars(arg: str, label: _Labeler, passwords: Sequence[Password] = ()) -> _Layer:
     """One ``-e`` argument: ``@file.yml`` (relative to the working directory), a ``{...}`` YAML/JSON
     mapping, or space-separated ``key=value`` pairs (shell-style quoting, so ``msg='a b'`` works)."""
     text = arg.strip()
@@ -706,7 +784,7 @@ def _parse_extra_vars(arg: str, label: _Labeler) -> _Layer:
     if text.startswith("@"):
         file = Path(text[1:])
         source = f"-e @{label(file)}"
-        layer.add(_load_mapping(file, source), source)
+        layer.add(_load_mapping(file, source, passwords), source, passwords)
         return layer
     if text.startswith("{"):
         data = parse_yaml(text, EXTRA_VARS_SOURCE)
@@ -757,6 +835,8 @@ class _Checker:
     def check(self, layer: _Layer) -> None:
         for key, value in layer.values.items():
             origin = layer.origins[key]
+            if has_template(value):
+                continue  # its type is known once rendered, per host
             if key in ("ansible_port", "ansible_group_priority") and not _is_int(value):
                 raise InventoryError(
                     f"{origin}: {key} must be an integer, got {_show(value)} ({_type(value)})"
@@ -788,6 +868,33 @@ class _Checker:
                 raise InventoryError(
                     f"{origin}: berth_roles names unknown role {role!r}, not in {self.roles_label}/ ({hint})"
                 )
+
+
+def _render_templates(inventory: Inventory, groups: dict[str, _GroupDef]) -> None:
+    """Render every host's ``{{ }}`` (berth.templating), keeping what was written in ``Host.templates``."""
+    renderer = Renderer(
+        {name: HostData(host.vars, host.origins, host.groups) for name, host in inventory.hosts.items()},
+        _groups_dict(groups),
+    )
+    rendered = {name: renderer.render_host(name) for name in inventory.hosts}
+    for name, host in inventory.hosts.items():
+        host.templates = {key: value for key, value in host.vars.items() if has_template(value)}
+        host.vars = rendered[name]
+
+
+def _groups_dict(groups: dict[str, _GroupDef]) -> dict[str, list[str]]:
+    """Ansible's ``groups``: each group's hosts, its own first, then its descendants' level by level
+    (inventory/group.py _get_hosts over get_descendants(include_self=True, preserve_ordering=True))."""
+    result = {}
+    for name in groups:
+        ordered, level, seen = [name], [name], {name}
+        while level:
+            level = [child for parent in level for child in groups[parent].children if child not in seen]
+            level = list(dict.fromkeys(level))
+            seen.update(level)
+            ordered += level
+        result[name] = list(dict.fromkeys(host for group in ordered for host in groups[group].hosts))
+    return result
 
 
 def _roles_of(layer: _Layer) -> list[str]:

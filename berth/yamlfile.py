@@ -94,10 +94,12 @@ LineLoader.add_constructor("tag:yaml.org,2002:map", _construct_map)
 LineLoader.add_constructor("tag:yaml.org,2002:seq", _construct_seq)
 
 
-def parse_yaml(text: str, label: str, error: type[BerthError] = InventoryError) -> Any:
+def parse_yaml(
+    text: str, label: str, error: type[BerthError] = InventoryError, loader: type[LineLoader] = LineLoader
+) -> Any:
     """Parse one YAML document; syntax errors become ``error("label:line:column: problem")``."""
     try:
-        return yaml.load(text, Loader=LineLoader)  # LineLoader is a SafeLoader: no arbitrary objects
+        return yaml.load(text, Loader=loader)  # a LineLoader is a SafeLoader: no arbitrary objects
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "invalid YAML"

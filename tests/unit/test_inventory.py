@@ -905,8 +905,8 @@ def test_top_level_groups_need_no_all(tmp_path: Path) -> None:
             "inventory/hosts.yml:4:5: found duplicate key 'a' (first at line 3)",
         ),
         (
-            "all:\n  vars:\n    p: !vault |\n      $ANSIBLE_VAULT;1.1;AES256\n",
-            "inventory/hosts.yml:3:8: could not determine a constructor for the tag '!vault'",
+            "all:\n  vars:\n    p: !secret |\n      x\n",
+            "inventory/hosts.yml:3:8: could not determine a constructor for the tag '!secret'",
         ),
     ],
 )
