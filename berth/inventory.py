@@ -443,7 +443,10 @@ class _InventoryParser:
         self.label = ""
         self.passwords = passwords
         self.encrypted = False  # the source being read was a vault-encrypted file: its values are secrets
-        self.groups: dict[str, _GroupDef] = {"all": _GroupDef("all")}
+        # As Ansible's InventoryData: "all" and "ungrouped" always exist, "ungrouped" first under "all".
+        self.groups: dict[str, _GroupDef] = {
+            "all": _GroupDef("all", children=["ungrouped"]), "ungrouped": _GroupDef("ungrouped", parents=["all"])
+        }
         self.hosts: dict[str, _Layer] = {}  # host -> its inventory variables, in inventory order
 
     # -- the builder interface (berth.inventory_ini.InventoryBuilder) ----------------------------------
@@ -524,9 +527,7 @@ class _InventoryParser:
             if "ungrouped" in direct and len(direct) > 1:
                 self.groups["ungrouped"].hosts.remove(host)
             elif not direct:
-                self.add_hosts("ungrouped", host, 0)
-                if not self.groups["ungrouped"].parents:
-                    self.link("all", "ungrouped", 0)
+                self.groups["ungrouped"].hosts.append(host)
 
     def _error(self, line: int | None, message: str) -> InventoryError:
         return InventoryError(f"{Origin(self.label, line)}: {message}")

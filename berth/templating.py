@@ -81,8 +81,9 @@ class Renderer:
             return done
         raw = self.hosts[host].vars[key]
         if not has_template(raw):
-            self._done[(host, key)] = raw
-            return raw
+            value = _untag(raw)
+            self._done[(host, key)] = value
+            return value
         if (host, key) in self._stack:
             chain = " -> ".join(name for _, name in self._stack[self._stack.index((host, key)):])
             raise InventoryError(
@@ -155,6 +156,17 @@ class Renderer:
 
 
 _MISSING = object()
+
+
+def _untag(value: Any) -> Any:
+    """Plain strings for ``!unsafe`` ones (once rendering is done, the tag has no meaning)."""
+    if isinstance(value, Unsafe):
+        return str(value)
+    if isinstance(value, list):
+        return [_untag(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _untag(item) for key, item in value.items()}
+    return value
 
 
 class _HostScope(Mapping[str, Any]):
