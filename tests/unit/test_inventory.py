@@ -351,7 +351,7 @@ def test_nested_children_and_a_host_in_two_groups(tmp_path: Path) -> None:
     assert inv.groups["europe"].children == ["docker_runners"]
     assert inv.groups["docker_runners"].hosts == ["r1", "r2"]
     assert list(inv.groups) == [
-        "all", "runners", "docker_runners", "shell_runners", "europe", "empty", "ungrouped"
+        "all", "ungrouped", "runners", "docker_runners", "shell_runners", "europe", "empty"
     ]
 
 
@@ -423,7 +423,7 @@ def test_ansible_group_priority_does_not_beat_depth(tmp_path: Path) -> None:
 
 def test_top_level_groups_besides_all_are_children_of_all(tmp_path: Path) -> None:
     inv = load(tmp_path, {INVENTORY: "all:\n  hosts: {a: }\nweb:\n  hosts: {w1: }\n"})
-    assert inv.groups["all"].children == ["web", "ungrouped"]
+    assert inv.groups["all"].children == ["ungrouped", "web"]
     assert inv.hosts["w1"].groups == ["all", "web"]
 
 
@@ -455,13 +455,13 @@ def test_tree_and_groups(tmp_path: Path) -> None:
         "all",
         ["bastion"],
         [
+            GroupNode("ungrouped", ["bastion"], []),  # first under "all", as in Ansible
             GroupNode("runners", [], [docker, GroupNode("shell_runners", ["r2", "r3"], [])]),
             GroupNode("europe", ["r1"], [docker]),
             GroupNode("empty", [], []),
-            GroupNode("ungrouped", ["bastion"], []),
         ],
     )
-    assert dataclasses.asdict(tree)["children"][1]["name"] == "europe"
+    assert dataclasses.asdict(tree)["children"][2]["name"] == "europe"
     assert inv.groups["europe"].vars == {"region": "eu"}
     assert inv.groups["all"].vars == {"ansible_user": "deploy"}
 
@@ -986,7 +986,7 @@ def test_group_vars_folder_for_unknown_group_without_near_names(tmp_path: Path) 
     message = load_error(tmp_path, {INVENTORY: SIMPLE, "inventory/group_vars/databases/main.yml": "x: 1\n"})
     assert message == (
         "inventory/group_vars/databases/: there is no group 'databases' in inventory/hosts.yml "
-        "(known groups: all, runners)"
+        "(known groups: all, ungrouped, runners)"
     )
 
 
@@ -1058,13 +1058,13 @@ def test_select_returns_the_host_objects(inv: Inventory) -> None:
         ("&shell", "unknown host or group 'shell' (nearest: shell_runners)"),
         (
             "&database",
-            "unknown host or group 'database' (known groups: all, runners, docker_runners, "
-            "shell_runners, europe, empty, ungrouped)",
+            "unknown host or group 'database' (known groups: all, ungrouped, runners, docker_runners, "
+            "shell_runners, europe, empty)",
         ),
         (
             "db*",
-            "unknown host or group 'db*' (known groups: all, runners, docker_runners, shell_runners, "
-            "europe, empty, ungrouped)",
+            "unknown host or group 'db*' (known groups: all, ungrouped, runners, docker_runners, shell_runners, "
+            "europe, empty)",
         ),
         ("", "empty host pattern (use 'all' for every host)"),
         ("r1,!", "empty host pattern after '!' or '&'"),
