@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.tree import Tree
 
+from berth import vault
 from berth.engine import Converger, HostReport, Status
 from berth.errors import BerthError, ExitCode, OptionError
 from berth.files import write_atomic
@@ -67,9 +68,11 @@ def ca_passphrase() -> bytes | None:
 
 
 def secrets() -> list[str]:
-    """Values never to print: every environment variable that looks like it holds a secret."""
+    """Values never to print: every environment variable that looks like it holds a secret, and every
+    value decrypted from Ansible Vault."""
     markers = ("TOKEN", "PASSWORD", "PASSPHRASE", "SECRET")
-    return [v for k, v in os.environ.items() if any(m in k for m in markers) and len(v) >= 4]
+    from_env = [v for k, v in os.environ.items() if any(m in k for m in markers) and len(v) >= 4]
+    return from_env + vault.revealed()
 
 
 @dataclass
@@ -88,11 +91,16 @@ class Project:
         return RoleContext(self.settings.roles_dir, self.settings.pki_dir, ca_passphrase())
 
 
-def load_project(inventory: str = "", extra: Sequence[str] = ()) -> Project:
+def load_project(inventory: str | Sequence[str] | None = None, extra: Sequence[str] = (),
+                 vault_password_files: Sequence[str] | None = None) -> Project:
+    """``inventory``: one source or several (``-i`` repeated), files or directories; none means
+    config/berth.yml's. Vault passwords: ``[id@]file`` items, else $ANSIBLE_VAULT_PASSWORD_FILE."""
     settings = load_settings()
-    path = Path(inventory) if inventory else settings.inventory
-    inv = Inventory.load(path, extra_vars=list(extra), config_defaults=settings.config_defaults,
-                         roles_dir=settings.roles_dir, base_dir=settings.root)
+    given = [inventory] if isinstance(inventory, str) else list(inventory or [])
+    paths = [Path(item) for item in given if item] or [settings.inventory]
+    inv = Inventory.load(paths, extra_vars=list(extra), config_defaults=settings.config_defaults,
+                         roles_dir=settings.roles_dir, base_dir=settings.root,
+                         vault_passwords=vault.load_passwords(vault_password_files or []))
     return Project(settings, inv)
 
 
@@ -190,6 +198,11 @@ def exit_code(reports: Sequence[HostReport]) -> ExitCode:
 def write_json(path: str, data: Any) -> None:
     if path:
         write_atomic(path, (json.dumps(data, indent=2) + "\n").encode())
+
+
+def print_json(data: Any) -> None:
+    """Machine output: JSON on stdout (human output goes to stderr)."""
+    print(json.dumps(data, indent=4, sort_keys=True))
 
 
 def print_tree(inv: Inventory) -> None:
