@@ -179,6 +179,31 @@ def inventory_show(c, host="", inventory=None, vault_password_file=None, extra=N
     console.print(table)
 
 
+@task(iterable=["vault_password_file"],
+      help={"name": "the variable's name (default: print the !vault value alone)",
+            "vault_password_file": COMMON_HELP["vault_password_file"],
+            "vault_id": "write format 1.2 with this vault id (default: 1.1, or the id of an id@FILE password)"})
+@exits_cleanly
+def vault_encrypt_string(c, name="", vault_password_file=None, vault_id=""):
+    """Encrypt a value read from stdin (or prompted for) as an Ansible `!vault |` value, for the inventory."""
+    import getpass
+    import sys
+
+    from berth import vault
+
+    passwords = vault.load_passwords(vault_password_file or [])
+    cli.require(bool(passwords), "give --vault-password-file FILE or set ANSIBLE_VAULT_PASSWORD_FILE")
+    chosen = next((p for p in passwords if p.vault_id == vault_id), passwords[0]) if vault_id else passwords[0]
+    value = getpass.getpass("value to encrypt: ") if sys.stdin.isatty() else sys.stdin.read().rstrip("\n")
+    cli.require(bool(value), "nothing to encrypt (the value is empty)")
+    label = vault_id or (chosen.vault_id if chosen.vault_id != vault.DEFAULT_ID else "")
+    envelope = vault.encrypt(value, chosen.secret, vault_id=label)
+    indent = "  " if name else ""
+    print((f"{name}: " if name else "") + "!vault |")
+    for line in envelope.splitlines():
+        print(f"{indent}  {line}")
+
+
 # -- testbed ---------------------------------------------------------------------------------------
 @task(help={"hosts": "number of hosts r1..rN (default 3)"}, auto_shortflags=False)
 @exits_cleanly
@@ -382,7 +407,10 @@ certs_ns.add_task(certs_client, name="client")
 certs_ns.add_task(certs_rotate_ca, name="rotate-ca")
 certs_ns.add_task(certs_drop_old_ca, name="drop-old-ca")
 
+vault_ns = Collection("vault")
+vault_ns.add_task(vault_encrypt_string, name="encrypt-string")
+
 runner_ns = Collection("runner")
 runner_ns.add_task(runner_remove, name="remove")
 
-ns = Collection(setup_runner, rollout, verify, smoke, demo, inventory_ns, testbed_ns, certs_ns, runner_ns)
+ns = Collection(setup_runner, rollout, verify, smoke, demo, inventory_ns, vault_ns, testbed_ns, certs_ns, runner_ns)
