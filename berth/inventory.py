@@ -873,14 +873,28 @@ class _Checker:
 
 def _render_templates(inventory: Inventory, groups: dict[str, _GroupDef]) -> None:
     """Render every host's ``{{ }}`` (berth.templating), keeping what was written in ``Host.templates``."""
+    revealed = set(vault.revealed())
     renderer = Renderer(
         {name: HostData(host.vars, host.origins, host.groups) for name, host in inventory.hosts.items()},
         _groups_dict(groups),
+        is_secret=lambda value: _holds_secret(value, revealed),
     )
     rendered = {name: renderer.render_host(name) for name in inventory.hosts}
+    for host, key in renderer.tainted:  # e.g. "{{ token | b64encode }}": no longer the secret's own text
+        _reveal_all(rendered[host][key])
     for name, host in inventory.hosts.items():
         host.templates = {key: value for key, value in host.vars.items() if has_template(value)}
         host.vars = rendered[name]
+
+
+def _holds_secret(value: Any, secrets: set[str]) -> bool:
+    if isinstance(value, str):
+        return value in secrets
+    if isinstance(value, list):
+        return any(_holds_secret(item, secrets) for item in value)
+    if isinstance(value, dict):
+        return any(_holds_secret(item, secrets) for item in value.values())
+    return False
 
 
 def _groups_dict(groups: dict[str, _GroupDef]) -> dict[str, list[str]]:

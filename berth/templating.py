@@ -63,10 +63,17 @@ class HostData:
 class Renderer:
     """Renders every host's variables. ``groups`` maps each group to its hosts (Ansible's ``groups``)."""
 
-    def __init__(self, hosts: Mapping[str, HostData], groups: Mapping[str, list[str]]) -> None:
+    def __init__(
+        self,
+        hosts: Mapping[str, HostData],
+        groups: Mapping[str, list[str]],
+        is_secret: Callable[[Any], bool] = lambda value: False,
+    ) -> None:
         self.hosts = hosts
         self.groups = {name: list(members) for name, members in groups.items()}
         self.env = _environment()
+        self.is_secret = is_secret
+        self.tainted: set[tuple[str, str]] = set()  # rendered from a secret: as secret as it is
         self._done: dict[tuple[str, str], Any] = {}
         self._stack: list[tuple[str, str]] = []
 
@@ -78,11 +85,15 @@ class Renderer:
         """One variable of one host, rendered (and remembered)."""
         done = self._done.get((host, key), _MISSING)
         if done is not _MISSING:
+            if (host, key) in self.tainted:
+                self.tainted.update(self._stack)
             return done
         raw = self.hosts[host].vars[key]
         if not has_template(raw):
             value = _untag(raw)
             self._done[(host, key)] = value
+            if self.is_secret(value):
+                self.tainted.update([*self._stack, (host, key)])
             return value
         if (host, key) in self._stack:
             chain = " -> ".join(name for _, name in self._stack[self._stack.index((host, key)):])
@@ -96,6 +107,8 @@ class Renderer:
         finally:
             self._stack.pop()
         self._done[(host, key)] = value
+        if (host, key) in self.tainted:
+            self.tainted.update(self._stack)  # whatever uses it is derived from a secret too
         return value
 
     def magic(self, host: str) -> dict[str, Any]:

@@ -310,3 +310,13 @@ def test_encrypt_string_task(project: Path, monkeypatch: pytest.MonkeyPatch,
                          vault_passwords=vault.load_passwords([str(project / "pass-default.txt")], env={}))
     assert inv.hosts["h1"].vars["tok"] == "value-to-hide"
     assert os.environ.get("ANSIBLE_VAULT_PASSWORD_FILE") is None
+
+
+def test_values_derived_from_a_secret_are_secrets(tmp_path: Path) -> None:
+    files = {"hosts.yml": f"all:\n  hosts:\n    h1:\n      token: {vaulted('der1ved-src', indent=8)}\n"
+                          "      encoded: '{{ token | b64encode }}'\n      hint: '{{ 42 }}-public'\n"}
+    inv = load(tmp_path, files, source="hosts.yml", vault_passwords=passwords(tmp_path))
+    encoded = inv.hosts["h1"].vars["encoded"]
+    assert encoded == "ZGVyMXZlZC1zcmM="
+    assert encoded in vault.revealed()
+    assert "42-public" not in vault.revealed()
