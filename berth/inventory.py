@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import json
 import os
 import re
 import shlex
@@ -880,8 +881,12 @@ def _render_templates(inventory: Inventory, groups: dict[str, _GroupDef]) -> Non
         is_secret=lambda value: _holds_secret(value, revealed),
     )
     rendered = {name: renderer.render_host(name) for name in inventory.hosts}
-    for host, key in renderer.tainted:  # e.g. "{{ token | b64encode }}": no longer the secret's own text
-        _reveal_all(rendered[host][key])
+    for host, key in renderer.tainted:
+        # e.g. "{{ token | b64encode }}" no longer holds the secret's own text: it becomes a secret itself.
+        # ("https://u:{{ token }}@x" does, and redaction already masks that part.)
+        value = rendered[host][key]
+        if not any(secret in json.dumps(value) for secret in revealed if len(secret) >= 4):
+            _reveal_all(value)
     for name, host in inventory.hosts.items():
         host.templates = {key: value for key, value in host.vars.items() if has_template(value)}
         host.vars = rendered[name]
