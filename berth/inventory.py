@@ -1,37 +1,53 @@
-"""Load an Ansible YAML inventory and compute each host's variables, remembering where each value came from.
+"""Load Ansible inventories (YAML or INI, files or directories, one or several) and compute each host's
+variables, remembering where each value came from. tests/conformance/test_ansible_inventory.py checks the
+result against ansible-core itself.
+
+Sources (``-i``, in order; a later one adds to what earlier ones made, as Ansible's InventoryData):
+
+- a file: ``.ini`` is INI (berth.inventory_ini); ``.yml``/``.yaml``/``.json`` is YAML; another name is YAML
+  if it reads as a mapping of groups, else INI; a whole vault-encrypted file is decrypted first;
+- a directory: its files in name order, sub-directories recursively, skipping what Ansible skips (hidden
+  names, ``group_vars``, ``host_vars``, ``vars_plugins``, and the extensions of INVENTORY_IGNORE_EXTS).
+
+``group_vars/`` and ``host_vars/`` are read beside each source (in a directory source, in the directory;
+for a file, in its folder), each folder once, in source order. An entry there is a file ``<name>``,
+``<name>.yml`` or ``<name>.yaml`` (loaded in that order), or a folder ``<name>/`` whose ``*.yml``/``*.yaml``
+files (not sub-folders) load in name order. Hidden entries and ``*~`` backups are skipped.
 
 Variable precedence, lowest first; a later level replaces a variable's whole value (Ansible's default
-``hash_behaviour=replace``, so dicts are not merged):
+``hash_behaviour=replace``, so dicts are not merged). Levels 3-8 are Ansible's VariableManager order with
+the default VARIABLE_PRECEDENCE:
 
 1. role defaults: ``<roles_dir>/<role>/defaults.yml`` for each role in the host's ``berth_roles``, in the
    order listed (a later role wins over an earlier one);
 2. the ``config_defaults`` file (e.g. ``config/defaults.yml``);
-3. the inventory's ``all: vars:``;
-4. ``group_vars/all``;
-5. every other group the host is in (directly or through a child group), sorted by
-   ``(depth, ansible_group_priority, name)``: depth is the longest path from ``all``, so parents come before
-   children; priority defaults to 1 and a higher one merges later. For each group, its inventory ``vars:``
-   then its ``group_vars/<group>`` file. (Ansible applies all inventory group vars before all group_vars
-   files; berth keeps each group's two sources together, which only differs when an earlier group's
-   group_vars file and a later group's inventory ``vars:`` set the same variable.)
-   ``ansible_group_priority`` is read from the group's own variables (inventory ``vars:`` then its
-   group_vars file);
-6. the host's variables in the inventory (if the host is listed several times, later listings win);
-7. ``host_vars/<host>``;
-8. extra vars (``-e``), in the order given.
+3. the inventory's vars of ``all``;
+4. the inventory's vars of every other group the host is in (directly or through a child group), sorted
+   by ``(depth, ansible_group_priority, name)``: depth is the longest path from ``all``, so parents come
+   before children; priority defaults to 1 and a higher one merges later;
+5. ``group_vars/all``, source by source;
+6. ``group_vars/<group>``, source by source, each in the group order of level 4;
+7. the host's variables in the inventory (if the host is listed several times, later listings win);
+8. ``host_vars/<host>``, source by source;
+9. extra vars (``-e``), in the order given.
 
-``berth_roles`` is computed from levels 2-8; the defaults of those roles are then layered underneath.
-``group_vars/`` and ``host_vars/`` are read from the inventory file's directory. An entry there is a file
-``<name>``, ``<name>.yml`` or ``<name>.yaml`` (loaded in that order), or a folder ``<name>/`` whose
-``*.yml``/``*.yaml`` files (not sub-folders) load in name order. Hidden entries and ``*~`` backups are
-skipped.
+``ansible_group_priority`` set in an inventory source is the group's priority, not a variable (Ansible's
+Group.set_variable); in a group_vars file it is an ordinary variable, as in Ansible. Hosts in no group but
+``all`` are in ``ungrouped``, which is always the first child of ``all``.
+
+Then ``{{ }}`` templates are rendered per host (berth.templating) and ``!vault`` values are decrypted
+(berth.vault) when read; decrypted values are secrets (``berth.vault.revealed``). ``Host.templates`` keeps
+what a templated variable was written as.
+
+``berth_roles`` is computed from levels 2-9; the defaults of those roles are then layered underneath.
 
 Checks, each reported as ``file:line: ...`` (an :class:`~berth.errors.InventoryError`): every variable set
-at levels 2-8 (in any file, whether or not it wins for some host) must have the type of the role default
+at levels 2-9 (in any file, whether or not it wins for some host) must have the type of the role default
 of the same name (any role under ``roles_dir``; a null default accepts anything; if several roles define
-it, fitting one of them is enough); a variable that is not known (a role default, a config default,
-``ansible_*`` or ``berth_*``) but is close to a known name is treated as a typo; ``ansible_port`` and
-``ansible_group_priority`` must be integers; ``berth_roles`` must be a list of existing role names.
+it, fitting one of them is enough; a templated value is not checked); a variable that is not known (a role
+default, a config default, ``ansible_*`` or ``berth_*``) but is close to a known name is treated as a typo;
+``ansible_port`` and ``ansible_group_priority`` must be integers; ``berth_roles`` must be a list of existing
+role names; a group_vars/host_vars entry must name a group or host of the inventory.
 """
 
 from __future__ import annotations
