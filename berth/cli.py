@@ -210,6 +210,8 @@ def print_tree(inv: Inventory) -> None:
 
     def add(branch: Tree, node: Any) -> None:
         for child in node.children:
+            if child.name == "ungrouped" and not child.hosts:
+                continue  # always there (as in Ansible), only worth showing with hosts in it
             add(branch.add(f"[bold]{child.name}[/]"), child)
         for host in node.hosts:
             branch.add(host)

@@ -243,7 +243,7 @@ class Inventory:
         host_files = [
             _load_vars_dir(d / "host_vars", "host", all_hosts, paths, label, passwords) for d in basedirs
         ]
-        config = _load_config_defaults(config_defaults, label) if config_defaults is not None else _Layer()
+        config = _load_config_defaults(config_defaults, label, passwords) if config_defaults else _Layer()
         roles = _load_roles(Path(roles_dir), label) if roles_dir is not None else None
         extras = [_parse_extra_vars(arg, label, passwords) for arg in extra_vars]
 
@@ -767,9 +767,9 @@ def _load_mapping(path: Path, source: str, passwords: Sequence[Password] = ()) -
     return data
 
 
-def _load_config_defaults(path: Path, label: _Labeler) -> _Layer:
+def _load_config_defaults(path: Path, label: _Labeler, passwords: Sequence[Password] = ()) -> _Layer:
     layer = _Layer()
-    layer.add(_load_mapping(path, label(path)), label(path))
+    layer.add(_load_mapping(path, label(path), passwords), label(path), passwords)
     return layer
 
 
