@@ -854,6 +854,8 @@ class _Checker:
         for key, value in layer.values.items():
             origin = layer.origins[key]
             if has_template(value):
+                if key == "berth_roles":  # roles pick role defaults, which templates may read: no cycle
+                    raise InventoryError(f"{origin}: berth_roles cannot be a template, got {_show(value)}")
                 continue  # its type is known once rendered, per host
             if key in ("ansible_port", "ansible_group_priority") and not _is_int(value):
                 raise InventoryError(

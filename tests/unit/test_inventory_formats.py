@@ -320,3 +320,10 @@ def test_values_derived_from_a_secret_are_secrets(tmp_path: Path) -> None:
     assert encoded == "ZGVyMXZlZC1zcmM="
     assert encoded in vault.revealed()
     assert "42-public" not in vault.revealed()
+
+
+def test_berth_roles_cannot_be_templated(tmp_path: Path) -> None:
+    files = {"hosts.yml": "all:\n  hosts:\n    h1:\n      berth_roles: '{{ [\"a\"] }}'\n"}
+    assert error(tmp_path, files, source="hosts.yml") == (
+        "hosts.yml:4: berth_roles cannot be a template, got '{{ [\"a\"] }}'"
+    )
