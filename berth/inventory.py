@@ -64,14 +64,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from berth import vault
 from berth.errors import InventoryError
+from berth.inventory_files import YAML_EXTS, decrypt_values, read_source, read_yaml, reveal_all, source_files
+from berth.inventory_files import parse as parse_yaml_inventory
 from berth.inventory_ini import parse_ini
-from berth.templating import HostData, Renderer, Unsafe, has_template
-from berth.vault import Password, VaultText
-from berth.yamlfile import LineDict, LineLoader, parse_yaml, plain, read_text
+from berth.templating import HostData, Renderer, has_template
+from berth.vault import Password
+from berth.yamlfile import LineDict, parse_yaml, plain
 
 EXTRA_VARS_SOURCE = "-e (command line)"
 VARS_SUFFIXES = (".yml", ".yaml")
@@ -83,61 +83,6 @@ NEAREST_CUTOFF = 0.6  # difflib's default, for "nearest: ..." suggestions (see _
 _HOST_RANGE = re.compile(r"^(?P<head>[^\[\]]*)\[(?P<body>[^\[\]]*)\](?P<tail>.*)$")
 _VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _COLON_OUTSIDE_BRACKETS = re.compile(r":(?![^\[]*\])")
-
-
-class _InventoryLoader(LineLoader):
-    """YAML as Ansible reads inventory and vars files: ``!vault |`` values and ``!unsafe`` strings."""
-
-
-def _construct_vault(loader: LineLoader, node: yaml.Node) -> VaultText:
-    return VaultText(str(loader.construct_scalar(node)), node.start_mark.line + 1)
-
-
-def _construct_unsafe(loader: LineLoader, node: yaml.Node) -> Unsafe:
-    return Unsafe(loader.construct_scalar(node))
-
-
-_InventoryLoader.add_constructor("!vault", _construct_vault)
-_InventoryLoader.add_constructor("!unsafe", _construct_unsafe)
-
-
-def _read_yaml(path: Path, label: str, passwords: Sequence[Password]) -> Any:
-    text, encrypted = _read_source(path, label, passwords)
-    data = parse_yaml(text, label, loader=_InventoryLoader)
-    if encrypted:
-        _reveal_all(data)
-    return data
-
-
-def _read_source(path: Path, label: str, passwords: Sequence[Password]) -> tuple[str, bool]:
-    """A file's text and whether it was a whole vault-encrypted file (then decrypted)."""
-    text = read_text(path, label)
-    if vault.is_encrypted(text):
-        return vault.decrypt(text, passwords, label), True
-    return text, False
-
-
-def _reveal_all(data: Any) -> None:
-    """Mark every string in data from an encrypted file as a secret."""
-    if isinstance(data, dict):
-        for item in data.values():
-            _reveal_all(item)
-    elif isinstance(data, list):
-        for item in data:
-            _reveal_all(item)
-    elif isinstance(data, str):
-        vault.reveal(data)
-
-
-def _reveal(value: Any, origin: Origin, passwords: Sequence[Password]) -> Any:
-    """``value`` with every ``!vault`` in it decrypted (so a secret from then on)."""
-    if isinstance(value, VaultText):
-        return vault.decrypt(value.envelope, passwords, str(Origin(origin.source, value.line or origin.line)))
-    if isinstance(value, list):
-        return [_reveal(item, origin, passwords) for item in value]
-    if isinstance(value, dict):
-        return {key: _reveal(item, origin, passwords) for key, item in value.items()}
-    return value
 
 
 @dataclass(frozen=True)
@@ -403,7 +348,7 @@ class _Layer:
         for key, value in data.items():
             origin = Origin(source, data.lines.get(key))
             _check_name(key, origin)
-            self.set(key, _reveal(value, origin, passwords), origin)
+            self.set(key, decrypt_values(value, origin.source, origin.line, passwords), origin)
 
     def set(self, key: str, value: Any, origin: Origin) -> None:
         self.values[key] = value
@@ -495,16 +440,16 @@ class _InventoryParser:
 
     def set_host_var(self, host: str, key: str, value: Any, line: int) -> None:
         origin = Origin(self.label, line)
-        value = _reveal(value, origin, self.passwords)
+        value = decrypt_values(value, origin.source, origin.line, self.passwords)
         if self.encrypted:
-            _reveal_all(value)
+            reveal_all(value)
         self.hosts[host].set(key, value, origin)
 
     def set_group_var(self, group: str, key: str, value: Any, line: int) -> None:
         origin = Origin(self.label, line)
-        value = _reveal(value, origin, self.passwords)
+        value = decrypt_values(value, origin.source, origin.line, self.passwords)
         if self.encrypted:
-            _reveal_all(value)
+            reveal_all(value)
         target = self._group(group)
         if key == "ansible_group_priority":  # a group property in Ansible (Group.set_variable), not a variable
             try:
@@ -667,29 +612,6 @@ class _InventoryParser:
         return [head + item + rest for item in items for rest in self._expand(tail, line)]
 
 
-# What Ansible's InventoryManager skips in a directory source (inventory/manager.py IGNORED: hidden names,
-# group_vars, host_vars, vars_plugins; constants.py REJECT_EXTS plus config base.yml INVENTORY_IGNORE_EXTS).
-_IGNORED_NAMES = re.compile(r"^\.|^host_vars$|^group_vars$|^vars_plugins$")
-IGNORED_EXTS = (".pyc", ".pyo", ".swp", ".bak", "~", ".rpm", ".md", ".txt", ".rst", ".orig", ".cfg", ".retry")
-YAML_EXTS = (".yml", ".yaml", ".json")  # Ansible's yaml plugin's extensions (.json: YAML is a superset)
-
-
-def source_files(source: Path, label: _Labeler) -> list[Path]:
-    """The inventory files of one ``-i`` source: the file itself, or a directory's files in Ansible's order
-    (names sorted, sub-directories recursively, ignored names and extensions skipped)."""
-    if source.is_file():
-        return [source]
-    if not source.is_dir():
-        raise InventoryError(f"inventory {label(source)} does not exist (use --inventory to pick another)")
-    files = []
-    for name in sorted(os.listdir(source)):
-        if _IGNORED_NAMES.search(name) or name.endswith(IGNORED_EXTS):
-            continue
-        entry = source / name
-        files += source_files(entry, label) if entry.is_dir() else [entry]
-    return files
-
-
 def _parse_source(file: Path, parser: _InventoryParser) -> None:
     """Parse one inventory file as Ansible's plugins would pick it: ``.ini`` is INI; ``.yml``/``.yaml``/
     ``.json`` is YAML; another name is YAML if it reads as a YAML mapping, else INI (the yaml plugin fails
@@ -698,15 +620,15 @@ def _parse_source(file: Path, parser: _InventoryParser) -> None:
     if os.access(file, os.X_OK) and file.suffix not in (*YAML_EXTS, ".ini"):
         raise InventoryError(f"{label}: executable inventory scripts are not supported (remove its x bit "
                              "if it is a plain inventory file)")
-    text, parser.encrypted = _read_source(file, label, parser.passwords)
+    text, parser.encrypted = read_source(file, label, parser.passwords)
     if file.suffix == ".ini":
         parse_ini(text, label, parser)
         return
     if file.suffix in YAML_EXTS:
-        parser.parse_yaml(parse_yaml(text, label, loader=_InventoryLoader))
+        parser.parse_yaml(parse_yaml_inventory(text, label))
         return
     try:
-        data = parse_yaml(text, label, loader=_InventoryLoader)
+        data = parse_yaml_inventory(text, label)
     except InventoryError:
         data = None
     if isinstance(data, LineDict) and all(isinstance(v, LineDict | None) for v in data.values()):
@@ -757,7 +679,7 @@ def _load_vars_dir(
 
 
 def _load_mapping(path: Path, source: str, passwords: Sequence[Password] = ()) -> LineDict:
-    data = _read_yaml(path, source, passwords)
+    data = read_yaml(path, source, passwords)
     if data is None:
         return LineDict()
     if not isinstance(data, LineDict):
@@ -904,7 +826,7 @@ def _render_templates(inventory: Inventory, groups: dict[str, _GroupDef]) -> Non
         # ("https://u:{{ token }}@x" does, and redaction already masks that part.)
         value = rendered[host][key]
         if not any(secret in json.dumps(value) for secret in revealed if len(secret) >= 4):
-            _reveal_all(value)
+            reveal_all(value)
     for name, host in inventory.hosts.items():
         host.templates = {key: value for key, value in host.vars.items() if has_template(value)}
         host.vars = rendered[name]
