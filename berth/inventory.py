@@ -5,7 +5,8 @@ result against ansible-core itself.
 Sources (``-i``, in order; a later one adds to what earlier ones made, as Ansible's InventoryData):
 
 - a file: ``.ini`` is INI (berth.inventory_ini); ``.yml``/``.yaml``/``.json`` is YAML; another name is YAML
-  if it reads as a mapping of groups, else INI; a whole vault-encrypted file is decrypted first;
+  if it reads as a mapping of groups, else INI; a whole vault-encrypted file is decrypted first
+  (berth.inventory_builder builds the groups and hosts, berth.inventory_files reads the files);
 - a directory: its files in name order, sub-directories recursively, skipping what Ansible skips (hidden
   names, ``group_vars``, ``host_vars``, ``vars_plugins``, and the extensions of INVENTORY_IGNORE_EXTS).
 
@@ -58,42 +59,28 @@ import json
 import os
 import re
 import shlex
-import string
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from berth import vault
 from berth.errors import InventoryError
-from berth.inventory_files import YAML_EXTS, decrypt_values, read_source, read_yaml, reveal_all, source_files
-from berth.inventory_files import parse as parse_yaml_inventory
-from berth.inventory_ini import parse_ini
+from berth.inventory_builder import GroupDef, SourceParser, parse_source
+from berth.inventory_files import read_yaml, reveal_all, source_files
+from berth.inventory_layers import Layer, Origin, kind, show, type_name
 from berth.templating import HostData, Renderer, has_template
 from berth.vault import Password
-from berth.yamlfile import LineDict, parse_yaml, plain
+from berth.yamlfile import LineDict, parse_yaml
 
 EXTRA_VARS_SOURCE = "-e (command line)"
 VARS_SUFFIXES = (".yml", ".yaml")
-GROUP_KEYS = ("hosts", "vars", "children")
 FREE_PREFIXES = ("ansible_", "berth_")  # never reported as typos: Ansible's and berth's own names
 TYPO_CUTOFF = 0.85  # difflib ratio above which an unknown variable is taken for a misspelt known one
 NEAREST_CUTOFF = 0.6  # difflib's default, for "nearest: ..." suggestions (see _nearest)
 
-_HOST_RANGE = re.compile(r"^(?P<head>[^\[\]]*)\[(?P<body>[^\[\]]*)\](?P<tail>.*)$")
 _VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _COLON_OUTSIDE_BRACKETS = re.compile(r":(?![^\[]*\])")
-
-
-@dataclass(frozen=True)
-class Origin:
-    """Where a value came from: a file (relative to base_dir when under it) and line, or the command line."""
-
-    source: str
-    line: int | None = None
-
-    def __str__(self) -> str:
-        return self.source if self.line is None else f"{self.source}:{self.line}"
 
 
 @dataclass
@@ -172,11 +159,11 @@ class Inventory:
             raise InventoryError("no inventory given")
         label = _Labeler(Path(base_dir) if base_dir is not None else Path.cwd())
         passwords = vault.load_passwords() if vault_passwords is None else vault_passwords
-        parser = _InventoryParser(passwords)
+        parser = SourceParser(passwords)
         for source in paths:
             for file in source_files(source, label):
                 parser.label = label(file)
-                _parse_source(file, parser)
+                parse_source(file, parser)
         parser.finish()
         all_groups, all_hosts = list(parser.groups), list(parser.hosts)
         # group_vars/ and host_vars/ beside each source: a directory's own, a file's folder (Ansible's
@@ -188,7 +175,7 @@ class Inventory:
         host_files = [
             _load_vars_dir(d / "host_vars", "host", all_hosts, paths, label, passwords) for d in basedirs
         ]
-        config = _load_config_defaults(config_defaults, label, passwords) if config_defaults else _Layer()
+        config = _load_config_defaults(config_defaults, label, passwords) if config_defaults else Layer()
         roles = _load_roles(Path(roles_dir), label) if roles_dir is not None else None
         extras = [_parse_extra_vars(arg, label, passwords) for arg in extra_vars]
 
@@ -210,7 +197,7 @@ class Inventory:
         order = _group_order(parser.groups)
         inventory = cls(hosts={}, groups={}, path=paths[0], sources=paths)
         for name, group in parser.groups.items():
-            own = _Layer.merged([group.vars, *(files.get(name, _Layer()) for files in group_files)])
+            own = Layer.merged([group.vars, *(files.get(name, Layer()) for files in group_files)])
             inventory.groups[name] = Group(
                 name, list(group.children), list(group.hosts), own.plain(), group.priority
             )
@@ -222,13 +209,13 @@ class Inventory:
             # "all", then of the other groups; then group_vars/all, then group_vars/<group>, source by source.
             layers = [config, parser.groups["all"].vars]
             layers += [parser.groups[group].vars for group in others]
-            layers += [files.get("all", _Layer()) for files in group_files]
-            layers += [files.get(group, _Layer()) for files in group_files for group in others]
-            layers += [host_layer, *(files.get(name, _Layer()) for files in host_files), *extras]
-            above = _Layer.merged(layers)
+            layers += [files.get("all", Layer()) for files in group_files]
+            layers += [files.get(group, Layer()) for files in group_files for group in others]
+            layers += [host_layer, *(files.get(name, Layer()) for files in host_files), *extras]
+            above = Layer.merged(layers)
             host_roles = _roles_of(above)
             defaults = [roles[role].layer for role in host_roles] if roles is not None else []
-            merged = _Layer.merged([*defaults, above])
+            merged = Layer.merged([*defaults, above])
             inventory.hosts[name] = Host(name, groups, merged.plain(), dict(merged.origins), host_roles)
         _render_templates(inventory, parser.groups)
         return inventory
@@ -337,310 +324,10 @@ class _Labeler:
             return str(path)
 
 
-@dataclass
-class _Layer:
-    """Variables from one source (or several merged), each with its origin."""
-
-    values: dict[str, Any] = field(default_factory=dict)
-    origins: dict[str, Origin] = field(default_factory=dict)
-
-    def add(self, data: LineDict, source: str, passwords: Sequence[Password] = ()) -> None:
-        for key, value in data.items():
-            origin = Origin(source, data.lines.get(key))
-            _check_name(key, origin)
-            self.set(key, decrypt_values(value, origin.source, origin.line, passwords), origin)
-
-    def set(self, key: str, value: Any, origin: Origin) -> None:
-        self.values[key] = value
-        self.origins[key] = origin
-
-    @classmethod
-    def merged(cls, layers: Iterable[_Layer]) -> _Layer:
-        result = cls()
-        for layer in layers:
-            result.values.update(layer.values)
-            result.origins.update(layer.origins)
-        return result
-
-    def plain(self) -> dict[str, Any]:
-        return {key: plain(value) for key, value in self.values.items()}
-
-
-@dataclass
-class _GroupDef:
-    name: str
-    parents: list[str] = field(default_factory=list)
-    children: list[str] = field(default_factory=list)
-    hosts: list[str] = field(default_factory=list)
-    vars: _Layer = field(default_factory=_Layer)
-    priority: int = 1  # ansible_group_priority, set in the inventory source only (as Ansible)
-    priority_origin: Origin | None = None
-
-
-def _check_name(key: Any, origin: Origin) -> None:
-    if not isinstance(key, str):
-        raise InventoryError(f"{origin}: variable names must be strings, got {key!r}")
-
-
-# Ansible's parse_address patterns (parsing/utils/addresses.py): "host:port" and "[host]:port".
-_HOST_PORT = re.compile(r"^((?:[^:\[\]]|\[[^\]]*\])*):([0-9]+)$")
-_BRACKETED_HOST_PORT = re.compile(r"^\[(.+)\]:([0-9]+)$")
-
-
-def _split_port(pattern: str) -> tuple[str, int | None]:
-    """``web[1:3]:2222`` -> (``web[1:3]``, 2222); IPv6 addresses without brackets keep their colons."""
-    for regex in (_BRACKETED_HOST_PORT, _HOST_PORT):
-        match = regex.match(pattern)
-        if match:
-            return match[1], int(match[2])
-    return pattern, None
-
-
-class _InventoryParser:
-    """Builds groups and hosts from one or more sources (YAML or INI), as Ansible's InventoryData does: a
-    later source adds hosts, groups and variables to what earlier ones made. ``label`` names the source
-    being read, for origins and errors."""
-
-    def __init__(self, passwords: Sequence[Password] = ()) -> None:
-        self.label = ""
-        self.passwords = passwords
-        self.encrypted = False  # the source being read was a vault-encrypted file: its values are secrets
-        # As Ansible's InventoryData: "all" and "ungrouped" always exist, "ungrouped" first under "all".
-        self.groups: dict[str, _GroupDef] = {
-            "all": _GroupDef("all", children=["ungrouped"]), "ungrouped": _GroupDef("ungrouped", parents=["all"])
-        }
-        self.hosts: dict[str, _Layer] = {}  # host -> its inventory variables, in inventory order
-
-    # -- the builder interface (berth.inventory_ini.InventoryBuilder) ----------------------------------
-
-    def add_group(self, name: str) -> None:
-        self._group(name)
-
-    def link(self, parent: str, child: str, line: int) -> None:
-        if child == parent or child in self._ancestors(parent):
-            raise self._error(line, f"group {child!r} cannot be a child of {parent!r}: that makes a loop")
-        self._group(parent)
-        self._group(child)
-        if child not in self.groups[parent].children:
-            self.groups[parent].children.append(child)
-            self.groups[child].parents.append(parent)
-
-    def add_hosts(self, group: str, pattern: str, line: int) -> list[str]:
-        """Add the hosts of ``pattern`` (ranges, an optional ``:port``) to ``group``; returns their names."""
-        pattern, port = _split_port(pattern)
-        names = self._expand(pattern, line)
-        target = self._group(group)
-        for name in names:
-            self.hosts.setdefault(name, _Layer())
-            if name not in target.hosts:
-                target.hosts.append(name)
-            if port is not None:  # as Ansible's InventoryData.add_host(port=...)
-                self.set_host_var(name, "ansible_port", port, line)
-        return names
-
-    def set_host_var(self, host: str, key: str, value: Any, line: int) -> None:
-        origin = Origin(self.label, line)
-        value = decrypt_values(value, origin.source, origin.line, self.passwords)
-        if self.encrypted:
-            reveal_all(value)
-        self.hosts[host].set(key, value, origin)
-
-    def set_group_var(self, group: str, key: str, value: Any, line: int) -> None:
-        origin = Origin(self.label, line)
-        value = decrypt_values(value, origin.source, origin.line, self.passwords)
-        if self.encrypted:
-            reveal_all(value)
-        target = self._group(group)
-        if key == "ansible_group_priority":  # a group property in Ansible (Group.set_variable), not a variable
-            try:
-                target.priority = int(value)
-            except (TypeError, ValueError):
-                raise InventoryError(
-                    f"{origin}: ansible_group_priority must be an integer, got {_show(value)} ({_type(value)})"
-                ) from None
-            target.priority_origin = origin
-            return
-        target.vars.set(key, value, origin)
-
-    # -- YAML ----------------------------------------------------------------------------------------
-
-    def parse_yaml(self, data: Any) -> None:
-        if data is None:
-            return  # an empty source adds nothing (Ansible warns and goes on)
-        if not isinstance(data, LineDict):
-            raise self._error(
-                getattr(data, "line", 1),
-                f"the inventory must be a mapping of groups (e.g. 'all:'), got {_kind(data)}",
-            )
-        for key, body in data.items():
-            # Other top-level groups are implicit children of "all", as in Ansible.
-            if str(key) != "all":
-                self._group(str(key))
-            self._parse_group(str(key), body, data.lines[key])
-
-    def finish(self) -> None:
-        """Ansible's InventoryData.reconcile_inventory: parentless groups go under ``all``; hosts in no
-        group but ``all`` go into ``ungrouped``, and hosts in another group leave it."""
-        for name, group in list(self.groups.items()):
-            if name != "all" and not group.parents:
-                self.link("all", name, 0)
-        for host in self.hosts:
-            direct = [name for name, group in self.groups.items() if host in group.hosts and name != "all"]
-            if "ungrouped" in direct and len(direct) > 1:
-                self.groups["ungrouped"].hosts.remove(host)
-            elif not direct:
-                self.groups["ungrouped"].hosts.append(host)
-
-    def _error(self, line: int | None, message: str) -> InventoryError:
-        return InventoryError(f"{Origin(self.label, line)}: {message}")
-
-    def _group(self, name: str) -> _GroupDef:
-        return self.groups.setdefault(name, _GroupDef(name))
-
-    def _parse_group(self, name: str, body: Any, line: int) -> None:
-        self._group(name)
-        if body is None:
-            return
-        if not isinstance(body, LineDict):
-            raise self._error(
-                line, f"group {name!r} must be a mapping with hosts, vars or children, got {_kind(body)}"
-            )
-        for key, value in body.items():
-            key_line = body.lines[key]
-            if key == "hosts":
-                self._parse_hosts(name, value, key_line)
-            elif key == "vars":
-                if value is not None and not isinstance(value, LineDict):
-                    raise self._error(
-                        key_line, f"'vars' of group {name!r} must be a mapping, got {_kind(value)}"
-                    )
-                for var, item in (value or LineDict()).items():
-                    _check_name(var, Origin(self.label, value.lines.get(var)))
-                    self.set_group_var(name, var, item, value.lines[var])
-            elif key == "children":
-                self._parse_children(name, value, key_line)
-            else:
-                close = difflib.get_close_matches(str(key), GROUP_KEYS, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise self._error(
-                    key_line,
-                    f"group {name!r} has unknown key {key!r} (expected hosts, vars or children{hint})",
-                )
-
-    def _parse_hosts(self, group: str, hosts: Any, line: int) -> None:
-        if hosts is None:
-            return
-        if not isinstance(hosts, LineDict):
-            raise self._error(
-                line,
-                f"'hosts' of group {group!r} must be a mapping of host names (each followed by ':'), "
-                f"got {_kind(hosts)}",
-            )
-        for pattern, host_vars in hosts.items():
-            host_line = hosts.lines[pattern]
-            if host_vars is not None and not isinstance(host_vars, LineDict):
-                raise self._error(
-                    host_line,
-                    f"host {pattern!r} must be followed by a mapping of variables or nothing, got "
-                    f"{_kind(host_vars)} {_show(host_vars)} (e.g. '{pattern}: {{ansible_host: ...}}')",
-                )
-            for name in self.add_hosts(group, str(pattern), host_line):
-                for var, item in (host_vars or LineDict()).items():
-                    _check_name(var, Origin(self.label, host_vars.lines.get(var)))
-                    self.set_host_var(name, var, item, host_vars.lines[var])
-
-    def _parse_children(self, parent: str, children: Any, line: int) -> None:
-        if children is None:
-            return
-        if not isinstance(children, LineDict):
-            raise self._error(
-                line,
-                f"'children' of group {parent!r} must be a mapping of group names "
-                f"(each followed by ':'), got {_kind(children)}",
-            )
-        for key, body in children.items():
-            self.link(parent, str(key), children.lines[key])
-            self._parse_group(str(key), body, children.lines[key])
-
-    def _ancestors(self, name: str) -> set[str]:
-        found: set[str] = set()
-        todo = list(self._group(name).parents)
-        while todo:
-            parent = todo.pop()
-            if parent not in found:
-                found.add(parent)
-                todo += self.groups[parent].parents
-        return found
-
-    def _expand(self, pattern: str, line: int) -> list[str]:
-        """Expand Ansible host ranges: ``web[01:03]``, ``node[a:c]``, ``r[1:9:2]``; several may combine."""
-        match = _HOST_RANGE.match(pattern)
-        if match is None:
-            if "[" in pattern or "]" in pattern:
-                raise self._error(line, f"bad host range in {pattern!r}: unbalanced brackets")
-            return [pattern]
-        head, body, tail = match["head"], match["body"], match["tail"]
-        bounds = body.split(":")
-        if len(bounds) not in (2, 3) or not bounds[1]:
-            raise self._error(line, f"bad host range {pattern!r}: expected [start:end] or [start:end:stride]")
-        start, end = bounds[0] or "0", bounds[1]
-        stride_text = bounds[2] if len(bounds) == 3 else "1"
-        if not stride_text.isdigit() or int(stride_text) < 1:
-            raise self._error(line, f"bad host range {pattern!r}: the stride must be a positive integer")
-        stride = int(stride_text)
-        if start.isdigit() and end.isdigit():
-            if int(start) > int(end):
-                raise self._error(line, f"bad host range {pattern!r}: {start} is after {end}")
-            width = len(start) if start.startswith("0") and len(start) > 1 else 0
-            if width and len(end) != width:
-                raise self._error(
-                    line, f"bad host range {pattern!r}: zero-padded bounds must have the same width"
-                )
-            items = [str(number).zfill(width) for number in range(int(start), int(end) + 1, stride)]
-        elif any(
-            len(start) == len(end) == 1 and start in letters and end in letters
-            for letters in (string.ascii_lowercase, string.ascii_uppercase)
-        ):
-            if start > end:
-                raise self._error(line, f"bad host range {pattern!r}: {start} is after {end}")
-            items = [chr(code) for code in range(ord(start), ord(end) + 1, stride)]
-        else:
-            raise self._error(
-                line,
-                f"bad host range {pattern!r}: bounds must be two numbers or two letters of the same case",
-            )
-        return [head + item + rest for item in items for rest in self._expand(tail, line)]
-
-
-def _parse_source(file: Path, parser: _InventoryParser) -> None:
-    """Parse one inventory file as Ansible's plugins would pick it: ``.ini`` is INI; ``.yml``/``.yaml``/
-    ``.json`` is YAML; another name is YAML if it reads as a YAML mapping, else INI (the yaml plugin fails
-    and the ini plugin takes it). Inventory scripts (executable files) are not run."""
-    label = parser.label
-    if os.access(file, os.X_OK) and file.suffix not in (*YAML_EXTS, ".ini"):
-        raise InventoryError(f"{label}: executable inventory scripts are not supported (remove its x bit "
-                             "if it is a plain inventory file)")
-    text, parser.encrypted = read_source(file, label, parser.passwords)
-    if file.suffix == ".ini":
-        parse_ini(text, label, parser)
-        return
-    if file.suffix in YAML_EXTS:
-        parser.parse_yaml(parse_yaml_inventory(text, label))
-        return
-    try:
-        data = parse_yaml_inventory(text, label)
-    except InventoryError:
-        data = None
-    if isinstance(data, LineDict) and all(isinstance(v, LineDict | None) for v in data.values()):
-        parser.parse_yaml(data)
-    else:
-        parse_ini(text, label, parser)
-
-
 def _load_vars_dir(
     directory: Path, kind: str, known: list[str], sources: list[Path], label: _Labeler,
     passwords: Sequence[Password] = (),
-) -> dict[str, _Layer]:
+) -> dict[str, Layer]:
     """Load ``group_vars/`` or ``host_vars/``: entity name -> merged layer. Unknown names are errors."""
     if not directory.is_dir():
         return {}
@@ -670,7 +357,7 @@ def _load_vars_dir(
         found.setdefault(name, []).append((rank, files))
     layers = {}
     for name, entries in found.items():
-        layer = _Layer()
+        layer = Layer()
         for _, files in sorted(entries, key=lambda item: item[0]):
             for file in files:
                 layer.add(_load_mapping(file, label(file), passwords), label(file), passwords)
@@ -684,13 +371,13 @@ def _load_mapping(path: Path, source: str, passwords: Sequence[Password] = ()) -
         return LineDict()
     if not isinstance(data, LineDict):
         raise InventoryError(
-            f"{Origin(source, getattr(data, 'line', 1))}: expected a mapping of variables, got {_kind(data)}"
+            f"{Origin(source, getattr(data, 'line', 1))}: expected a mapping of variables, got {kind(data)}"
         )
     return data
 
 
-def _load_config_defaults(path: Path, label: _Labeler, passwords: Sequence[Password] = ()) -> _Layer:
-    layer = _Layer()
+def _load_config_defaults(path: Path, label: _Labeler, passwords: Sequence[Password] = ()) -> Layer:
+    layer = Layer()
     layer.add(_load_mapping(path, label(path), passwords), label(path), passwords)
     return layer
 
@@ -698,7 +385,7 @@ def _load_config_defaults(path: Path, label: _Labeler, passwords: Sequence[Passw
 @dataclass
 class _Role:
     name: str
-    layer: _Layer
+    layer: Layer
 
 
 def _load_roles(roles_dir: Path, label: _Labeler) -> dict[str, _Role]:
@@ -708,7 +395,7 @@ def _load_roles(roles_dir: Path, label: _Labeler) -> dict[str, _Role]:
     roles = {}
     for entry in sorted(roles_dir.iterdir()):
         if entry.is_dir() and not entry.name.startswith((".", "_")):  # skip __pycache__ and the like
-            layer = _Layer()
+            layer = Layer()
             defaults = entry / "defaults.yml"
             if defaults.is_file():
                 layer.add(_load_mapping(defaults, label(defaults)), label(defaults))
@@ -716,11 +403,11 @@ def _load_roles(roles_dir: Path, label: _Labeler) -> dict[str, _Role]:
     return roles
 
 
-def _parse_extra_vars(arg: str, label: _Labeler, passwords: Sequence[Password] = ()) -> _Layer:
+def _parse_extra_vars(arg: str, label: _Labeler, passwords: Sequence[Password] = ()) -> Layer:
     """One ``-e`` argument: ``@file.yml`` (relative to the working directory), a ``{...}`` YAML/JSON
     mapping, or space-separated ``key=value`` pairs (shell-style quoting, so ``msg='a b'`` works)."""
     text = arg.strip()
-    layer = _Layer()
+    layer = Layer()
     if text.startswith("@"):
         file = Path(text[1:])
         source = f"-e @{label(file)}"
@@ -729,7 +416,7 @@ def _parse_extra_vars(arg: str, label: _Labeler, passwords: Sequence[Password] =
     if text.startswith("{"):
         data = parse_yaml(text, EXTRA_VARS_SOURCE)
         if not isinstance(data, LineDict):
-            raise InventoryError(f"{EXTRA_VARS_SOURCE}: expected a mapping, got {_kind(data)}: {text!r}")
+            raise InventoryError(f"{EXTRA_VARS_SOURCE}: expected a mapping, got {kind(data)}: {text!r}")
         layer.add(data, EXTRA_VARS_SOURCE)
         layer.origins = {key: Origin(EXTRA_VARS_SOURCE) for key in layer.origins}  # lines of a literal: noise
         return layer
@@ -762,7 +449,7 @@ def _scalar(raw: str) -> Any:
 class _Checker:
     """Checks each layer's values against role defaults (type) and known names (typos)."""
 
-    def __init__(self, roles: dict[str, _Role] | None, config: _Layer, roles_label: str) -> None:
+    def __init__(self, roles: dict[str, _Role] | None, config: Layer, roles_label: str) -> None:
         self.roles = roles
         self.roles_label = roles_label
         # variable -> [(role, default)], roles by name: a value passes if it fits any of them
@@ -772,16 +459,16 @@ class _Checker:
                 self.expected.setdefault(key, []).append((role.name, default))
         self.known = sorted(set(self.expected) | set(config.values))
 
-    def check(self, layer: _Layer) -> None:
+    def check(self, layer: Layer) -> None:
         for key, value in layer.values.items():
             origin = layer.origins[key]
             if has_template(value):
                 if key == "berth_roles":  # roles pick role defaults, which templates may read: no cycle
-                    raise InventoryError(f"{origin}: berth_roles cannot be a template, got {_show(value)}")
+                    raise InventoryError(f"{origin}: berth_roles cannot be a template, got {show(value)}")
                 continue  # its type is known once rendered, per host
             if key in ("ansible_port", "ansible_group_priority") and not _is_int(value):
                 raise InventoryError(
-                    f"{origin}: {key} must be an integer, got {_show(value)} ({_type(value)})"
+                    f"{origin}: {key} must be an integer, got {show(value)} ({type_name(value)})"
                 )
             if key == "berth_roles":
                 self._check_roles(value, origin)
@@ -790,8 +477,8 @@ class _Checker:
                 if not any(_fits(default, value) for _, default in entries):
                     role, default = entries[0]
                     raise InventoryError(
-                        f"{origin}: {key} must be {_kind(default)} (role {role} default: {_show(default)}), "
-                        f"got {_show(value)} ({_type(value)})"
+                        f"{origin}: {key} must be {kind(default)} (role {role} default: {show(default)}), "
+                        f"got {show(value)} ({type_name(value)})"
                     )
             elif key not in self.known and not key.startswith(FREE_PREFIXES):
                 close = difflib.get_close_matches(key, self.known, n=1, cutoff=TYPO_CUTOFF)
@@ -800,7 +487,7 @@ class _Checker:
 
     def _check_roles(self, value: Any, origin: Origin) -> None:
         if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-            raise InventoryError(f"{origin}: berth_roles must be a list of role names, got {_show(value)}")
+            raise InventoryError(f"{origin}: berth_roles must be a list of role names, got {show(value)}")
         if self.roles is None:
             return
         for role in value:
@@ -812,7 +499,7 @@ class _Checker:
                 )
 
 
-def _render_templates(inventory: Inventory, groups: dict[str, _GroupDef]) -> None:
+def _render_templates(inventory: Inventory, groups: dict[str, GroupDef]) -> None:
     """Render every host's ``{{ }}`` (berth.templating), keeping what was written in ``Host.templates``."""
     revealed = set(vault.revealed())
     renderer = Renderer(
@@ -842,7 +529,7 @@ def _holds_secret(value: Any, secrets: set[str]) -> bool:
     return False
 
 
-def _groups_dict(groups: dict[str, _GroupDef]) -> dict[str, list[str]]:
+def _groups_dict(groups: dict[str, GroupDef]) -> dict[str, list[str]]:
     """Ansible's ``groups``: each group's hosts, its own first, then its descendants' level by level
     (inventory/group.py _get_hosts over get_descendants(include_self=True, preserve_ordering=True))."""
     result = {}
@@ -857,12 +544,12 @@ def _groups_dict(groups: dict[str, _GroupDef]) -> dict[str, list[str]]:
     return result
 
 
-def _roles_of(layer: _Layer) -> list[str]:
+def _roles_of(layer: Layer) -> list[str]:
     roles = layer.values.get("berth_roles") or []
     return list(dict.fromkeys(roles))  # listed twice = once, first place
 
 
-def _groups_of(host: str, groups: dict[str, _GroupDef]) -> set[str]:
+def _groups_of(host: str, groups: dict[str, GroupDef]) -> set[str]:
     """The groups ``host`` is in: its direct groups, their ancestors, and "all"."""
     found = {"all"}
     todo = [name for name, group in groups.items() if host in group.hosts]
@@ -874,7 +561,7 @@ def _groups_of(host: str, groups: dict[str, _GroupDef]) -> set[str]:
     return found
 
 
-def _group_order(groups: dict[str, _GroupDef]) -> dict[str, tuple[int, int, str]]:
+def _group_order(groups: dict[str, GroupDef]) -> dict[str, tuple[int, int, str]]:
     """Sort key per group: (depth, ansible_group_priority, name), as Ansible's sort_groups."""
     depth: dict[str, int] = {}
 
@@ -917,39 +604,7 @@ def _fits(default: Any, value: Any) -> bool:
         return isinstance(value, int)
     if isinstance(default, float):
         return isinstance(value, int | float)
-    for kind in (str, list, dict):
-        if isinstance(default, kind):
-            return isinstance(value, kind)
+    for container in (str, list, dict):
+        if isinstance(default, container):
+            return isinstance(value, container)
     return isinstance(value, type(default))
-
-
-def _kind(value: Any) -> str:
-    """The kind of value in words, for "must be ..." and "got ..." messages."""
-    if value is None:
-        return "null"
-    kinds: list[tuple[type, str]] = [
-        (bool, "a boolean"),
-        (int, "an integer"),
-        (float, "a number"),
-        (str, "a string"),
-        (list, "a list"),
-        (dict, "a mapping"),
-    ]
-    for kind, words in kinds:
-        if isinstance(value, kind):
-            return words
-    return f"a {type(value).__name__}"
-
-
-def _type(value: Any) -> str:
-    if value is None:
-        return "null"
-    for kind in (dict, list):  # not LineDict/LineList
-        if isinstance(value, kind):
-            return kind.__name__
-    return type(value).__name__
-
-
-def _show(value: Any, limit: int = 60) -> str:
-    text = repr(plain(value))
-    return text if len(text) <= limit else text[: limit - 3] + "..."
