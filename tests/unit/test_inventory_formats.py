@@ -327,3 +327,25 @@ def test_berth_roles_cannot_be_templated(tmp_path: Path) -> None:
     assert error(tmp_path, files, source="hosts.yml") == (
         "hosts.yml:4: berth_roles cannot be a template, got '{{ [\"a\"] }}'"
     )
+
+
+def test_inventory_scripts_are_refused(tmp_path: Path) -> None:
+    write(tmp_path, {"inv/hosts.ini": "h1\n", "inv/dynamic.sh": "#!/bin/sh\necho '{}'\n"})
+    (tmp_path / "inv/dynamic.sh").chmod(0o755)
+    with pytest.raises(InventoryError) as info:
+        Inventory.load(tmp_path / "inv", base_dir=tmp_path, vault_passwords=[])
+    assert str(info.value) == (
+        "inv/dynamic.sh: executable inventory scripts are not supported (remove its x bit if it is a plain "
+        "inventory file)"
+    )
+
+
+def test_list_json_with_repeated_inventory_option(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import tasks
+
+    write(project, {"one.ini": "[web]\nw1\n", "two/hosts.yml": "db:\n  hosts:\n    d1: {port: 5432}\n"})
+    tasks.inventory_list(MockContext(), inventory=["one.ini", "two"], json=True)
+    out = json.loads(capsys.readouterr().out)
+    assert out["all"] == {"children": ["ungrouped", "web", "db"]}
+    assert out["web"] == {"hosts": ["w1"]} and out["db"] == {"hosts": ["d1"]}
+    assert out["_meta"]["hostvars"]["d1"] == {"port": 5432, "x": 1}
