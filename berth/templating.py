@@ -28,6 +28,7 @@ from typing import Any
 import jinja2
 import yaml
 from jinja2 import nodes
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from berth.errors import InventoryError
 
@@ -242,7 +243,9 @@ def _single_expression(env: jinja2.Environment, text: str) -> str | None:
 
 
 def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
+    # Immutable sandbox: a template reads the inventory, it cannot change it (groups['web'].append(...)).
+    env = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                                        autoescape=False)
     env.filters.update(FILTERS)
     env.tests.update(TESTS)
     return env

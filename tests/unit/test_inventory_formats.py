@@ -349,3 +349,9 @@ def test_list_json_with_repeated_inventory_option(project: Path, capsys: pytest.
     assert out["all"] == {"children": ["ungrouped", "web", "db"]}
     assert out["web"] == {"hosts": ["w1"]} and out["db"] == {"hosts": ["d1"]}
     assert out["_meta"]["hostvars"]["d1"] == {"port": 5432, "x": 1}
+
+
+def test_templates_cannot_change_the_inventory(tmp_path: Path) -> None:
+    text = "web:\n  hosts:\n    h1:\n      x: \"{{ groups['web'].append('evil') }}\"\n"
+    message = error(tmp_path, {"hosts.yml": text}, source="hosts.yml")
+    assert message.startswith("hosts.yml:4: x (host h1): SecurityError: ")
