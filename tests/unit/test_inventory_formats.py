@@ -355,3 +355,16 @@ def test_templates_cannot_change_the_inventory(tmp_path: Path) -> None:
     text = "web:\n  hosts:\n    h1:\n      x: \"{{ groups['web'].append('evil') }}\"\n"
     message = error(tmp_path, {"hosts.yml": text}, source="hosts.yml")
     assert message.startswith("hosts.yml:4: x (host h1): SecurityError: ")
+
+
+def test_show_prints_template_and_value(project: Path, capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import tasks
+
+    monkeypatch.setenv("COLUMNS", "200")
+    write(project, {"inventory/hosts.yml": "all:\n  hosts:\n    h1:\n      san: '{{ inventory_hostname }}.lan'\n"})
+    tasks.inventory_show(MockContext(), host="h1")
+    err = capsys.readouterr().err
+    assert "'h1.lan'" in err
+    assert "template: '{{ inventory_hostname }}.lan'" in err
+    assert "inventory/hosts.yml:4" in err
