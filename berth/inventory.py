@@ -12,8 +12,9 @@ Sources (``-i``, in order; a later one adds to what earlier ones made, as Ansibl
 
 ``group_vars/`` and ``host_vars/`` are read beside each source (in a directory source, in the directory;
 for a file, in its folder), each folder once, in source order. An entry there is a file ``<name>``,
-``<name>.yml`` or ``<name>.yaml`` (loaded in that order), or a folder ``<name>/`` whose ``*.yml``/``*.yaml``
-files (not sub-folders) load in name order. Hidden entries and ``*~`` backups are skipped.
+``<name>.yml``, ``<name>.yaml`` or ``<name>.json`` (one of them: two is an error, Ansible reads only the
+first), or a folder ``<name>/`` whose files (with one of these extensions or none) load in name order,
+sub-folders recursively. Hidden entries and ``*~`` backups are skipped.
 
 Variable precedence, lowest first; a later level replaces a variable's whole value (Ansible's default
 ``hash_behaviour=replace``, so dicts are not merged). Levels 3-8 are Ansible's VariableManager order with
@@ -74,7 +75,7 @@ from berth.vault import Password
 from berth.yamlfile import LineDict, parse_yaml
 
 EXTRA_VARS_SOURCE = "-e (command line)"
-VARS_SUFFIXES = (".yml", ".yaml")
+VARS_SUFFIXES = (".yml", ".yaml", ".json")  # Ansible's YAML_FILENAME_EXTENSIONS
 FREE_PREFIXES = ("ansible_", "berth_")  # never reported as typos: Ansible's and berth's own names
 TYPO_CUTOFF = 0.85  # difflib ratio above which an unknown variable is taken for a misspelt known one
 NEAREST_CUTOFF = 0.6  # difflib's default, for "nearest: ..." suggestions (see _nearest)
@@ -328,41 +329,56 @@ def _load_vars_dir(
     directory: Path, kind: str, known: list[str], sources: list[Path], label: _Labeler,
     passwords: Sequence[Password] = (),
 ) -> dict[str, Layer]:
-    """Load ``group_vars/`` or ``host_vars/``: entity name -> merged layer. Unknown names are errors."""
+    """Load ``group_vars/`` or ``host_vars/``: entity name -> merged layer, as Ansible's host_group_vars
+    plugin and DataLoader.find_vars_files read them. Unknown names, and one name written two ways
+    (``all`` and ``all.yml``: Ansible would read only the first), are errors."""
     if not directory.is_dir():
         return {}
-    found: dict[str, list[tuple[int, list[Path]]]] = {}
+    entries: dict[str, list[Path]] = {}
     for entry in sorted(directory.iterdir()):
         if entry.name.startswith(".") or entry.name.endswith("~"):
             continue
-        # Only .yml/.yaml are stripped: host names often contain dots (runner-01.example.com).
-        name, rank = entry.name, 0
-        for index, suffix in enumerate(VARS_SUFFIXES, start=1):
+        # Only the YAML extensions are stripped: host names often contain dots (runner-01.example.com).
+        name = entry.name
+        for suffix in VARS_SUFFIXES:
             if entry.name.endswith(suffix) and len(entry.name) > len(suffix):
-                name, rank = entry.name[: -len(suffix)], index
+                name = entry.name[: -len(suffix)]
         if name not in known:
             shown = label(entry) + ("/" if entry.is_dir() else "")
             near = _nearest(name, known)
             hint = f"nearest: {', '.join(near)}" if near else f"known {kind}s: {', '.join(known) or 'none'}"
             where = ", ".join(label(source) for source in sources)
             raise InventoryError(f"{shown}: there is no {kind} {name!r} in {where} ({hint})")
-        if entry.is_dir():
-            files = sorted(
-                path
-                for path in entry.iterdir()
-                if path.is_file() and path.suffix in VARS_SUFFIXES and not path.name.startswith(".")
-            )
-        else:
-            files = [entry]
-        found.setdefault(name, []).append((rank, files))
+        entries.setdefault(name, []).append(entry)
     layers = {}
-    for name, entries in found.items():
+    for name, paths in entries.items():
+        # Ansible takes the first of <name>, <name>.yml, <name>.yaml, <name>.json and ignores the others.
+        paths.sort(key=lambda path: ["", *VARS_SUFFIXES].index(path.name[len(name):]))
+        if len(paths) > 1:
+            raise InventoryError(
+                f"{label(paths[1])}: {kind} {name!r} also has {label(paths[0])}, and Ansible reads only that one "
+                "(merge them, or make a folder of files)"
+            )
+        files = _vars_folder_files(paths[0]) if paths[0].is_dir() else [paths[0]]
         layer = Layer()
-        for _, files in sorted(entries, key=lambda item: item[0]):
-            for file in files:
-                layer.add(_load_mapping(file, label(file), passwords), label(file), passwords)
+        for file in files:
+            layer.add(_load_mapping(file, label(file), passwords), label(file), passwords)
         layers[name] = layer
     return layers
+
+
+def _vars_folder_files(folder: Path) -> list[Path]:
+    """A group_vars/host_vars folder's files in name order: sub-folders (without a dot) recursively, files
+    with a YAML extension or none; hidden names and ``~`` backups skipped (DataLoader._get_dir_vars_files)."""
+    files = []
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith(".") or entry.name.endswith("~"):
+            continue
+        if entry.is_dir() and not entry.suffix:
+            files += _vars_folder_files(entry)
+        elif entry.is_file() and (not entry.suffix or entry.suffix in VARS_SUFFIXES):
+            files.append(entry)
+    return files
 
 
 def _load_mapping(path: Path, source: str, passwords: Sequence[Password] = ()) -> LineDict:

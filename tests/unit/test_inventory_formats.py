@@ -368,3 +368,11 @@ def test_show_prints_template_and_value(project: Path, capsys: pytest.CaptureFix
     assert "'h1.lan'" in err
     assert "template: '{{ inventory_hostname }}.lan'" in err
     assert "inventory/hosts.yml:4" in err
+
+
+def test_one_vars_name_written_two_ways_is_an_error(tmp_path: Path) -> None:
+    files = {"hosts.ini": "h1\n", "group_vars/all": "a: 1\n", "group_vars/all.yml": "a: 2\n"}
+    assert error(tmp_path, files) == (
+        "group_vars/all.yml: group 'all' also has group_vars/all, and Ansible reads only that one "
+        "(merge them, or make a folder of files)"
+    )
