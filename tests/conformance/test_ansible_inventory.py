@@ -4,7 +4,9 @@ variable.
 Each folder under ``inventories/`` is one case; its ``case.yml`` lists the ``-i`` sources (files or
 directories, relative to the case) and, optionally, ``vault_ids``: ``[id@]file`` items (a file or an
 executable script, relative to the case), given to Ansible as ``--vault-id`` and to berth as
-``--vault-password-file``.
+``--vault-password-file``; ``min_ansible``: the ansible-core version the case needs (berth renders
+templates as 2.19 does: ``"{{ 5 }}"`` is 5 but ``"{{ '{}' }}"`` stays a string, where 2.17/2.18 would
+``literal_eval`` it).
 
 For every case, ansible-core (the ``dev`` extra pins the bench's range) is run as a subprocess:
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+from importlib import metadata
 import re
 import subprocess
 import sys
@@ -93,6 +96,10 @@ def _rendered_by_ansible(case: Path, spec: dict[str, Any], names: dict[str, list
 def test_inventory_matches_ansible(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     case = CASES / name
     spec = yaml.safe_load((case / "case.yml").read_text())
+    installed = tuple(int(part) for part in metadata.version("ansible-core").split(".")[:2])
+    needed = tuple(int(part) for part in str(spec.get("min_ansible", "2.17")).split("."))
+    if installed < needed:
+        pytest.skip(f"{name} needs ansible-core {spec['min_ansible']}+ semantics, {installed} is installed")
     monkeypatch.delenv("ANSIBLE_VAULT_PASSWORD_FILE", raising=False)
     monkeypatch.chdir(case)  # vault ids are relative to the case
     passwords = vault.load_passwords(spec.get("vault_ids", []))
