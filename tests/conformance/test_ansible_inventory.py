@@ -26,10 +26,10 @@ from __future__ import annotations
 
 import json
 import os
-from importlib import metadata
 import re
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
