@@ -12,7 +12,7 @@ The format, as ansible-core 2.19's ``parsing/vault/__init__.py`` writes it (``fo
 
 Passwords come from ``--vault-password-file`` (repeatable, ``id@file`` gives one a vault id) or else
 ``ANSIBLE_VAULT_PASSWORD_FILE``: a file whose content (stripped) is the password, or an executable whose
-standard output is. As Ansible (without ``vault_id_match``), a value is tried with the password of its vault
+standard output is (a ``*-client`` script gets ``--vault-id ID``, as Ansible's client scripts do). As Ansible (without ``vault_id_match``), a value is tried with the password of its vault
 id first, then with every other one.
 
 Every decrypted value is a secret: :func:`revealed` lists them for berth's redaction.
@@ -89,16 +89,19 @@ def load_passwords(files: Sequence[str] = (), env: Mapping[str, str] | None = No
         vault_id, sep, path = item.partition("@")
         if not sep or not vault_id or os.path.exists(item):
             vault_id, path = DEFAULT_ID, item
-        passwords.append(Password(vault_id, _read_password(Path(path)), path))
+        passwords.append(Password(vault_id, _read_password(Path(path), vault_id), path))
     return passwords
 
 
-def _read_password(path: Path) -> bytes:
+def _read_password(path: Path, vault_id: str) -> bytes:
     if not path.is_file():
         raise InventoryError(f"vault password file {path} does not exist")
     if os.access(path, os.X_OK):  # a script prints the password (Ansible's ScriptVaultSecret)
+        command = [str(path.resolve())]
+        if path.name.endswith("-client") or "-client." in path.name:  # Ansible's script_is_client
+            command += ["--vault-id", vault_id]
         try:
-            result = subprocess.run([str(path.resolve())], capture_output=True, timeout=60, check=False)
+            result = subprocess.run(command, capture_output=True, timeout=60, check=False)
         except OSError as exc:
             raise InventoryError(f"vault password script {path}: cannot run it ({exc.strerror})") from None
         if result.returncode != 0:

@@ -376,3 +376,11 @@ def test_one_vars_name_written_two_ways_is_an_error(tmp_path: Path) -> None:
         "group_vars/all.yml: group 'all' also has group_vars/all, and Ansible reads only that one "
         "(merge them, or make a folder of files)"
     )
+
+
+def test_vault_client_script_gets_the_vault_id(tmp_path: Path) -> None:
+    script = tmp_path / "keyring-client.sh"
+    script.write_text('#!/bin/sh\n[ "$1" = --vault-id ] && echo "pw-for-$2"\n')
+    script.chmod(0o755)
+    (found,) = vault.load_passwords([f"prod@{script}"], env={})
+    assert (found.vault_id, found.secret) == ("prod", b"pw-for-prod")
