@@ -12,8 +12,9 @@ The format, as ansible-core 2.19's ``parsing/vault/__init__.py`` writes it (``fo
 
 Passwords come from ``--vault-password-file`` (repeatable, ``id@file`` gives one a vault id) or else
 ``ANSIBLE_VAULT_PASSWORD_FILE``: a file whose content (stripped) is the password, or an executable whose
-standard output is (a ``*-client`` script gets ``--vault-id ID``, as Ansible's client scripts do). As Ansible (without ``vault_id_match``), a value is tried with the password of its vault
-id first, then with every other one.
+standard output is (a ``*-client`` script gets ``--vault-id ID``, as Ansible's client scripts do). As
+Ansible (without ``vault_id_match``), a value is tried with the password of its vault id first, then with
+every other one.
 
 Every decrypted value is a secret: :func:`revealed` lists them for berth's redaction.
 """
