@@ -15,7 +15,10 @@ from berth.cli import console, exits_cleanly
 
 COMMON_HELP = {
     "limit": "hosts: a host, group, glob, or patterns joined by ',' (':' too); '!x' excludes, '&x' intersects",
-    "inventory": "inventory file (default: config/berth.yml's inventory, inventory/hosts.yml)",
+    "inventory": "inventory file or directory, YAML or INI; repeatable, read in order (default: config/berth.yml's "
+                 "inventory, inventory/hosts.yml)",
+    "vault_password_file": "file with the Ansible Vault password, or a script printing it; [id@]FILE, repeatable "
+                           "(default: $ANSIBLE_VAULT_PASSWORD_FILE)",
     "extra": "extra variables, highest precedence: -e key=value, -e @file.yml (repeatable)",
     "json": "write the results as JSON to this file",
 }
@@ -28,7 +31,7 @@ DRAIN_HELP = {
 
 
 @task(
-    iterable=["extra"],
+    iterable=["extra", "inventory", "vault_password_file"],
     help={**COMMON_HELP, "host": "the host (or pattern) to converge; same as --limit",
           "check": "plan only: change nothing, exit 6 when changes are pending",
           "diff": "show file diffs (secrets redacted)",
@@ -37,11 +40,11 @@ DRAIN_HELP = {
           **DRAIN_HELP},
 )
 @exits_cleanly
-def setup_runner(c, host="", limit="", check=False, diff=False, extra=None, inventory="", forks=0,
-                 accept_new_host_keys=False, json="", force=False, drain_timeout=0):
+def setup_runner(c, host="", limit="", check=False, diff=False, extra=None, inventory=None, forks=0,
+                 vault_password_file=None, accept_new_host_keys=False, json="", force=False, drain_timeout=0):
     """Converge hosts with all their roles (Docker Engine, TLS, gitlab-runner)."""
     cli.require(not (host and limit), "give --host or --limit, not both")
-    project = cli.load_project(inventory, extra or [])
+    project = cli.load_project(inventory, extra or [], vault_password_file)
     hosts = project.hosts(host or limit)
     reports = cli.converge(project, hosts, check=check, diff=diff, accept_new=accept_new_host_keys,
                            forks=forks or None, label="checking" if check else "converging", force=force,
@@ -54,7 +57,7 @@ def setup_runner(c, host="", limit="", check=False, diff=False, extra=None, inve
 
 
 @task(
-    iterable=["extra"],
+    iterable=["extra", "inventory", "vault_password_file"],
     help={**COMMON_HELP,
           "batch": "hosts per batch: N, or P% of the hosts rolled out (at least 1; default 25%)",
           "parallel": "hosts converged at once within a batch (default: forks in config/berth.yml)",
@@ -68,9 +71,9 @@ def setup_runner(c, host="", limit="", check=False, diff=False, extra=None, inve
 )
 @exits_cleanly
 def rollout(c, limit="", batch="25%", parallel=0, max_fail="", check=False, shard="", force=False, drain_timeout=0,
-            extra=None, inventory="", accept_new_host_keys=False, json=""):
+            extra=None, inventory=None, vault_password_file=None, accept_new_host_keys=False, json=""):
     """Rolling converge: batches, a failure budget, health checks, drained restarts; --shard for CI."""
-    project = cli.load_project(inventory, extra or [])
+    project = cli.load_project(inventory, extra or [], vault_password_file)
     result = cli.rollout(project, project.hosts(limit), batch=batch, parallel=parallel, max_fail=max_fail,
                          shard=shard, check=check, force=force, drain_timeout=drain_timeout,
                          accept_new=accept_new_host_keys)
@@ -82,36 +85,37 @@ def rollout(c, limit="", batch="25%", parallel=0, max_fail="", check=False, shar
 
 
 @task(
-    iterable=["extra"],
+    iterable=["extra", "inventory", "vault_password_file"],
     help={**COMMON_HELP, "junit": "write JUnit XML to this file (GitLab shows it in merge requests)",
           "forks": "hosts verified at once (default: config/berth.yml)"},
 )
 @exits_cleanly
-def verify(c, limit="", junit="", json="", inventory="", extra=None, forks=0):
+def verify(c, limit="", junit="", json="", inventory=None, vault_password_file=None, extra=None, forks=0):
     """Compliance checks of every role of each host (testinfra, CIS Docker Benchmark IDs); exit 2 on a failure."""
     from berth import verify as verifying
 
-    project = cli.load_project(inventory, extra or [])
+    project = cli.load_project(inventory, extra or [], vault_password_file)
     code = verifying.run(project, project.hosts(limit), forks=forks, junit=junit, json_path=json)
     if code:
         raise Exit(code=int(code))
 
 
 @task(
-    iterable=["extra"],
+    iterable=["extra", "inventory", "vault_password_file"],
     help={**COMMON_HELP, "runner": "only the runner with this name", "keep": "keep the containers for inspection",
           "clean": "remove what earlier smokes left (after --keep or an interruption)",
           "junit": "write JUnit XML to this file",
           "registry": "registry host:port to push to (default: $BERTH_REGISTRY; the testbed starts one)"},
 )
 @exits_cleanly
-def smoke(c, limit="", extra=None, runner="", keep=False, clean=False, registry="", junit="", json="", inventory=""):
+def smoke(c, limit="", extra=None, runner="", keep=False, clean=False, registry="", junit="", json="", inventory=None,
+          vault_password_file=None):
     """A canary job per runner, as the Docker executor runs it: reach a daemon, build, push, pull by digest."""
     import os
 
     from berth import smoke as smoking
 
-    project = cli.load_project(inventory, extra or [])
+    project = cli.load_project(inventory, extra or [], vault_password_file)
     hosts = project.hosts(limit)
     if clean:
         for host in hosts:
@@ -128,25 +132,39 @@ def smoke(c, limit="", extra=None, runner="", keep=False, clean=False, registry=
 
 # -- inventory -------------------------------------------------------------------------------------
 def _help(*names: str, **more: str) -> dict[str, str]:
-    return {**{n: COMMON_HELP[n] for n in names}, **more}
+    return {**{n: COMMON_HELP[n] for n in names}, "vault_password_file": COMMON_HELP["vault_password_file"], **more}
 
 
-@task(iterable=["extra"], help=_help("inventory", "extra"))
+@task(iterable=["extra", "inventory", "vault_password_file"],
+      help=_help("inventory", "extra", json="print ansible-inventory --list shaped JSON on stdout instead"))
 @exits_cleanly
-def inventory_list(c, inventory="", extra=None):
-    """Print the group tree of the inventory."""
-    cli.print_tree(cli.load_project(inventory, extra or []).inventory)
+def inventory_list(c, inventory=None, vault_password_file=None, extra=None, json=False):
+    """Print the group tree of the inventory (--json: as ansible-inventory --list)."""
+    inv = cli.load_project(inventory, extra or [], vault_password_file).inventory
+    if json:
+        from berth.inventory_json import list_json
+
+        cli.print_json(list_json(inv, cli.secrets()))
+    else:
+        cli.print_tree(inv)
 
 
-@task(iterable=["extra"], help=_help("inventory", "extra", host="the host to show"))
+@task(iterable=["extra", "inventory", "vault_password_file"],
+      help=_help("inventory", "extra", host="the host to show",
+                 json="print the variables as JSON on stdout (as ansible-inventory --host)"))
 @exits_cleanly
-def inventory_show(c, host="", inventory="", extra=None):
-    """Print a host's merged variables, each with the file (and line) it came from."""
+def inventory_show(c, host="", inventory=None, vault_password_file=None, extra=None, json=False):
+    """Print a host's merged variables, each with the file (and line) it came from, templates and values."""
     from rich.table import Table
 
     cli.require(bool(host), "give --host NAME")
-    project = cli.load_project(inventory, extra or [])
+    project = cli.load_project(inventory, extra or [], vault_password_file)
     (h,) = project.hosts(host)[:1] or [None]
+    if json:
+        from berth.inventory_json import host_json
+
+        cli.print_json(host_json(h, cli.secrets()))
+        return
     table = Table(title=f"{h.name}: roles {', '.join(h.roles) or '-'}; groups {', '.join(h.groups)}",
                   title_justify="left")
     table.add_column("variable")
@@ -154,9 +172,36 @@ def inventory_show(c, host="", inventory="", extra=None):
     table.add_column("from", overflow="fold", min_width=24)
     for name in sorted(h.vars):
         # A variable named like a secret is masked whole (berth/redact.py), whatever its value looks like.
-        shown = repr(cli.redact_data({name: h.vars[name]}, cli.secrets())[name])
-        table.add_row(cli.safe(name), cli.safe(shown), cli.safe(str(h.origins.get(name, ""))))
+        value = cli.safe(repr(cli.redact_data({name: h.vars[name]}, cli.secrets())[name]))
+        if name in h.templates:
+            value += f"\n[dim]template: {cli.safe(repr(h.templates[name]))}[/]"
+        table.add_row(cli.safe(name), value, cli.safe(str(h.origins.get(name, ""))))
     console.print(table)
+
+
+@task(iterable=["vault_password_file"],
+      help={"name": "the variable's name (default: print the !vault value alone)",
+            "vault_password_file": COMMON_HELP["vault_password_file"],
+            "vault_id": "write format 1.2 with this vault id (default: 1.1, or the id of an id@FILE password)"})
+@exits_cleanly
+def vault_encrypt_string(c, name="", vault_password_file=None, vault_id=""):
+    """Encrypt a value read from stdin (or prompted for) as an Ansible `!vault |` value, for the inventory."""
+    import getpass
+    import sys
+
+    from berth import vault
+
+    passwords = vault.load_passwords(vault_password_file or [])
+    cli.require(bool(passwords), "give --vault-password-file FILE or set ANSIBLE_VAULT_PASSWORD_FILE")
+    chosen = next((p for p in passwords if p.vault_id == vault_id), passwords[0]) if vault_id else passwords[0]
+    value = getpass.getpass("value to encrypt: ") if sys.stdin.isatty() else sys.stdin.read().rstrip("\n")
+    cli.require(bool(value), "nothing to encrypt (the value is empty)")
+    label = vault_id or (chosen.vault_id if chosen.vault_id != vault.DEFAULT_ID else "")
+    envelope = vault.encrypt(value, chosen.secret, vault_id=label)
+    indent = "  " if name else ""
+    print((f"{name}: " if name else "") + "!vault |")
+    for line in envelope.splitlines():
+        print(f"{indent}  {line}")
 
 
 # -- testbed ---------------------------------------------------------------------------------------
@@ -221,12 +266,12 @@ def certs_init(c, key_type="ec-p256", days=3650):
                   + ("; key encrypted" if cli.ca_passphrase() else "; key NOT encrypted (set BERTH_CA_PASSPHRASE)"))
 
 
-@task(iterable=["extra"], help=_help("limit", "inventory", "extra", "json",
+@task(iterable=["extra", "inventory", "vault_password_file"], help=_help("limit", "inventory", "extra", "json",
                                      clients="list the issued client certificates instead of the hosts"))
 @exits_cleanly
-def certs_status(c, limit="", clients=False, inventory="", extra=None, json=""):
+def certs_status(c, limit="", clients=False, inventory=None, vault_password_file=None, extra=None, json=""):
     """The certificate each daemon serves on its TLS port: subject, SANs, expiry, issuer."""
-    project = cli.load_project(inventory, extra or [])
+    project = cli.load_project(inventory, extra or [], vault_password_file)
     ca = _ca(project)
     rows = cli.client_rows(ca) if clients else cli.served_rows(project, ca, project.hosts(limit))
     cli.print_rows(rows, title="berth certs.status" + (" --clients" if clients else ""))
@@ -330,17 +375,18 @@ def _converge_or_exit(c, project):
 
 
 # -- runners ---------------------------------------------------------------------------------------
-@task(iterable=["extra"], help=_help("inventory", "extra", host="the host", name="the runner's name in config.toml",
+@task(iterable=["extra", "inventory", "vault_password_file"],
+      help=_help("inventory", "extra", host="the host", name="the runner's name in config.toml",
                                      delete="delete the runner in GitLab (default: as gitlab-runner unregister: "
                                             "this host's manager for a glrt- token, the runner for others)"))
 @exits_cleanly
-def runner_remove(c, host="", name="", delete=False, inventory="", extra=None):
+def runner_remove(c, host="", name="", delete=False, inventory=None, vault_password_file=None, extra=None):
     """Remove a runner from a host's config.toml and unregister it; other runners stay byte-identical."""
     from berth.runners import remove_from_host
     from berth.ssh import Session
 
     cli.require(bool(host) and bool(name), "give --host HOST and --name RUNNER")
-    project = cli.load_project(inventory, extra or [])
+    project = cli.load_project(inventory, extra or [], vault_password_file)
     (target,) = project.hosts(host)[:1]
     with Session(target, project.ssh()) as session:
         outcome = remove_from_host(session, name, delete=delete)
@@ -362,7 +408,10 @@ certs_ns.add_task(certs_client, name="client")
 certs_ns.add_task(certs_rotate_ca, name="rotate-ca")
 certs_ns.add_task(certs_drop_old_ca, name="drop-old-ca")
 
+vault_ns = Collection("vault")
+vault_ns.add_task(vault_encrypt_string, name="encrypt-string")
+
 runner_ns = Collection("runner")
 runner_ns.add_task(runner_remove, name="remove")
 
-ns = Collection(setup_runner, rollout, verify, smoke, demo, inventory_ns, testbed_ns, certs_ns, runner_ns)
+ns = Collection(setup_runner, rollout, verify, smoke, demo, inventory_ns, vault_ns, testbed_ns, certs_ns, runner_ns)

@@ -20,6 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
+from berth import vault
 from berth.engine import Converger, HostReport, Status
 from berth.errors import BerthError, ExitCode, OptionError
 from berth.files import write_atomic
@@ -68,8 +69,9 @@ def ca_passphrase() -> bytes | None:
 
 
 def secrets() -> list[str]:
-    """Values never to print: every environment variable that looks like it holds a secret."""
-    return environment_secrets()
+    """Values never to print: every environment variable that looks like it holds a secret, and every
+    value decrypted from Ansible Vault."""
+    return [*environment_secrets(), *vault.revealed()]
 
 
 def safe(text: str) -> str:
@@ -93,11 +95,16 @@ class Project:
         return RoleContext(self.settings.roles_dir, self.settings.pki_dir, ca_passphrase())
 
 
-def load_project(inventory: str = "", extra: Sequence[str] = ()) -> Project:
+def load_project(inventory: str | Sequence[str] | None = None, extra: Sequence[str] = (),
+                 vault_password_files: Sequence[str] | None = None) -> Project:
+    """``inventory``: one source or several (``-i`` repeated), files or directories; none means
+    config/berth.yml's. Vault passwords: ``[id@]file`` items, else $ANSIBLE_VAULT_PASSWORD_FILE."""
     settings = load_settings()
-    path = Path(inventory) if inventory else settings.inventory
-    inv = Inventory.load(path, extra_vars=list(extra), config_defaults=settings.config_defaults,
-                         roles_dir=settings.roles_dir, base_dir=settings.root)
+    given = [inventory] if isinstance(inventory, str) else list(inventory or [])
+    paths = [Path(item) for item in given if item] or [settings.inventory]
+    inv = Inventory.load(paths, extra_vars=list(extra), config_defaults=settings.config_defaults,
+                         roles_dir=settings.roles_dir, base_dir=settings.root,
+                         vault_passwords=vault.load_passwords(vault_password_files or []))
     return Project(settings, inv)
 
 
@@ -204,11 +211,18 @@ def write_junit(path: str, xml: bytes) -> None:
         write_atomic(path, redact_xml(xml, secrets()))
 
 
+def print_json(data: Any) -> None:
+    """Machine output: JSON on stdout (human output goes to stderr)."""
+    print(json.dumps(data, indent=4, sort_keys=True))
+
+
 def print_tree(inv: Inventory) -> None:
     root = inv.tree()
 
     def add(branch: Tree, node: Any) -> None:
         for child in node.children:
+            if child.name == "ungrouped" and not child.hosts:
+                continue  # always there (as in Ansible), only worth showing with hosts in it
             add(branch.add(f"[bold]{escape(child.name)}[/]"), child)
         for host in node.hosts:
             branch.add(escape(host))

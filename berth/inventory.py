@@ -1,76 +1,87 @@
-"""Load an Ansible YAML inventory and compute each host's variables, remembering where each value came from.
+"""Load Ansible inventories (YAML or INI, files or directories, one or several) and compute each host's
+variables, remembering where each value came from. tests/conformance/test_ansible_inventory.py checks the
+result against ansible-core itself.
+
+Sources (``-i``, in order; a later one adds to what earlier ones made, as Ansible's InventoryData):
+
+- a file: ``.ini`` is INI (berth.inventory_ini); ``.yml``/``.yaml``/``.json`` is YAML; another name is YAML
+  if it reads as a mapping of groups, else INI; a whole vault-encrypted file is decrypted first
+  (berth.inventory_builder builds the groups and hosts, berth.inventory_files reads the files);
+- a directory: its files in name order, sub-directories recursively, skipping what Ansible skips (hidden
+  names, ``group_vars``, ``host_vars``, ``vars_plugins``, and the extensions of INVENTORY_IGNORE_EXTS).
+
+``group_vars/`` and ``host_vars/`` are read beside each source (in a directory source, in the directory;
+for a file, in its folder), each folder once, in source order. An entry there is a file ``<name>``,
+``<name>.yml``, ``<name>.yaml`` or ``<name>.json`` (one of them: two is an error, Ansible reads only the
+first), or a folder ``<name>/`` whose files (with one of these extensions or none) load in name order,
+sub-folders recursively. Hidden entries and ``*~`` backups are skipped.
 
 Variable precedence, lowest first; a later level replaces a variable's whole value (Ansible's default
-``hash_behaviour=replace``, so dicts are not merged):
+``hash_behaviour=replace``, so dicts are not merged). Levels 3-8 are Ansible's VariableManager order with
+the default VARIABLE_PRECEDENCE:
 
 1. role defaults: ``<roles_dir>/<role>/defaults.yml`` for each role in the host's ``berth_roles``, in the
    order listed (a later role wins over an earlier one);
 2. the ``config_defaults`` file (e.g. ``config/defaults.yml``);
-3. the inventory's ``all: vars:``;
-4. ``group_vars/all``;
-5. every other group the host is in (directly or through a child group), sorted by
-   ``(depth, ansible_group_priority, name)``: depth is the longest path from ``all``, so parents come before
-   children; priority defaults to 1 and a higher one merges later. For each group, its inventory ``vars:``
-   then its ``group_vars/<group>`` file. (Ansible applies all inventory group vars before all group_vars
-   files; berth keeps each group's two sources together, which only differs when an earlier group's
-   group_vars file and a later group's inventory ``vars:`` set the same variable.)
-   ``ansible_group_priority`` is read from the group's own variables (inventory ``vars:`` then its
-   group_vars file);
-6. the host's variables in the inventory (if the host is listed several times, later listings win);
-7. ``host_vars/<host>``;
-8. extra vars (``-e``), in the order given.
+3. the inventory's vars of ``all``;
+4. the inventory's vars of every other group the host is in (directly or through a child group), sorted
+   by ``(depth, ansible_group_priority, name)``: depth is the longest path from ``all``, so parents come
+   before children; priority defaults to 1 and a higher one merges later;
+5. ``group_vars/all``, source by source;
+6. ``group_vars/<group>``, source by source, each in the group order of level 4;
+7. the host's variables in the inventory (if the host is listed several times, later listings win);
+8. ``host_vars/<host>``, source by source;
+9. extra vars (``-e``), in the order given.
 
-``berth_roles`` is computed from levels 2-8; the defaults of those roles are then layered underneath.
-``group_vars/`` and ``host_vars/`` are read from the inventory file's directory. An entry there is a file
-``<name>``, ``<name>.yml`` or ``<name>.yaml`` (loaded in that order), or a folder ``<name>/`` whose
-``*.yml``/``*.yaml`` files (not sub-folders) load in name order. Hidden entries and ``*~`` backups are
-skipped.
+``ansible_group_priority`` set in an inventory source is the group's priority, not a variable (Ansible's
+Group.set_variable); in a group_vars file it is an ordinary variable, as in Ansible. Hosts in no group but
+``all`` are in ``ungrouped``, which is always the first child of ``all``.
+
+Then ``{{ }}`` templates are rendered per host (berth.templating) and ``!vault`` values are decrypted
+(berth.vault) when read; decrypted values are secrets (``berth.vault.revealed``). ``Host.templates`` keeps
+what a templated variable was written as.
+
+``berth_roles`` is computed from levels 2-9; the defaults of those roles are then layered underneath.
 
 Checks, each reported as ``file:line: ...`` (an :class:`~berth.errors.InventoryError`): every variable set
-at levels 2-8 (in any file, whether or not it wins for some host) must have the type of the role default
+at levels 2-9 (in any file, whether or not it wins for some host) must have the type of the role default
 of the same name (any role under ``roles_dir``; a null default accepts anything; if several roles define
-it, fitting one of them is enough); a variable that is not known (a role default, a config default,
-``ansible_*`` or ``berth_*``) but is close to a known name is treated as a typo; ``ansible_port`` and
-``ansible_group_priority`` must be integers; ``berth_roles`` must be a list of existing role names.
+it, fitting one of them is enough; a templated value is not checked); a variable that is not known (a role
+default, a config default, ``ansible_*`` or ``berth_*``) but is close to a known name is treated as a typo;
+``ansible_port`` and ``ansible_group_priority`` must be integers; ``berth_roles`` must be a list of existing
+role names; a group_vars/host_vars entry must name a group or host of the inventory.
 """
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
+import json
 import os
 import re
 import shlex
-import string
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from berth import vault
 from berth.errors import InventoryError
-from berth.yamlfile import LineDict, load_yaml, parse_yaml, plain
+from berth.inventory_builder import GroupDef, SourceParser, parse_source
+from berth.inventory_files import read_yaml, reveal_all, source_files
+from berth.inventory_layers import Layer, Origin, kind, show, type_name
+from berth.templating import HostData, Renderer, has_template
+from berth.vault import Password
+from berth.yamlfile import LineDict, parse_yaml
 
 EXTRA_VARS_SOURCE = "-e (command line)"
-VARS_SUFFIXES = (".yml", ".yaml")
-GROUP_KEYS = ("hosts", "vars", "children")
+VARS_SUFFIXES = (".yml", ".yaml", ".json")  # Ansible's YAML_FILENAME_EXTENSIONS
 FREE_PREFIXES = ("ansible_", "berth_")  # never reported as typos: Ansible's and berth's own names
 TYPO_CUTOFF = 0.85  # difflib ratio above which an unknown variable is taken for a misspelt known one
 NEAREST_CUTOFF = 0.6  # difflib's default, for "nearest: ..." suggestions (see _nearest)
 
-_HOST_RANGE = re.compile(r"^(?P<head>[^\[\]]*)\[(?P<body>[^\[\]]*)\](?P<tail>.*)$")
 _VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _COLON_OUTSIDE_BRACKETS = re.compile(r":(?![^\[]*\])")
-
-
-@dataclass(frozen=True)
-class Origin:
-    """Where a value came from: a file (relative to base_dir when under it) and line, or the command line."""
-
-    source: str
-    line: int | None = None
-
-    def __str__(self) -> str:
-        return self.source if self.line is None else f"{self.source}:{self.line}"
 
 
 @dataclass
@@ -82,6 +93,7 @@ class Host:
     vars: dict[str, Any]
     origins: dict[str, Origin]
     roles: list[str]
+    templates: dict[str, Any] = field(default_factory=dict)  # variable -> its value as written, if templated
 
     @property
     def address(self) -> str:
@@ -109,6 +121,7 @@ class Group:
     children: list[str]
     hosts: list[str]
     vars: dict[str, Any]
+    priority: int = 1
 
 
 @dataclass
@@ -126,75 +139,86 @@ class Inventory:
 
     hosts: dict[str, Host]  # in inventory order
     groups: dict[str, Group]  # in inventory order, "all" first
-    path: Path
+    path: Path  # the first source
+    sources: list[Path] = field(default_factory=list)
 
     @classmethod
     def load(
         cls,
-        path: Path | str,
+        path: Path | str | Sequence[Path | str],
         *,
         extra_vars: Sequence[str] = (),
         config_defaults: Path | None = None,
         roles_dir: Path | None = None,
         base_dir: Path | None = None,
+        vault_passwords: Sequence[Password] | None = None,
     ) -> Inventory:
-        """Load ``path`` and compute every host's variables (see the module docstring for the order)."""
-        path = Path(path)
+        """Load one source or several (files or directories, as ``-i`` takes them) and compute every host's
+        variables (see the module docstring for the order)."""
+        paths = [Path(path)] if isinstance(path, str | Path) else [Path(item) for item in path]
+        if not paths:
+            raise InventoryError("no inventory given")
         label = _Labeler(Path(base_dir) if base_dir is not None else Path.cwd())
-        inv_label = label(path)
-        if path.is_dir():
-            raise InventoryError(
-                f"inventory {inv_label} is a directory: pass the YAML file in it, e.g. "
-                f"--inventory {label(path / 'hosts.yml')}"
-            )
-        if not path.is_file():
-            raise InventoryError(
-                f"inventory file {inv_label} does not exist (use --inventory to pick another)"
-            )
-
-        parsed = _InventoryParser(inv_label).parse(load_yaml(path, inv_label))
-        group_files = _load_vars_dir(
-            path.parent / "group_vars", "group", list(parsed.groups), inv_label, label
-        )
-        host_files = _load_vars_dir(path.parent / "host_vars", "host", list(parsed.hosts), inv_label, label)
-        config = _load_config_defaults(config_defaults, label) if config_defaults is not None else _Layer()
+        passwords = vault.load_passwords() if vault_passwords is None else vault_passwords
+        parser = SourceParser(passwords)
+        for source in paths:
+            for file in source_files(source, label):
+                parser.label = label(file)
+                parse_source(file, parser)
+        parser.finish()
+        all_groups, all_hosts = list(parser.groups), list(parser.hosts)
+        # group_vars/ and host_vars/ beside each source: a directory's own, a file's folder (Ansible's
+        # get_vars_from_inventory_sources); each folder once, in source order.
+        basedirs = list(dict.fromkeys(Path(os.path.abspath(p if p.is_dir() else p.parent)) for p in paths))
+        group_files = [
+            _load_vars_dir(d / "group_vars", "group", all_groups, paths, label, passwords) for d in basedirs
+        ]
+        host_files = [
+            _load_vars_dir(d / "host_vars", "host", all_hosts, paths, label, passwords) for d in basedirs
+        ]
+        config = _load_config_defaults(config_defaults, label, passwords) if config_defaults else Layer()
         roles = _load_roles(Path(roles_dir), label) if roles_dir is not None else None
-        extras = [_parse_extra_vars(arg, label) for arg in extra_vars]
+        extras = [_parse_extra_vars(arg, label, passwords) for arg in extra_vars]
 
         checker = _Checker(roles, config, label(Path(roles_dir)) if roles_dir is not None else "")
         for layer in [
             config,
-            *(group.vars for group in parsed.groups.values()),
-            *group_files.values(),
-            *parsed.hosts.values(),
-            *host_files.values(),
+            *(group.vars for group in parser.groups.values()),
+            *(layer for files in group_files for layer in files.values()),
+            *parser.hosts.values(),
+            *(layer for files in host_files for layer in files.values()),
             *extras,
         ]:
             checker.check(layer)
+        if not parser.hosts:
+            where = ", ".join(label(source) for source in paths)
+            raise InventoryError(f"{where}: no hosts in the inventory (e.g. 'all:' then 'hosts:', or an INI "
+                                 "host line)")
 
-        group_layers = {
-            name: _Layer.merged([group.vars, group_files.get(name, _Layer())])
-            for name, group in parsed.groups.items()
-        }
-        order = _group_order(parsed.groups, group_layers)
-        inventory = cls(hosts={}, groups={}, path=path)
-        for name, group in parsed.groups.items():
+        order = _group_order(parser.groups)
+        inventory = cls(hosts={}, groups={}, path=paths[0], sources=paths)
+        for name, group in parser.groups.items():
+            own = Layer.merged([group.vars, *(files.get(name, Layer()) for files in group_files)])
             inventory.groups[name] = Group(
-                name, list(group.children), list(group.hosts), group_layers[name].plain()
+                name, list(group.children), list(group.hosts), own.plain(), group.priority
             )
 
-        for name, host_layer in parsed.hosts.items():
-            groups = sorted(_groups_of(name, parsed.groups), key=order.__getitem__)
-            layers = [config, parsed.groups["all"].vars, group_files.get("all", _Layer())]
-            for group in groups:
-                if group != "all":
-                    layers += [parsed.groups[group].vars, group_files.get(group, _Layer())]
-            layers += [host_layer, host_files.get(name, _Layer()), *extras]
-            above = _Layer.merged(layers)
+        for name, host_layer in parser.hosts.items():
+            groups = sorted(_groups_of(name, parser.groups), key=order.__getitem__)
+            others = [group for group in groups if group != "all"]
+            # Ansible's VariableManager.get_vars with the default VARIABLE_PRECEDENCE: inventory vars of
+            # "all", then of the other groups; then group_vars/all, then group_vars/<group>, source by source.
+            layers = [config, parser.groups["all"].vars]
+            layers += [parser.groups[group].vars for group in others]
+            layers += [files.get("all", Layer()) for files in group_files]
+            layers += [files.get(group, Layer()) for files in group_files for group in others]
+            layers += [host_layer, *(files.get(name, Layer()) for files in host_files), *extras]
+            above = Layer.merged(layers)
             host_roles = _roles_of(above)
             defaults = [roles[role].layer for role in host_roles] if roles is not None else []
-            merged = _Layer.merged([*defaults, above])
+            merged = Layer.merged([*defaults, above])
             inventory.hosts[name] = Host(name, groups, merged.plain(), dict(merged.origins), host_roles)
+        _render_templates(inventory, parser.groups)
         return inventory
 
     def select(self, patterns: str | Sequence[str] | None) -> list[Host]:
@@ -301,261 +325,83 @@ class _Labeler:
             return str(path)
 
 
-@dataclass
-class _Layer:
-    """Variables from one source (or several merged), each with its origin."""
-
-    values: dict[str, Any] = field(default_factory=dict)
-    origins: dict[str, Origin] = field(default_factory=dict)
-
-    def add(self, data: LineDict, source: str) -> None:
-        for key, value in data.items():
-            origin = Origin(source, data.lines.get(key))
-            if not isinstance(key, str):
-                raise InventoryError(f"{origin}: variable names must be strings, got {key!r}")
-            self.values[key] = value
-            self.origins[key] = origin
-
-    @classmethod
-    def merged(cls, layers: Iterable[_Layer]) -> _Layer:
-        result = cls()
-        for layer in layers:
-            result.values.update(layer.values)
-            result.origins.update(layer.origins)
-        return result
-
-    def plain(self) -> dict[str, Any]:
-        return {key: plain(value) for key, value in self.values.items()}
-
-
-@dataclass
-class _GroupDef:
-    name: str
-    parents: list[str] = field(default_factory=list)
-    children: list[str] = field(default_factory=list)
-    hosts: list[str] = field(default_factory=list)
-    vars: _Layer = field(default_factory=_Layer)
-
-
-class _InventoryParser:
-    """Walks the YAML of an inventory into groups and hosts, checking its shape."""
-
-    def __init__(self, label: str) -> None:
-        self.label = label
-        self.groups: dict[str, _GroupDef] = {}
-        self.hosts: dict[str, _Layer] = {}  # host -> its inventory variables, in inventory order
-
-    def parse(self, data: Any) -> _InventoryParser:
-        if data is None:
-            raise InventoryError(
-                f"{self.label}: the inventory is empty (expected a mapping that starts with 'all:')"
-            )
-        if not isinstance(data, LineDict):
-            raise self._error(
-                getattr(data, "line", 1),
-                f"the inventory must be a mapping that starts with 'all:', got {_kind(data)}",
-            )
-        if "all" not in data:
-            raise InventoryError(
-                f"{self.label}: no 'all' group (an Ansible YAML inventory starts with 'all:')"
-            )
-        self._group("all")
-        for key, body in data.items():
-            # Other top-level groups are implicit children of "all", as in Ansible.
-            if str(key) != "all":
-                self._link("all", str(key), data.lines[key])
-            self._parse_group(str(key), body, data.lines[key])
-        return self
-
-    def _error(self, line: int | None, message: str) -> InventoryError:
-        return InventoryError(f"{Origin(self.label, line)}: {message}")
-
-    def _group(self, name: str) -> _GroupDef:
-        return self.groups.setdefault(name, _GroupDef(name))
-
-    def _parse_group(self, name: str, body: Any, line: int) -> None:
-        group = self._group(name)
-        if body is None:
-            return
-        if not isinstance(body, LineDict):
-            raise self._error(
-                line, f"group {name!r} must be a mapping with hosts, vars or children, got {_kind(body)}"
-            )
-        for key, value in body.items():
-            key_line = body.lines[key]
-            if key == "hosts":
-                self._parse_hosts(group, value, key_line)
-            elif key == "vars":
-                if value is not None and not isinstance(value, LineDict):
-                    raise self._error(
-                        key_line, f"'vars' of group {name!r} must be a mapping, got {_kind(value)}"
-                    )
-                group.vars.add(value or LineDict(), self.label)
-            elif key == "children":
-                self._parse_children(group, value, key_line)
-            else:
-                close = difflib.get_close_matches(str(key), GROUP_KEYS, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise self._error(
-                    key_line,
-                    f"group {name!r} has unknown key {key!r} (expected hosts, vars or children{hint})",
-                )
-
-    def _parse_hosts(self, group: _GroupDef, hosts: Any, line: int) -> None:
-        if hosts is None:
-            return
-        if not isinstance(hosts, LineDict):
-            raise self._error(
-                line,
-                f"'hosts' of group {group.name!r} must be a mapping of host names (each followed by ':'), "
-                f"got {_kind(hosts)}",
-            )
-        for pattern, host_vars in hosts.items():
-            host_line = hosts.lines[pattern]
-            if host_vars is not None and not isinstance(host_vars, LineDict):
-                raise self._error(
-                    host_line,
-                    f"host {pattern!r} must be followed by a mapping of variables or nothing, got "
-                    f"{_kind(host_vars)} {_show(host_vars)} (e.g. '{pattern}: {{ansible_host: ...}}')",
-                )
-            for name in self._expand(str(pattern), host_line):
-                layer = self.hosts.setdefault(name, _Layer())
-                if name not in group.hosts:
-                    group.hosts.append(name)
-                if host_vars:
-                    layer.add(host_vars, self.label)
-
-    def _parse_children(self, group: _GroupDef, children: Any, line: int) -> None:
-        if children is None:
-            return
-        if not isinstance(children, LineDict):
-            raise self._error(
-                line,
-                f"'children' of group {group.name!r} must be a mapping of group names "
-                f"(each followed by ':'), got {_kind(children)}",
-            )
-        for key, body in children.items():
-            self._link(group.name, str(key), children.lines[key])
-            self._parse_group(str(key), body, children.lines[key])
-
-    def _link(self, parent: str, child: str, line: int) -> None:
-        if child == parent or child in self._ancestors(parent):
-            raise self._error(line, f"group {child!r} cannot be a child of {parent!r}: that makes a loop")
-        self._group(child)
-        if child not in self.groups[parent].children:
-            self.groups[parent].children.append(child)
-            self.groups[child].parents.append(parent)
-
-    def _ancestors(self, name: str) -> set[str]:
-        found: set[str] = set()
-        todo = list(self.groups[name].parents)
-        while todo:
-            parent = todo.pop()
-            if parent not in found:
-                found.add(parent)
-                todo += self.groups[parent].parents
-        return found
-
-    def _expand(self, pattern: str, line: int) -> list[str]:
-        """Expand Ansible host ranges: ``web[01:03]``, ``node[a:c]``, ``r[1:9:2]``; several may combine."""
-        match = _HOST_RANGE.match(pattern)
-        if match is None:
-            if "[" in pattern or "]" in pattern:
-                raise self._error(line, f"bad host range in {pattern!r}: unbalanced brackets")
-            return [pattern]
-        head, body, tail = match["head"], match["body"], match["tail"]
-        bounds = body.split(":")
-        if len(bounds) not in (2, 3) or not bounds[1]:
-            raise self._error(line, f"bad host range {pattern!r}: expected [start:end] or [start:end:stride]")
-        start, end = bounds[0] or "0", bounds[1]
-        stride_text = bounds[2] if len(bounds) == 3 else "1"
-        if not stride_text.isdigit() or int(stride_text) < 1:
-            raise self._error(line, f"bad host range {pattern!r}: the stride must be a positive integer")
-        stride = int(stride_text)
-        if start.isdigit() and end.isdigit():
-            if int(start) > int(end):
-                raise self._error(line, f"bad host range {pattern!r}: {start} is after {end}")
-            width = len(start) if start.startswith("0") and len(start) > 1 else 0
-            if width and len(end) != width:
-                raise self._error(
-                    line, f"bad host range {pattern!r}: zero-padded bounds must have the same width"
-                )
-            items = [str(number).zfill(width) for number in range(int(start), int(end) + 1, stride)]
-        elif any(
-            len(start) == len(end) == 1 and start in letters and end in letters
-            for letters in (string.ascii_lowercase, string.ascii_uppercase)
-        ):
-            if start > end:
-                raise self._error(line, f"bad host range {pattern!r}: {start} is after {end}")
-            items = [chr(code) for code in range(ord(start), ord(end) + 1, stride)]
-        else:
-            raise self._error(
-                line,
-                f"bad host range {pattern!r}: bounds must be two numbers or two letters of the same case",
-            )
-        return [head + item + rest for item in items for rest in self._expand(tail, line)]
-
-
 def _load_vars_dir(
-    directory: Path, kind: str, known: list[str], inv_label: str, label: _Labeler
-) -> dict[str, _Layer]:
-    """Load ``group_vars/`` or ``host_vars/``: entity name -> merged layer. Unknown names are errors."""
+    directory: Path, kind: str, known: list[str], sources: list[Path], label: _Labeler,
+    passwords: Sequence[Password] = (),
+) -> dict[str, Layer]:
+    """Load ``group_vars/`` or ``host_vars/``: entity name -> merged layer, as Ansible's host_group_vars
+    plugin and DataLoader.find_vars_files read them. Unknown names, and one name written two ways
+    (``all`` and ``all.yml``: Ansible would read only the first), are errors."""
     if not directory.is_dir():
         return {}
-    found: dict[str, list[tuple[int, list[Path]]]] = {}
+    entries: dict[str, list[Path]] = {}
     for entry in sorted(directory.iterdir()):
         if entry.name.startswith(".") or entry.name.endswith("~"):
             continue
-        # Only .yml/.yaml are stripped: host names often contain dots (runner-01.example.com).
-        name, rank = entry.name, 0
-        for index, suffix in enumerate(VARS_SUFFIXES, start=1):
+        # Only the YAML extensions are stripped: host names often contain dots (runner-01.example.com).
+        name = entry.name
+        for suffix in VARS_SUFFIXES:
             if entry.name.endswith(suffix) and len(entry.name) > len(suffix):
-                name, rank = entry.name[: -len(suffix)], index
+                name = entry.name[: -len(suffix)]
         if name not in known:
             shown = label(entry) + ("/" if entry.is_dir() else "")
             near = _nearest(name, known)
             hint = f"nearest: {', '.join(near)}" if near else f"known {kind}s: {', '.join(known) or 'none'}"
-            raise InventoryError(f"{shown}: there is no {kind} {name!r} in {inv_label} ({hint})")
-        if entry.is_dir():
-            files = sorted(
-                path
-                for path in entry.iterdir()
-                if path.is_file() and path.suffix in VARS_SUFFIXES and not path.name.startswith(".")
-            )
-        else:
-            files = [entry]
-        found.setdefault(name, []).append((rank, files))
+            where = ", ".join(label(source) for source in sources)
+            raise InventoryError(f"{shown}: there is no {kind} {name!r} in {where} ({hint})")
+        entries.setdefault(name, []).append(entry)
     layers = {}
-    for name, entries in found.items():
-        layer = _Layer()
-        for _, files in sorted(entries, key=lambda item: item[0]):
-            for file in files:
-                layer.add(_load_mapping(file, label(file)), label(file))
+    for name, paths in entries.items():
+        # Ansible takes the first of <name>, <name>.yml, <name>.yaml, <name>.json and ignores the others.
+        paths.sort(key=lambda path: ["", *VARS_SUFFIXES].index(path.name[len(name):]))
+        if len(paths) > 1:
+            raise InventoryError(
+                f"{label(paths[1])}: {kind} {name!r} also has {label(paths[0])}, and Ansible reads only that one "
+                "(merge them, or make a folder of files)"
+            )
+        files = _vars_folder_files(paths[0]) if paths[0].is_dir() else [paths[0]]
+        layer = Layer()
+        for file in files:
+            layer.add(_load_mapping(file, label(file), passwords), label(file), passwords)
         layers[name] = layer
     return layers
 
 
-def _load_mapping(path: Path, source: str) -> LineDict:
-    data = load_yaml(path, source)
+def _vars_folder_files(folder: Path) -> list[Path]:
+    """A group_vars/host_vars folder's files in name order: sub-folders (without a dot) recursively, files
+    with a YAML extension or none; hidden names and ``~`` backups skipped (DataLoader._get_dir_vars_files)."""
+    files = []
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith(".") or entry.name.endswith("~"):
+            continue
+        if entry.is_dir() and not entry.suffix:
+            files += _vars_folder_files(entry)
+        elif entry.is_file() and (not entry.suffix or entry.suffix in VARS_SUFFIXES):
+            files.append(entry)
+    return files
+
+
+def _load_mapping(path: Path, source: str, passwords: Sequence[Password] = ()) -> LineDict:
+    data = read_yaml(path, source, passwords)
     if data is None:
         return LineDict()
     if not isinstance(data, LineDict):
         raise InventoryError(
-            f"{Origin(source, getattr(data, 'line', 1))}: expected a mapping of variables, got {_kind(data)}"
+            f"{Origin(source, getattr(data, 'line', 1))}: expected a mapping of variables, got {kind(data)}"
         )
     return data
 
 
-def _load_config_defaults(path: Path, label: _Labeler) -> _Layer:
-    layer = _Layer()
-    layer.add(_load_mapping(path, label(path)), label(path))
+def _load_config_defaults(path: Path, label: _Labeler, passwords: Sequence[Password] = ()) -> Layer:
+    layer = Layer()
+    layer.add(_load_mapping(path, label(path), passwords), label(path), passwords)
     return layer
 
 
 @dataclass
 class _Role:
     name: str
-    layer: _Layer
+    layer: Layer
 
 
 def _load_roles(roles_dir: Path, label: _Labeler) -> dict[str, _Role]:
@@ -565,7 +411,7 @@ def _load_roles(roles_dir: Path, label: _Labeler) -> dict[str, _Role]:
     roles = {}
     for entry in sorted(roles_dir.iterdir()):
         if entry.is_dir() and not entry.name.startswith((".", "_")):  # skip __pycache__ and the like
-            layer = _Layer()
+            layer = Layer()
             defaults = entry / "defaults.yml"
             if defaults.is_file():
                 layer.add(_load_mapping(defaults, label(defaults)), label(defaults))
@@ -573,20 +419,20 @@ def _load_roles(roles_dir: Path, label: _Labeler) -> dict[str, _Role]:
     return roles
 
 
-def _parse_extra_vars(arg: str, label: _Labeler) -> _Layer:
+def _parse_extra_vars(arg: str, label: _Labeler, passwords: Sequence[Password] = ()) -> Layer:
     """One ``-e`` argument: ``@file.yml`` (relative to the working directory), a ``{...}`` YAML/JSON
     mapping, or space-separated ``key=value`` pairs (shell-style quoting, so ``msg='a b'`` works)."""
     text = arg.strip()
-    layer = _Layer()
+    layer = Layer()
     if text.startswith("@"):
         file = Path(text[1:])
         source = f"-e @{label(file)}"
-        layer.add(_load_mapping(file, source), source)
+        layer.add(_load_mapping(file, source, passwords), source, passwords)
         return layer
     if text.startswith("{"):
         data = parse_yaml(text, EXTRA_VARS_SOURCE)
         if not isinstance(data, LineDict):
-            raise InventoryError(f"{EXTRA_VARS_SOURCE}: expected a mapping, got {_kind(data)}: {text!r}")
+            raise InventoryError(f"{EXTRA_VARS_SOURCE}: expected a mapping, got {kind(data)}: {text!r}")
         layer.add(data, EXTRA_VARS_SOURCE)
         layer.origins = {key: Origin(EXTRA_VARS_SOURCE) for key in layer.origins}  # lines of a literal: noise
         return layer
@@ -619,7 +465,7 @@ def _scalar(raw: str) -> Any:
 class _Checker:
     """Checks each layer's values against role defaults (type) and known names (typos)."""
 
-    def __init__(self, roles: dict[str, _Role] | None, config: _Layer, roles_label: str) -> None:
+    def __init__(self, roles: dict[str, _Role] | None, config: Layer, roles_label: str) -> None:
         self.roles = roles
         self.roles_label = roles_label
         # variable -> [(role, default)], roles by name: a value passes if it fits any of them
@@ -629,12 +475,16 @@ class _Checker:
                 self.expected.setdefault(key, []).append((role.name, default))
         self.known = sorted(set(self.expected) | set(config.values))
 
-    def check(self, layer: _Layer) -> None:
+    def check(self, layer: Layer) -> None:
         for key, value in layer.values.items():
             origin = layer.origins[key]
+            if has_template(value):
+                if key == "berth_roles":  # roles pick role defaults, which templates may read: no cycle
+                    raise InventoryError(f"{origin}: berth_roles cannot be a template, got {show(value)}")
+                continue  # its type is known once rendered, per host
             if key in ("ansible_port", "ansible_group_priority") and not _is_int(value):
                 raise InventoryError(
-                    f"{origin}: {key} must be an integer, got {_show(value)} ({_type(value)})"
+                    f"{origin}: {key} must be an integer, got {show(value)} ({type_name(value)})"
                 )
             if key == "berth_roles":
                 self._check_roles(value, origin)
@@ -643,8 +493,8 @@ class _Checker:
                 if not any(_fits(default, value) for _, default in entries):
                     role, default = entries[0]
                     raise InventoryError(
-                        f"{origin}: {key} must be {_kind(default)} (role {role} default: {_show(default)}), "
-                        f"got {_show(value)} ({_type(value)})"
+                        f"{origin}: {key} must be {kind(default)} (role {role} default: {show(default)}), "
+                        f"got {show(value)} ({type_name(value)})"
                     )
             elif key not in self.known and not key.startswith(FREE_PREFIXES):
                 close = difflib.get_close_matches(key, self.known, n=1, cutoff=TYPO_CUTOFF)
@@ -653,7 +503,7 @@ class _Checker:
 
     def _check_roles(self, value: Any, origin: Origin) -> None:
         if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-            raise InventoryError(f"{origin}: berth_roles must be a list of role names, got {_show(value)}")
+            raise InventoryError(f"{origin}: berth_roles must be a list of role names, got {show(value)}")
         if self.roles is None:
             return
         for role in value:
@@ -665,12 +515,57 @@ class _Checker:
                 )
 
 
-def _roles_of(layer: _Layer) -> list[str]:
+def _render_templates(inventory: Inventory, groups: dict[str, GroupDef]) -> None:
+    """Render every host's ``{{ }}`` (berth.templating), keeping what was written in ``Host.templates``."""
+    revealed = set(vault.revealed())
+    renderer = Renderer(
+        {name: HostData(host.vars, host.origins, host.groups) for name, host in inventory.hosts.items()},
+        _groups_dict(groups),
+        is_secret=lambda value: _holds_secret(value, revealed),
+    )
+    rendered = {name: renderer.render_host(name) for name in inventory.hosts}
+    for host, key in renderer.tainted:
+        # e.g. "{{ token | b64encode }}" no longer holds the secret's own text: it becomes a secret itself.
+        # ("https://u:{{ token }}@x" does, and redaction already masks that part.)
+        value = rendered[host][key]
+        if not any(secret in json.dumps(value) for secret in revealed if len(secret) >= 4):
+            reveal_all(value)
+    for name, host in inventory.hosts.items():
+        host.templates = {key: value for key, value in host.vars.items() if has_template(value)}
+        host.vars = rendered[name]
+
+
+def _holds_secret(value: Any, secrets: set[str]) -> bool:
+    if isinstance(value, str):
+        return value in secrets
+    if isinstance(value, list):
+        return any(_holds_secret(item, secrets) for item in value)
+    if isinstance(value, dict):
+        return any(_holds_secret(item, secrets) for item in value.values())
+    return False
+
+
+def _groups_dict(groups: dict[str, GroupDef]) -> dict[str, list[str]]:
+    """Ansible's ``groups``: each group's hosts, its own first, then its descendants' level by level
+    (inventory/group.py _get_hosts over get_descendants(include_self=True, preserve_ordering=True))."""
+    result = {}
+    for name in groups:
+        ordered, level, seen = [name], [name], {name}
+        while level:
+            level = [child for parent in level for child in groups[parent].children if child not in seen]
+            level = list(dict.fromkeys(level))
+            seen.update(level)
+            ordered += level
+        result[name] = list(dict.fromkeys(host for group in ordered for host in groups[group].hosts))
+    return result
+
+
+def _roles_of(layer: Layer) -> list[str]:
     roles = layer.values.get("berth_roles") or []
     return list(dict.fromkeys(roles))  # listed twice = once, first place
 
 
-def _groups_of(host: str, groups: dict[str, _GroupDef]) -> set[str]:
+def _groups_of(host: str, groups: dict[str, GroupDef]) -> set[str]:
     """The groups ``host`` is in: its direct groups, their ancestors, and "all"."""
     found = {"all"}
     todo = [name for name, group in groups.items() if host in group.hosts]
@@ -682,7 +577,7 @@ def _groups_of(host: str, groups: dict[str, _GroupDef]) -> set[str]:
     return found
 
 
-def _group_order(groups: dict[str, _GroupDef], layers: dict[str, _Layer]) -> dict[str, tuple[int, int, str]]:
+def _group_order(groups: dict[str, GroupDef]) -> dict[str, tuple[int, int, str]]:
     """Sort key per group: (depth, ansible_group_priority, name), as Ansible's sort_groups."""
     depth: dict[str, int] = {}
 
@@ -692,7 +587,7 @@ def _group_order(groups: dict[str, _GroupDef], layers: dict[str, _Layer]) -> dic
         return depth[name]
 
     return {
-        name: (depth_of(name), layers[name].values.get("ansible_group_priority", 1), name) for name in groups
+        name: (depth_of(name), groups[name].priority, name) for name in groups
     }
 
 
@@ -725,39 +620,7 @@ def _fits(default: Any, value: Any) -> bool:
         return isinstance(value, int)
     if isinstance(default, float):
         return isinstance(value, int | float)
-    for kind in (str, list, dict):
-        if isinstance(default, kind):
-            return isinstance(value, kind)
+    for container in (str, list, dict):
+        if isinstance(default, container):
+            return isinstance(value, container)
     return isinstance(value, type(default))
-
-
-def _kind(value: Any) -> str:
-    """The kind of value in words, for "must be ..." and "got ..." messages."""
-    if value is None:
-        return "null"
-    kinds: list[tuple[type, str]] = [
-        (bool, "a boolean"),
-        (int, "an integer"),
-        (float, "a number"),
-        (str, "a string"),
-        (list, "a list"),
-        (dict, "a mapping"),
-    ]
-    for kind, words in kinds:
-        if isinstance(value, kind):
-            return words
-    return f"a {type(value).__name__}"
-
-
-def _type(value: Any) -> str:
-    if value is None:
-        return "null"
-    for kind in (dict, list):  # not LineDict/LineList
-        if isinstance(value, kind):
-            return kind.__name__
-    return type(value).__name__
-
-
-def _show(value: Any, limit: int = 60) -> str:
-    text = repr(plain(value))
-    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -27,6 +27,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import quote
 
+from berth import vault
+
 MASK = "***"
 
 # GitLab token prefixes, as gitlab-runner masks them in job logs (common/buildlogger/internal/tokensanitizer/
@@ -111,9 +113,12 @@ def _mask_env_entry(match: re.Match[str]) -> str:
 
 
 def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
-    """Return ``text`` with every known secret (4+ characters) and every secret-shaped value masked."""
+    """Return ``text`` with every known secret (4+ characters) and every secret-shaped value masked.
+
+    Values decrypted from Ansible Vault are known secrets wherever redact is called, told or not.
+    """
     variants: set[str] = set()
-    for secret in secrets:
+    for secret in (*secrets, *vault.revealed()):
         if secret and len(secret) >= _MIN_SECRET_LEN:
             variants.add(secret)
             variants.add(quote(secret, safe=""))  # as it appears in a form body or a URL

@@ -94,10 +94,12 @@ LineLoader.add_constructor("tag:yaml.org,2002:map", _construct_map)
 LineLoader.add_constructor("tag:yaml.org,2002:seq", _construct_seq)
 
 
-def parse_yaml(text: str, label: str, error: type[BerthError] = InventoryError) -> Any:
+def parse_yaml(
+    text: str, label: str, error: type[BerthError] = InventoryError, loader: type[LineLoader] = LineLoader
+) -> Any:
     """Parse one YAML document; syntax errors become ``error("label:line:column: problem")``."""
     try:
-        return yaml.load(text, Loader=LineLoader)  # LineLoader is a SafeLoader: no arbitrary objects
+        return yaml.load(text, Loader=loader)  # a LineLoader is a SafeLoader: no arbitrary objects
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "invalid YAML"
@@ -108,17 +110,21 @@ def parse_yaml(text: str, label: str, error: type[BerthError] = InventoryError) 
         raise error(f"{label}: {exc}") from exc
 
 
-def load_yaml(path: Path, label: str, error: type[BerthError] = InventoryError) -> Any:
-    """Read and parse a YAML file; ``label`` is how messages name it. An empty file gives None."""
+def read_text(path: Path, label: str, error: type[BerthError] = InventoryError) -> str:
+    """Read a UTF-8 text file; problems become ``error("label: problem")``."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise error(f"{label}: file not found") from None
     except UnicodeDecodeError:
         raise error(f"{label}: not UTF-8 text") from None
     except OSError as exc:
         raise error(f"{label}: cannot read ({exc.strerror})") from None
-    return parse_yaml(text, label, error)
+
+
+def load_yaml(path: Path, label: str, error: type[BerthError] = InventoryError) -> Any:
+    """Read and parse a YAML file; ``label`` is how messages name it. An empty file gives None."""
+    return parse_yaml(read_text(path, label, error), label, error)
 
 
 def plain(value: Any) -> Any:

@@ -63,8 +63,8 @@ LEVELS = [
     ("role defaults", "role", "roles/base/defaults.yml:2"),
     ("config defaults", "config", "config/defaults.yml:1"),
     ("inventory all vars", "all-vars", "inventory/hosts.yml:3"),
-    ("group_vars/all", "group_vars-all", "inventory/group_vars/all.yml:1"),
     ("inventory group vars", "group-vars", "inventory/hosts.yml:7"),
+    ("group_vars/all", "group_vars-all", "inventory/group_vars/all.yml:1"),
     ("group_vars/<group>", "group_vars-runners", "inventory/group_vars/runners.yml:1"),
     ("inventory host vars", "host", "inventory/hosts.yml:11"),
     ("host_vars/<host>", "host_vars", "inventory/host_vars/h1.yml:1"),
@@ -91,13 +91,13 @@ all:
   children:
     runners:
       vars:
-        {on(5)}level: group-vars
+        {on(4)}level: group-vars
       hosts:
         h1:
           berth_roles: [base]
           {on(7)}level: host
 """,
-            "inventory/group_vars/all.yml": f"{on(4)}level: group_vars-all\n",
+            "inventory/group_vars/all.yml": f"{on(5)}level: group_vars-all\n",
             "inventory/group_vars/runners.yml": f"{on(6)}level: group_vars-runners\n",
             "inventory/host_vars/h1.yml": f"{on(8)}level: host_vars\n",
         },
@@ -147,11 +147,11 @@ def test_dicts_are_replaced_not_merged(tmp_path: Path) -> None:
     assert host.origins["opts"] == Origin(INVENTORY, 6)
 
 
-def test_child_group_beats_parent_and_each_group_applies_vars_then_its_group_vars_file(
+def test_group_vars_files_beat_every_groups_inventory_vars(
     tmp_path: Path,
 ) -> None:
-    # Documented simplification: each group's inventory vars, then its group_vars file, parent before child.
-    # So the child's inventory vars beat the parent's group_vars file (Ansible would do the opposite).
+    # As Ansible: all groups' inventory vars first, then the group_vars files; so a parent's group_vars file
+    # beats its child's inventory vars.
     inv = load(
         tmp_path,
         {
@@ -170,8 +170,8 @@ def test_child_group_beats_parent_and_each_group_applies_vars_then_its_group_var
     )
     host = inv.hosts["h1"]
     assert host.groups == ["all", "parent", "child"]
-    assert host.vars["x"] == "child-inventory"
-    assert host.origins["x"] == Origin(INVENTORY, 7)
+    assert host.vars["x"] == "parent-file"
+    assert host.origins["x"] == Origin("inventory/group_vars/parent.yml", 1)
     assert host.vars["from_parent_file"] == "parent-file"
     assert host.origins["from_parent_file"] == Origin("inventory/group_vars/parent.yml", 2)
 
@@ -344,13 +344,15 @@ NESTED = """
 def test_nested_children_and_a_host_in_two_groups(tmp_path: Path) -> None:
     inv = load(tmp_path, {INVENTORY: NESTED})
     assert list(inv.hosts) == ["bastion", "r1", "r2", "r3"]
-    assert inv.hosts["bastion"].groups == ["all"]
+    assert inv.hosts["bastion"].groups == ["all", "ungrouped"]  # as Ansible: in no group but all
     # depth 1: europe < runners (alphabetical); depth 2: docker_runners < shell_runners
     assert inv.hosts["r2"].groups == ["all", "europe", "runners", "docker_runners", "shell_runners"]
     assert inv.hosts["r3"].groups == ["all", "runners", "shell_runners"]
     assert inv.groups["europe"].children == ["docker_runners"]
     assert inv.groups["docker_runners"].hosts == ["r1", "r2"]
-    assert list(inv.groups) == ["all", "runners", "docker_runners", "shell_runners", "europe", "empty"]
+    assert list(inv.groups) == [
+        "all", "ungrouped", "runners", "docker_runners", "shell_runners", "europe", "empty"
+    ]
 
 
 def test_groups_of_equal_depth_merge_alphabetically(tmp_path: Path) -> None:
@@ -421,7 +423,7 @@ def test_ansible_group_priority_does_not_beat_depth(tmp_path: Path) -> None:
 
 def test_top_level_groups_besides_all_are_children_of_all(tmp_path: Path) -> None:
     inv = load(tmp_path, {INVENTORY: "all:\n  hosts: {a: }\nweb:\n  hosts: {w1: }\n"})
-    assert inv.groups["all"].children == ["web"]
+    assert inv.groups["all"].children == ["ungrouped", "web"]
     assert inv.hosts["w1"].groups == ["all", "web"]
 
 
@@ -453,12 +455,13 @@ def test_tree_and_groups(tmp_path: Path) -> None:
         "all",
         ["bastion"],
         [
+            GroupNode("ungrouped", ["bastion"], []),  # first under "all", as in Ansible
             GroupNode("runners", [], [docker, GroupNode("shell_runners", ["r2", "r3"], [])]),
             GroupNode("europe", ["r1"], [docker]),
             GroupNode("empty", [], []),
         ],
     )
-    assert dataclasses.asdict(tree)["children"][1]["name"] == "europe"
+    assert dataclasses.asdict(tree)["children"][2]["name"] == "europe"
     assert inv.groups["europe"].vars == {"region": "eu"}
     assert inv.groups["all"].vars == {"ansible_user": "deploy"}
 
@@ -838,34 +841,37 @@ def test_ansible_group_priority_must_be_an_integer(tmp_path: Path) -> None:
 def test_missing_inventory_file(tmp_path: Path) -> None:
     assert (
         load_error(tmp_path)
-        == "inventory file inventory/hosts.yml does not exist (use --inventory to pick another)"
+        == "inventory inventory/hosts.yml does not exist (use --inventory to pick another)"
     )
 
 
-def test_inventory_directory_is_refused_with_a_hint(tmp_path: Path) -> None:
-    (tmp_path / "inventory").mkdir()
-    with pytest.raises(InventoryError) as info:
-        Inventory.load(tmp_path / "inventory", base_dir=tmp_path)
-    assert str(info.value) == (
-        "inventory inventory is a directory: pass the YAML file in it, e.g. --inventory inventory/hosts.yml"
-    )
+def test_inventory_directory_reads_its_files_in_name_order(tmp_path: Path) -> None:
+    write(tmp_path, {
+        "inventory/10-web.yml": "web:\n  hosts: {w1: {x: yaml}}\n",
+        "inventory/20-more": "[web]\nw1 x=ini\n",  # no extension, not YAML: INI
+        "inventory/README.md": "# skipped by extension\n",
+        "inventory/.hidden.yml": "not: [parsed\n",
+        "inventory/sub/30-db.ini": "[db]\nd1\n",
+        "inventory/group_vars/web.yml": "y: 1\n",
+    })
+    inv = Inventory.load(tmp_path / "inventory", base_dir=tmp_path)
+    assert list(inv.hosts) == ["w1", "d1"]
+    assert inv.hosts["w1"].vars == {"x": "ini", "y": 1}
+    assert inv.hosts["w1"].origins["x"] == Origin("inventory/20-more", 2)
+
+
+NO_HOSTS = "inventory/hosts.yml: no hosts in the inventory (e.g. 'all:' then 'hosts:', or an INI host line)"
 
 
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("", "inventory/hosts.yml: the inventory is empty (expected a mapping that starts with 'all:')"),
-        (
-            "# only a comment\n",
-            "inventory/hosts.yml: the inventory is empty (expected a mapping that starts with 'all:')",
-        ),
-        (
-            "runners:\n  hosts: {a: }\n",
-            "inventory/hosts.yml: no 'all' group (an Ansible YAML inventory starts with 'all:')",
-        ),
+        ("", NO_HOSTS),
+        ("# only a comment\n", NO_HOSTS),
+        ("all:\n  children: {empty: }\n", NO_HOSTS),
         (
             "\n- all\n",
-            "inventory/hosts.yml:2: the inventory must be a mapping that starts with 'all:', got a list",
+            "inventory/hosts.yml:2: the inventory must be a mapping of groups (e.g. 'all:'), got a list",
         ),
     ],
 )
@@ -873,6 +879,12 @@ def test_empty_or_without_all(tmp_path: Path, text: str, message: str) -> None:
     write(tmp_path, {INVENTORY: ""})
     (tmp_path / INVENTORY).write_text(text)
     assert load_error(tmp_path) == message
+
+
+def test_top_level_groups_need_no_all(tmp_path: Path) -> None:
+    # As Ansible's yaml plugin: every top-level key is a group, "all" is optional.
+    inv = load(tmp_path, {INVENTORY: "runners:\n  hosts: {a: }\n"})
+    assert inv.hosts["a"].groups == ["all", "runners"]
 
 
 @pytest.mark.parametrize(
@@ -893,8 +905,8 @@ def test_empty_or_without_all(tmp_path: Path, text: str, message: str) -> None:
             "inventory/hosts.yml:4:5: found duplicate key 'a' (first at line 3)",
         ),
         (
-            "all:\n  vars:\n    p: !vault |\n      $ANSIBLE_VAULT;1.1;AES256\n",
-            "inventory/hosts.yml:3:8: could not determine a constructor for the tag '!vault'",
+            "all:\n  vars:\n    p: !secret |\n      x\n",
+            "inventory/hosts.yml:3:8: could not determine a constructor for the tag '!secret'",
         ),
     ],
 )
@@ -974,7 +986,7 @@ def test_group_vars_folder_for_unknown_group_without_near_names(tmp_path: Path) 
     message = load_error(tmp_path, {INVENTORY: SIMPLE, "inventory/group_vars/databases/main.yml": "x: 1\n"})
     assert message == (
         "inventory/group_vars/databases/: there is no group 'databases' in inventory/hosts.yml "
-        "(known groups: all, runners)"
+        "(known groups: all, ungrouped, runners)"
     )
 
 
@@ -1046,12 +1058,12 @@ def test_select_returns_the_host_objects(inv: Inventory) -> None:
         ("&shell", "unknown host or group 'shell' (nearest: shell_runners)"),
         (
             "&database",
-            "unknown host or group 'database' (known groups: all, runners, docker_runners, "
+            "unknown host or group 'database' (known groups: all, ungrouped, runners, docker_runners, "
             "shell_runners, europe, empty)",
         ),
         (
             "db*",
-            "unknown host or group 'db*' (known groups: all, runners, docker_runners, shell_runners, "
+            "unknown host or group 'db*' (known groups: all, ungrouped, runners, docker_runners, shell_runners, "
             "europe, empty)",
         ),
         ("", "empty host pattern (use 'all' for every host)"),
