@@ -6,13 +6,15 @@ this role lays down the CA bundle and the server certificate and refuses unsafe 
 
 from __future__ import annotations
 
+import contextlib
+
 from berth.certificates import HostCertificate
 from berth.errors import ConfigError, HostUnreachable
 from berth.inventory import Host
 from berth.pki import KEY_TYPES
-from berth.ssh import SSHSettings, network_address
 from berth.resources import Directory, File, RoleState
 from berth.roles import RoleContext
+from berth.ssh import SSHSettings, network_address
 
 
 def declare(host: Host, ctx: RoleContext) -> RoleState:
@@ -51,10 +53,9 @@ def inventory_sans(host: Host) -> list[str]:
     if v.get("ansible_host"):
         named.append((str(v["ansible_host"]), "ansible_host"))
     else:
-        try:
+        # No ssh_config yet: the converge itself says so when it connects.
+        with contextlib.suppress(HostUnreachable):
             named.append((network_address(host, SSHSettings()), "berth_ssh_config"))
-        except HostUnreachable:
-            pass    # no ssh_config yet: the converge itself says so when it connects
     extra = v["docker_tls_extra_sans"]
     if isinstance(extra, str) or not isinstance(extra, list):
         raise ConfigError(f"{host.origins.get('docker_tls_extra_sans')}: {host.name}: docker_tls_extra_sans must be "

@@ -28,7 +28,8 @@ def tls_state(hosts, ctx, name="r1"):
 
 
 def test_a_wildcard_in_extra_sans_is_refused_with_file_and_line(tmp_path, ca):
-    hosts = load_hosts(tmp_path, INVENTORY, {"r1": "docker_tls_extra_sans:\n  - build.example.com\n  - '*.prod.example.com'\n"})
+    extra = "docker_tls_extra_sans:\n  - build.example.com\n  - '*.prod.example.com'\n"
+    hosts = load_hosts(tmp_path, INVENTORY, {"r1": extra})
     ctx = RoleContext(ROOT / "roles", ca.pki_dir)
     with pytest.raises(ConfigError) as err:
         tls_state(hosts, ctx)
