@@ -1,0 +1,60 @@
+"""Trust zones against real dockerds: a remote-mode runner's certificate opens its remote_host and no other daemon."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.integration.test_gitlab_runner import MARKER
+from tests.integration.test_tls import address, handshake
+from tests.standins.gitlab_api import GitLabStandIn
+
+NAME = "zone-remote"
+CERTS = f"/etc/gitlab-runner/certs/{NAME}"
+
+
+def docker_from_r1(testbed, daemon: str):
+    """What a job of the remote runner on r1 runs: the docker CLI with the runner's certificate folder."""
+    return testbed.exec("r1", "env", f"DOCKER_HOST=tcp://{daemon}:2376", "DOCKER_TLS_VERIFY=1",
+                        f"DOCKER_CERT_PATH={CERTS}", "docker", "version", "--format", "{{.Server.Version}}",
+                        check=False)
+
+
+def test_a_remote_runner_certificate_opens_its_remote_host_only(converged, berth, testbed, tmp_path: Path):
+    with GitLabStandIn() as gitlab:
+        token = gitlab.add_runner(token=f"glrt-{MARKER}-{NAME}").token
+        runner = {"name": NAME, "url": gitlab.url, "mode": "remote", "remote_host": "tcp://r2:2376",
+                  "token_env": "ZONE_REMOTE_TOKEN"}
+        vars_file = tmp_path / "runners.yml"
+        vars_file.write_text(yaml.safe_dump({"gitlab_runners": [runner]}))
+        run = berth("setup-runner", "--host", "r1", "-e", f"@{vars_file}", env={"ZONE_REMOTE_TOKEN": token})
+        assert run.code == 0, run.output
+        try:
+            # r1's jobs reach r2's dockerd; r3's dockerd refuses the same certificate in the handshake.
+            assert docker_from_r1(testbed, "r2").returncode == 0, docker_from_r1(testbed, "r2").stderr
+            refused = docker_from_r1(testbed, "r3")
+            assert refused.returncode != 0
+            assert "certificate" in (refused.stderr + refused.stdout).lower(), refused.stderr
+
+            # The same from the controller with Python's ssl: the TLS handshake itself fails at r3.
+            folder = tmp_path / "runner-certs"
+            folder.mkdir(mode=0o700)
+            for name in ("cert.pem", "key.pem", "ca.pem"):
+                (folder / name).write_text(testbed.exec("r1", "cat", f"{CERTS}/{name}").stdout)
+            ca_pem = (folder / "ca.pem").read_bytes()
+            assert handshake(address(testbed, "r2"), cert_dir=folder, ca_pem=ca_pem) == "OK"
+            with pytest.raises((ssl.SSLError, ConnectionResetError, BrokenPipeError)):
+                handshake(address(testbed, "r3"), cert_dir=folder, ca_pem=ca_pem)
+
+            # r3's tlscacert holds the fleet zone and its own zone only: not r2's, not the root.
+            bundle = testbed.exec("r3", "openssl", "crl2pkcs7", "-nocrl", "-certfile", "/etc/docker/tls/ca.pem").stdout
+            subjects = testbed.exec("r3", "sh", "-c", "openssl crl2pkcs7 -nocrl -certfile /etc/docker/tls/ca.pem | "
+                                    "openssl pkcs7 -print_certs -noout").stdout
+            assert bundle and "zone fleet" in subjects and "zone host-r3" in subjects, subjects
+            assert "host-r2" not in subjects and "berth CA" not in subjects.replace("berth zone", "")
+        finally:
+            removed = berth("runner.remove", "--host", "r1", "--name", NAME)
+            assert removed.code == 0, removed.output
