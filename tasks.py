@@ -270,6 +270,29 @@ def certs_client(c, name="", days=7, out="", limit="", inventory="", extra=None)
     console.print(f"  export DOCKER_TLS_VERIFY=1 DOCKER_CERT_PATH={identity.path.resolve()}")
 
 
+@task(iterable=["extra"], help=_help("limit", "inventory", "extra"))
+@exits_cleanly
+def certs_zones(c, limit="", inventory="", extra=None):
+    """Create the zones of the selected daemons (fleet, host-NAME) now, and list every zone with what it opens.
+
+    A converge creates a missing zone itself; run this where pki_dir is kept (e.g. before updating a CI
+    variable that holds it), so that a CI job never creates a zone that dies with the job.
+    """
+    project = cli.load_project(inventory, extra or [])
+    ca = _ca(project)
+    for host in project.hosts(limit):
+        if "docker_tls" in host.roles:
+            ca.daemon_trust_pem(host.name)
+    rows = []
+    for zone in ca.zones():
+        members = ca.zone_members(zone)
+        opens = "every daemon" if zone == "fleet" else ", ".join(members) if members is not None else zone[5:]
+        issued = [r for r in ca.clients() if r.zone == zone]
+        rows.append({"zone": zone, "opens": opens, "valid certificates": sum(1 for r in issued if not r.revoked
+                                                                              and r.days_left > 0)})
+    cli.print_rows(rows, title="berth certs.zones")
+
+
 @task(help={"zone": "the zone whose CA is replaced (fleet, host-NAME, group-...: see certs.status --clients)",
             "name": "revoke the zone(s) of the client certificates with this name instead"})
 @exits_cleanly
@@ -397,6 +420,7 @@ certs_ns.add_task(certs_init, name="init")
 certs_ns.add_task(certs_status, name="status")
 certs_ns.add_task(certs_client, name="client")
 certs_ns.add_task(certs_revoke, name="revoke")
+certs_ns.add_task(certs_zones, name="zones")
 certs_ns.add_task(certs_rotate_ca, name="rotate-ca")
 certs_ns.add_task(certs_drop_old_ca, name="drop-old-ca")
 
