@@ -232,8 +232,11 @@ def certs_init(c, key_type="ec-p256", days=3650):
 @exits_cleanly
 def certs_status(c, limit="", clients=False, inventory="", extra=None, json=""):
     """The certificate each daemon serves on its TLS port: subject, SANs, expiry, issuer."""
+    from berth.pki import CertificateAuthority
+
     project = cli.load_project(inventory, extra or [])
-    ca = _ca(project, need_key=False)     # reads only: ca.pem and a client certificate (DOCKER_CERT_PATH)
+    # Reads only: ca.pem and a client certificate ($DOCKER_CERT_PATH, or berth's own, renewed if the key is at hand).
+    ca = CertificateAuthority.load_for_reading(project.settings.pki_dir, passphrase=cli.ca_passphrase())
     rows = cli.client_rows(ca) if clients else cli.served_rows(project, ca, project.hosts(limit))
     cli.print_rows(rows, title="berth certs.status" + (" --clients" if clients else ""))
     cli.write_json(json, rows)

@@ -628,6 +628,18 @@ class CertificateAuthority:
                                "the next certs.rotate-ca writes keys protected by scrypt")
         return ca
 
+    @classmethod
+    def load_for_reading(cls, pki_dir: Path, *, passphrase: bytes | None = None) -> CertificateAuthority:
+        """For commands that only read but may renew berth's own client certificate: with the key when it is
+        at hand (the file is there, and the passphrase when it is encrypted), else certificates only."""
+        key = Path(pki_dir) / "ca" / "current" / CA_KEY
+        try:
+            head = key.read_bytes()[:80]
+        except OSError:
+            return cls.load(pki_dir, need_key=False)
+        encrypted = b"ENCRYPTED" in head
+        return cls.load(pki_dir, passphrase=passphrase, need_key=passphrase is not None or not encrypted)
+
     @staticmethod
     def _read_cert(path: Path) -> x509.Certificate:
         try:

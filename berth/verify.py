@@ -272,11 +272,6 @@ def junit_xml(results: Sequence[HostResult]) -> bytes:
     return ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
 
 
-def _encrypted(project: Any) -> bool:
-    key = project.settings.pki_dir / "ca" / "current" / "ca-key.pem"
-    return b"ENCRYPTED" in key.read_bytes()[:80]
-
-
 def run(project: Any, hosts: Sequence[Host], *, forks: int = 0, junit: str = "", json_path: str = "") -> ExitCode:
     """The `invoke verify` task: check the hosts, print the table and the problems, write the reports."""
     from berth import cli
@@ -287,10 +282,7 @@ def run(project: Any, hosts: Sequence[Host], *, forks: int = 0, junit: str = "",
     if any("docker_tls" in h.roles for h in hosts):
         # The controller-side TLS checks present berth's own client certificate (renewed when due).
         # verify only reads: ca.pem suffices; berth's own certificate is renewed only when the CA key is at hand.
-        passphrase = cli.ca_passphrase()
-        key_at_hand = (project.settings.pki_dir / "ca" / "current" / "ca-key.pem").exists()
-        ca = CertificateAuthority.load(project.settings.pki_dir, passphrase=passphrase,
-                                       need_key=key_at_hand and (passphrase is not None or not _encrypted(project)))
+        ca = CertificateAuthority.load_for_reading(project.settings.pki_dir, passphrase=cli.ca_passphrase())
         identity = controller_identity(ca, project.settings.pki_dir).path
     ssh = {"host_key_checking": project.settings.host_key_checking,
            "connect_timeout": project.settings.connect_timeout}

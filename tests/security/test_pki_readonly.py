@@ -87,3 +87,11 @@ def test_an_unencrypted_ca_key_draws_a_warning(pki_dir):
     loaded = CertificateAuthority.load(pki_dir)
     assert any("BERTH_CA_PASSPHRASE" in w for w in loaded.warnings)
     assert os.stat(pki_dir / "ca" / "current" / "ca-key.pem").st_mode & 0o077 == 0
+
+
+def test_read_only_commands_never_ask_for_the_passphrase(pki_dir):
+    CertificateAuthority.init(pki_dir, passphrase=b"correct horse")
+    assert not CertificateAuthority.load_for_reading(pki_dir).can_sign        # no passphrase: certificates only
+    assert CertificateAuthority.load_for_reading(pki_dir, passphrase=b"correct horse").can_sign
+    (pki_dir / "ca" / "current" / "ca-key.pem").unlink()
+    assert not CertificateAuthority.load_for_reading(pki_dir, passphrase=b"correct horse").can_sign
