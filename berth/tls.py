@@ -55,11 +55,13 @@ def controller_identity(ca: CertificateAuthority, pki_dir: Path) -> ClientIdenti
     """
     identity = ClientIdentity(pki_dir / "controller")
     if ca.can_sign:
-        if _usable(ca, identity, min_days=7):
+        if _usable(ca, identity, min_days=7, zone=FLEET_ZONE):
             write_atomic(identity.ca, ca.bundle_pem(), mode=0o644)
             return identity
         return write_client(ca, CONTROLLER_CLIENT, identity.path, days=30)
     found = read_only_identity(ca, pki_dir)
+    if found is not None and found.path == identity.path:
+        write_atomic(identity.ca, ca.bundle_pem(), mode=0o644)    # public: the roots servers chain to now
     if found is None:
         raise PKIError(
             "no client certificate for the daemons' TLS port, and the CA key is not loaded (read-only): set "
@@ -79,11 +81,13 @@ def read_only_identity(ca: CertificateAuthority, pki_dir: Path) -> ClientIdentit
     return None
 
 
-def _usable(ca: CertificateAuthority, identity: ClientIdentity, *, min_days: float) -> bool:
+def _usable(ca: CertificateAuthority, identity: ClientIdentity, *, min_days: float, zone: str | None = None) -> bool:
+    """Present, valid for more than ``min_days``, and from a current zone CA (``zone`` when given)."""
     if not (identity.cert.exists() and identity.key.exists()):
         return False
     pem = identity.cert.read_bytes()
-    return cert_info(pem).days_left() > min_days and ca.zone_of(pem) is not None
+    found = ca.zone_of(pem)
+    return cert_info(pem).days_left() > min_days and found is not None and zone in (None, found)
 
 
 def client_context(identity: ClientIdentity | None, ca_pem: bytes) -> ssl.SSLContext:
