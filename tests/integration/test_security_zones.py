@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import ssl
 from pathlib import Path
 
@@ -58,3 +59,22 @@ def test_a_remote_runner_certificate_opens_its_remote_host_only(converged, berth
         finally:
             removed = berth("runner.remove", "--host", "r1", "--name", NAME)
             assert removed.code == 0, removed.output
+
+
+def test_check_verify_and_status_need_no_ca_key(converged, berth, testbed, tmp_path: Path):
+    """What the CI's plan and compliance jobs get: the PKI's certificates and a client certificate, no key."""
+    client = tmp_path / "ci"
+    issued = berth("certs.client", "--name", "ci-readonly", "--out", str(client), inventory=None)
+    assert issued.code == 0, issued.output
+    public = tmp_path / "pki-public"
+    shutil.copytree(berth.pki_dir, public, ignore=shutil.ignore_patterns("*-key.pem", "controller"))
+    assert not list(public.rglob("*key*"))
+    env = {"BERTH_PKI_DIR": str(public), "DOCKER_CERT_PATH": str(client), "BERTH_CA_PASSPHRASE": ""}
+
+    plan = berth("setup-runner", "--limit", "runners", "--check", "--diff", env=env)
+    assert plan.code == 0, plan.output              # converged: nothing pending, and no key was needed
+    status = berth("certs.status", "--limit", "r1,r3", env=env)
+    assert status.code == 0, status.output
+    verify = berth("verify", "--limit", "r3", env=env)
+    assert verify.code == 0, verify.output
+    assert "ca-key.pem" not in plan.output + status.output + verify.output
