@@ -905,7 +905,7 @@ class CertificateAuthority:
                         days_left=info.days_left(moment),
                         issued_by=by,
                         zone=zone,
-                        revoked=entry.get("revoked", "") or ("" if by == "current" else "zone CA replaced"),
+                        revoked=entry.get("revoked", "") or ("zone CA replaced" if zone and by != "current" else ""),
                     )
                 )
             except (KeyError, AttributeError, TypeError) as exc:
@@ -957,7 +957,8 @@ class CertificateAuthority:
         """The zone for certificates of the hosts ``limit`` selects (created, or its members updated)."""
         if not hosts:
             raise PKIError(f"--limit {limit!r} selects no host with role docker_tls")
-        slug = re.sub(r"[^a-z0-9]+", "-", limit.lower()).strip("-")[:40] or "hosts"
+        readable = limit.lower().replace("!", " not ").replace("&", " and ")
+        slug = re.sub(r"[^a-z0-9]+", "-", readable).strip("-")[:40] or "hosts"
         zone = f"group-{slug}-{hashlib.sha256(limit.encode()).hexdigest()[:8]}"
         self._zone_cert(zone)
         doc = {"kind": "group", "limit": limit, "hosts": sorted(hosts)}
