@@ -248,10 +248,16 @@ def _print_testbed(hosts):
 
 
 # -- certificates ----------------------------------------------------------------------------------
-def _ca(project):
+def _ca(project, *, need_key=True):
+    """The CA; read-only tasks (need_key=False) read its certificates only: no key file, no passphrase."""
+    from rich.markup import escape
+
     from berth.pki import CertificateAuthority
 
-    return CertificateAuthority.load(project.settings.pki_dir, passphrase=cli.ca_passphrase())
+    ca = CertificateAuthority.load(project.settings.pki_dir, passphrase=cli.ca_passphrase(), need_key=need_key)
+    for line in ca.warnings:
+        console.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True)
+    return ca
 
 
 @task(help={"key_type": "ec-p256 (default), ec-p384, ed25519, rsa-3072, rsa-4096", "days": "CA validity"})
@@ -263,7 +269,9 @@ def certs_init(c, key_type="ec-p256", days=3650):
     settings = cli.load_settings()
     ca = CertificateAuthority.init(settings.pki_dir, key_type=key_type, days=days, passphrase=cli.ca_passphrase())
     console.print(f"CA created in {settings.pki_dir} ({key_type}, sha256 {ca.fingerprint()[:16]}...)"
-                  + ("; key encrypted" if cli.ca_passphrase() else "; key NOT encrypted (set BERTH_CA_PASSPHRASE)"))
+                  + ("; key encrypted (scrypt)" if cli.ca_passphrase() else ""))
+    for line in ca.warnings:
+        console.print(f"[yellow]warning:[/] {line}", soft_wrap=True)
 
 
 @task(iterable=["extra", "inventory", "vault_password_file"], help=_help("limit", "inventory", "extra", "json",
@@ -271,8 +279,11 @@ def certs_init(c, key_type="ec-p256", days=3650):
 @exits_cleanly
 def certs_status(c, limit="", clients=False, inventory=None, vault_password_file=None, extra=None, json=""):
     """The certificate each daemon serves on its TLS port: subject, SANs, expiry, issuer."""
+    from berth.pki import CertificateAuthority
+
     project = cli.load_project(inventory, extra or [], vault_password_file)
-    ca = _ca(project)
+    # Reads only: ca.pem and a client certificate ($DOCKER_CERT_PATH, or berth's own, renewed if the key is at hand).
+    ca = CertificateAuthority.load_for_reading(project.settings.pki_dir, passphrase=cli.ca_passphrase())
     rows = cli.client_rows(ca) if clients else cli.served_rows(project, ca, project.hosts(limit))
     cli.print_rows(rows, title="berth certs.status" + (" --clients" if clients else ""))
     cli.write_json(json, rows)
@@ -280,20 +291,73 @@ def certs_status(c, limit="", clients=False, inventory=None, vault_password_file
         raise Exit(code=2)
 
 
-@task(help={"name": "the client's name (certificate CN)", "days": "validity in days (default 90)",
-            "out": "output folder (default: .berth/clients/NAME)"})
+@task(iterable=["extra", "inventory", "vault_password_file"], help=_help(
+    "inventory", "extra", name="the client's name (certificate CN)",
+    days="validity in days (default 7: dockerd checks no revocation list, expiry is the sure end)",
+    out="output folder (default: .berth/clients/NAME)",
+    limit="the daemons it opens: a host pattern, e.g. 'runners:&eu' (default: every daemon, the fleet zone)"))
 @exits_cleanly
-def certs_client(c, name="", days=90, out=""):
-    """Issue a client certificate: a folder with ca.pem, cert.pem, key.pem for DOCKER_CERT_PATH."""
+def certs_client(c, name="", days=7, out="", limit="", inventory=None, vault_password_file=None, extra=None):
+    """Issue a client certificate for every daemon or a group: ca.pem, cert.pem, key.pem for DOCKER_CERT_PATH."""
+    from berth.pki import FLEET_ZONE
     from berth.tls import write_client
 
     cli.require(bool(name), "give --name NAME")
-    project = cli.load_project()
+    project = cli.load_project(inventory, extra or [], vault_password_file)
+    ca = _ca(project)
+    zone = FLEET_ZONE
+    if limit:
+        daemons = [h.name for h in project.hosts(limit) if "docker_tls" in h.roles]
+        zone = ca.group_zone(limit, daemons)
     folder = Path(out) if out else project.settings.root / ".berth" / "clients" / name
-    identity = write_client(_ca(project), name, folder, days=days)
-    console.print(cli.safe(f"client certificate for {name} in {identity.path} (key 0600: guard it like a root "
-                           "password)"))
+    identity = write_client(ca, name, folder, days=days, zone=zone)
+    reach = "every daemon" if zone == FLEET_ZONE else ", ".join(ca.zone_members(zone) or [])
+    console.print(cli.safe(f"client certificate for {name} in {identity.path}, zone {zone}, valid {days} day(s), "
+                           f"opens: {reach} (key 0600: it is root there; guard it like a root password)"))
+    if zone != FLEET_ZONE:
+        console.print(cli.safe("  converge those hosts so that their daemons trust the zone: "
+                               f"invoke setup-runner --limit '{limit}'"))
     console.print(cli.safe(f"  export DOCKER_TLS_VERIFY=1 DOCKER_CERT_PATH={identity.path.resolve()}"))
+
+
+@task(iterable=["extra", "inventory", "vault_password_file"], help=_help("limit", "inventory", "extra"))
+@exits_cleanly
+def certs_zones(c, limit="", inventory=None, vault_password_file=None, extra=None):
+    """Create the zones of the selected daemons (fleet, host-NAME) now, and list every zone with what it opens.
+
+    A converge creates a missing zone itself; run this where pki_dir is kept (e.g. before updating a CI
+    variable that holds it), so that a CI job never creates a zone that dies with the job.
+    """
+    project = cli.load_project(inventory, extra or [], vault_password_file)
+    ca = _ca(project)
+    for host in project.hosts(limit):
+        if "docker_tls" in host.roles:
+            ca.daemon_trust_pem(host.name)
+    rows = []
+    for zone in ca.zones():
+        members = ca.zone_members(zone)
+        opens = "every daemon" if zone == "fleet" else ", ".join(members) if members is not None else zone[5:]
+        issued = [r for r in ca.clients() if r.zone == zone]
+        rows.append({"zone": zone, "opens": opens, "valid certificates": sum(1 for r in issued if not r.revoked
+                                                                              and r.days_left > 0)})
+    cli.print_rows(rows, title="berth certs.zones")
+
+
+@task(help={"zone": "the zone whose CA is replaced (fleet, host-NAME, group-...: see certs.status --clients)",
+            "name": "revoke the zone(s) of the client certificates with this name instead"})
+@exits_cleanly
+def certs_revoke(c, zone="", name=""):
+    """Revoke client certificates as dockerd allows: replace their zone's CA (every certificate of that zone)."""
+    cli.require(bool(zone) != bool(name), "give --zone ZONE or --name NAME")
+    project = cli.load_project()
+    ca = _ca(project)
+    zones = [zone] if zone else sorted({r.zone for r in ca.clients() if r.name == name and r.zone and not r.revoked})
+    cli.require(bool(zones), f"no valid client certificate named {name!r} (see invoke certs.status --clients)")
+    for z in zones:
+        gone = ca.revoke_zone(z)
+        console.print(f"zone {z}: new CA; revoked: {', '.join(sorted(set(gone))) or 'no recorded certificate'}")
+    console.print("converge the daemons of these zones (their tlscacert changes; remote runners' certificates are "
+                  "re-issued by the same converge), then re-issue the operator certificates you still need")
 
 
 @task(help={"key_type": "key type of the new CA (default: the current one's)"})
@@ -302,9 +366,10 @@ def certs_rotate_ca(c, key_type=""):
     """Start a CA rotation: a new CA signs from now on; hosts trust both until certs.drop-old-ca."""
     project = cli.load_project()
     ca = _ca(project)
-    ca.rotate(key_type=key_type or None)
-    console.print("new CA created; converge the hosts (they will trust both CAs and get new certificates), "
-                  "re-issue client certificates, then run `invoke certs.drop-old-ca` and converge again")
+    ca.rotate(key_type=key_type or None)     # zone CAs are re-certified: client certificates stay valid
+    console.print("new CA created; converge the hosts (they get certificates from the new CA, and clients trust "
+                  "both CAs), then run `invoke certs.drop-old-ca` and converge again; client certificates stay "
+                  "valid (their zone CAs are re-certified)")
 
 
 @task
@@ -405,6 +470,8 @@ certs_ns = Collection("certs")
 certs_ns.add_task(certs_init, name="init")
 certs_ns.add_task(certs_status, name="status")
 certs_ns.add_task(certs_client, name="client")
+certs_ns.add_task(certs_revoke, name="revoke")
+certs_ns.add_task(certs_zones, name="zones")
 certs_ns.add_task(certs_rotate_ca, name="rotate-ca")
 certs_ns.add_task(certs_drop_old_ca, name="drop-old-ca")
 

@@ -157,8 +157,9 @@ def _booted(bed: Testbed, host: str) -> bool:
 
 def bench_n(args: argparse.Namespace, bed: Testbed, tools: list[Tool], n: int, results: dict[str, Any]) -> None:
     started = testbed_up(bed, n)
-    ctx = Context(WORK, [h.name for h in started], {h.name: h.address for h in started}, WORK / "ca.pem",
+    ctx = Context(WORK, [h.name for h in started], {h.name: h.address for h in started}, WORK / "ca",
                   WORK / "pki")
+    write_trust_bundles(ctx)
     for tool in tools:
         tool.prepare(ctx)
     log(f"N={n}: berth converges every host once (installs Docker where missing, issues certificates)")
@@ -188,8 +189,16 @@ def bench_n(args: argparse.Namespace, bed: Testbed, tools: list[Tool], n: int, r
 
 def ensure_ca() -> None:
     pki = WORK / "pki"
-    ca = CertificateAuthority.load(pki) if CertificateAuthority.exists(pki) else CertificateAuthority.init(pki)
-    (WORK / "ca.pem").write_bytes(ca.bundle_pem())
+    if not CertificateAuthority.exists(pki):
+        CertificateAuthority.init(pki)
+
+
+def write_trust_bundles(ctx: Context) -> None:
+    """Each daemon's tlscacert is its own (its trust zones, berth.pki): one file per host for ansible and pyinfra."""
+    ca = CertificateAuthority.load(ctx.pki_dir)
+    ctx.ca_pem.mkdir(parents=True, exist_ok=True)
+    for host in ctx.hosts:
+        (ctx.ca_pem / f"{host}.pem").write_bytes(ca.daemon_trust_pem(host))
 
 
 def machine() -> dict[str, Any]:

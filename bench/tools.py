@@ -41,7 +41,7 @@ class Context:
     work: Path                      # .testbed/bench
     hosts: list[str]                # r1..rN
     addresses: dict[str, str]       # host -> IP on the testbed network
-    ca_pem: Path
+    ca_pem: Path            # a folder: <host>.pem, each daemon's tlscacert
     pki_dir: Path
 
     @property
@@ -136,7 +136,7 @@ class Ansible(Tool):
             PATH=f"{BENCH / 'sshcount' / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}",
         )
         argv = [str(BIN / "ansible-playbook"), "-i", str(ctx.work / "ansible-hosts.yml"), "-f", str(ctx.n),
-                str(BENCH / "ansible" / "site.yml"), "-e", f"bench_ca_pem={ctx.ca_pem}"]
+                str(BENCH / "ansible" / "site.yml"), "-e", f"bench_ca_dir={ctx.ca_pem}"]
         return argv, env
 
     def outcome(self, ctx: Context, run_id: str, m: Measurement) -> Outcome:
@@ -166,9 +166,9 @@ class Pyinfra(Tool):
         common = {
             "ssh_user": "berth", "ssh_key": str(ROOT / ".testbed" / "id_ed25519"),
             "ssh_known_hosts_file": str(ROOT / ".testbed" / "known_hosts"), "ssh_strict_host_key_checking": "yes",
-            "bench_ca_pem": str(ctx.ca_pem),
         }
-        hosts = [(h, {"ssh_hostname": ctx.addresses[h], **common}) for h in ctx.hosts]
+        hosts = [(h, {"ssh_hostname": ctx.addresses[h], "bench_ca_pem": str(ctx.ca_pem / f"{h}.pem"), **common})
+                 for h in ctx.hosts]
         (ctx.work / "pyinfra_inventory.py").write_text(
             '"""Written by the bench: the testbed hosts for pyinfra."""\n\n' + f"runners = {hosts!r}\n"
         )

@@ -15,9 +15,9 @@ import shlex
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from berth.errors import HostFailed
+from berth.errors import HostFailed, PKIError
 from berth.inventory import Host
-from berth.pki import cert_info, renewal_reason
+from berth.pki import FLEET_ZONE, cert_info, parse_san, renewal_reason
 from berth.plan import Change, Plan
 
 if TYPE_CHECKING:
@@ -39,8 +39,9 @@ class HostCertificate:
     cert_path: str
     key_path: str
     common_name: str
-    sans: list[str]                  # server: from the inventory; the probe's addresses and FQDN are added
+    sans: list[str]                  # server: from the inventory only (what the host reports is compared)
     purpose: str = "server"          # or "client"
+    zone: str = FLEET_ZONE           # client: the trust zone whose CA signs it (berth.pki)
     days: int = 365
     renew_days: int = 30
     key_type: str = "ec-p256"
@@ -58,11 +59,9 @@ class HostCertificate:
         """Add this certificate's changes to the plan; True when the certificate file changes."""
         if self.purpose == "client":
             return self._plan_client(found, ctx, plan)
-        facts = found["facts"]
-        self.wanted_sans = list(dict.fromkeys(
-            [*self.sans, facts.get("hostname", ""), facts.get("fqdn", ""), *facts.get("addresses", []), "127.0.0.1"]
-        ))
-        self.wanted_sans = [s for s in self.wanted_sans if s and s != "localhost"]
+        # Never from the host: a host whose root was taken would name itself after other daemons.
+        self.wanted_sans = list(dict.fromkeys([*self.sans, "127.0.0.1"]))
+        self._note_reported_names(found.get("facts") or {}, plan)
         cert = found["files"].get(self.cert_path, {})
         key = found["files"].get(self.key_path, {})
         pem = base64.b64decode(cert["content"]) if cert.get("content") else None
@@ -86,6 +85,18 @@ class HostCertificate:
         self.due = True
         return True
 
+    def _note_reported_names(self, facts: dict[str, Any], plan: Plan) -> None:
+        """What the host says it is called, compared with the inventory's SANs: a difference is a note."""
+        have = {_san_key(s) for s in self.wanted_sans}
+        reported = [facts.get("hostname", ""), facts.get("fqdn", ""), *facts.get("addresses", [])]
+        unnamed = [n for n in dict.fromkeys(reported) if n and n != "localhost" and _san_key(n) not in have
+                   and not n.startswith(("127.", "::1"))]
+        if unnamed:
+            plan.notes.append(
+                f"{self.common_name}: the host reports {', '.join(unnamed)} (hostname, FQDN, addresses), which its "
+                "certificate does not name: SANs come from the inventory only. If clients reach the daemon by "
+                "one of these, add it to docker_tls_extra_sans.")
+
     def _plan_client(self, found: dict[str, Any], ctx: RoleContext, plan: Plan) -> bool:
         cert = found["files"].get(self.cert_path, {})
         pem = base64.b64decode(cert["content"]) if cert.get("content") else None
@@ -93,8 +104,8 @@ class HostCertificate:
         reason = "missing" if not pem else None
         if pem:
             info = cert_info(pem)
-            if ctx.ca().issued_by_us(pem) != "current":
-                reason = "not issued by the current CA"
+            if ctx.ca().zone_of(pem) != self.zone:
+                reason = f"not issued by the current CA of zone {self.zone}"
             elif info.days_left() < self.renew_days:
                 reason = f"expires in {info.days_left():.1f} days (renewal window {self.renew_days} days)"
         if reason is None and self.new_key:
@@ -122,7 +133,7 @@ class HostCertificate:
             raise HostFailed(f"{session.host.name}: making a key and CSR failed: {result.stderr.strip()[-500:]}")
         csr = result.stdout.encode()
         if self.purpose == "client":
-            pem = ctx.ca().sign_client_csr(csr, name=self.common_name, days=self.days)
+            pem = ctx.ca().sign_client_csr(csr, name=self.common_name, zone=self.zone, days=self.days)
         else:
             pem = ctx.ca().sign_server_csr(csr, sans=self.wanted_sans, days=self.days, common_name=self.common_name)
         steps: list[dict[str, Any]] = []
@@ -140,3 +151,12 @@ def split_leaf(pem: bytes) -> tuple[bytes, bytes]:
     if end < 0:
         return pem, b""
     return pem[: end + len(marker)], pem[end + len(marker):]
+
+
+def _san_key(name: str) -> str:
+    """How two names compare as SANs (case-insensitive DNS names, IPs as addresses)."""
+    try:
+        gn = parse_san(name)
+    except PKIError:
+        return f"?:{name}"
+    return f"IP:{gn.value}" if not isinstance(gn.value, str) else f"DNS:{gn.value.lower()}"

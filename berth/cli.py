@@ -92,7 +92,8 @@ class Project:
                            connect_timeout=self.settings.connect_timeout)
 
     def role_context(self) -> RoleContext:
-        return RoleContext(self.settings.roles_dir, self.settings.pki_dir, ca_passphrase())
+        return RoleContext(self.settings.roles_dir, self.settings.pki_dir, ca_passphrase(), inventory=self.inventory,
+                           warn=lambda line: console.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True))
 
 
 def load_project(inventory: str | Sequence[str] | None = None, extra: Sequence[str] = (),
@@ -127,7 +128,9 @@ def make_converger(project: Project, *, check: bool, accept_new: bool, force: bo
     if force and not check:
         console.print("[bold yellow]--force:[/] dockerd restarts will NOT wait for running CI jobs; "
                       "those jobs are killed")
-    return Converger(project.ssh("accept-new" if accept_new else None), project.role_context(), check=check,
+    ctx = project.role_context()
+    ctx.read_only = check       # --check (with or without --diff) needs ca.pem only, never the CA key
+    return Converger(project.ssh("accept-new" if accept_new else None), ctx, check=check,
                      drain_timeout=drain_timeout or None, force=force)
 
 
@@ -284,8 +287,9 @@ def _cn(cert: Any) -> str:
 
 
 def client_rows(ca: Any) -> list[dict[str, Any]]:
-    return [{"name": r.name, "serial": r.serial, "not_after": r.not_after.isoformat(),
-             "days_left": round(r.days_left, 1), "issued_by": r.issued_by, "fingerprint": r.fingerprint[:16]}
+    return [{"name": r.name, "zone": r.zone or "- (before zones)", "serial": r.serial,
+             "not_after": r.not_after.isoformat(), "days_left": round(r.days_left, 1),
+             "revoked": r.revoked or "-", "fingerprint": r.fingerprint[:16]}
             for r in ca.clients()]
 
 

@@ -4,7 +4,20 @@ The CA lives on the controller in ``pki_dir``::
 
     pki_dir/ca/current/ca.pem, ca-key.pem
     pki_dir/ca/previous/ca.pem, ca-key.pem     # only while a CA rotation is in progress
-    pki_dir/clients.json                       # index of issued client certificates (no keys)
+    pki_dir/zones/<zone>/ca.pem, ca-key.pem    # client-issuing CAs, one per trust zone (below)
+    pki_dir/zones/<zone>/zone.json             # a group zone's member hosts
+    pki_dir/clients.json                       # registry of issued client certificates (no keys)
+
+Trust zones. The root CA signs server certificates and the zone CAs, never a client certificate. A
+client certificate is signed by the CA of one zone, and a daemon's tlscacert holds only the zone CAs
+allowed on it: ``fleet`` (every daemon), ``host-<name>`` (that daemon only: remote-mode runners whose
+remote_host it is) and the ``group-...`` zones whose members include it. dockerd trusts exactly the
+certificates of tlscacert as anchors (moby daemon/command/daemon.go newAPIServerTLSConfig: ExclusiveRootPools,
+RequireAndVerifyClientCert; vendor/github.com/docker/go-connections/tlsconfig/config.go Server and certPool:
+ClientCAs is a new pool of that file's certificates only; Go's x509 accepts a non-self-signed anchor), so a zone's
+certificates open no daemon outside the zone. Revoking = replacing a zone's CA (dockerd has no CRL).
+
+Read-only commands load the certificates only (``need_key=False``): no key file, no passphrase.
 
 A host's server key is generated on the host and never leaves it: the host sends a CSR and the
 controller signs it (:meth:`CertificateAuthority.sign_server_csr`). Client keys (operators, CI, jobs)
@@ -16,8 +29,10 @@ file in the same directory and moved into place, so a crash never leaves a half-
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
+import hashlib
 import ipaddress
 import json
 import math
@@ -25,6 +40,7 @@ import os
 import re
 import secrets
 import shutil
+import struct
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -33,21 +49,25 @@ from pathlib import Path
 from typing import Literal
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature, InvalidTag, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from berth.errors import PKIError
 
 __all__ = [
     "DEFAULT_KEY_TYPE",
+    "FLEET_ZONE",
     "KEY_TYPES",
     "CertInfo",
     "CertificateAuthority",
     "ClientRecord",
     "cert_info",
     "generate_key_pem",
+    "host_zone",
     "load_certs",
     "make_csr_pem",
     "parse_san",
@@ -61,6 +81,14 @@ CA_CERT = "ca.pem"
 CA_KEY = "ca-key.pem"
 CA_CROSS = "cross.pem"  # during a rotation: the new CA's certificate signed by the previous CA
 CLIENTS_INDEX = "clients.json"
+ZONES_DIR = "zones"
+ZONE_FILE = "zone.json"
+FLEET_ZONE = "fleet"
+_ZONE_NAME = re.compile(r"^(fleet|host-[A-Za-z0-9._-]{1,64}|group-[a-z0-9._-]{1,80})$")
+# scrypt for the CA keys: N=2**17, r=8 (128 MiB, about half a second): OWASP's minimum, paid once per run.
+SCRYPT_LOG_N, SCRYPT_R, SCRYPT_P = 17, 8, 1
+SCRYPT_PEM = "BERTH SCRYPT ENCRYPTED PRIVATE KEY"
+_SCRYPT_MAGIC = b"berth-scrypt-aesgcm-1"
 CLOCK_SKEW = timedelta(minutes=5)
 
 DIR_MODE = 0o700
@@ -109,6 +137,8 @@ class ClientRecord:
     cert_pem: bytes
     days_left: float
     issued_by: Literal["current", "previous", "unknown"]
+    zone: str = ""          # the trust zone whose CA signed it ("" for a certificate from before zones)
+    revoked: str = ""       # when its zone's CA was replaced (ISO time); "" while it is valid
 
 
 def load_certs(pem: bytes) -> list[x509.Certificate]:
@@ -205,6 +235,9 @@ def parse_san(item: str) -> x509.DNSName | x509.IPAddress:
         except ValueError:
             if forced == "IP":
                 raise PKIError(f"SAN {item!r} is not an IP address") from None
+    if "*" in text:
+        raise PKIError(f"wildcard SAN {item!r} refused: a certificate valid for a whole domain would let one host "
+                       "impersonate every daemon under it; list the exact names")
     if any(c.isspace() or ord(c) < 0x21 or c in ",/\\@" for c in text) or not text.isascii():
         raise PKIError(
             f"SAN {item!r} is neither an IP address nor a valid DNS name (use the A-label for IDN)"
@@ -272,10 +305,49 @@ def _sig_hash(key: PrivateKey) -> hashes.SHA256 | None:
 
 
 def _key_pem(key: PrivateKey, passphrase: bytes | None = None) -> bytes:
-    enc: serialization.KeySerializationEncryption = (
-        serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption()
-    )
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc)
+    """PKCS8 PEM; with a passphrase, wrapped by :func:`_scrypt_seal` (PKCS8's own PBKDF2 is weak: see there)."""
+    if passphrase:
+        der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+        return _scrypt_seal(der, passphrase)
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def _scrypt(salt: bytes, log_n: int, r: int, p: int, passphrase: bytes) -> bytes:
+    return Scrypt(salt=salt, length=32, n=2**log_n, r=r, p=p).derive(passphrase)
+
+
+def _scrypt_seal(der: bytes, passphrase: bytes) -> bytes:
+    """Encrypt a key with AES-256-GCM under an scrypt-derived key.
+
+    cryptography's BestAvailableEncryption for PKCS8 PEM uses PBKDF2 with OpenSSL's default iteration count
+    (2048), which a GPU guesses through quickly; its PKCS8 encryption builder offers no KDF settings (only
+    OpenSSH and PKCS12 formats take kdf_rounds). scrypt is memory-hard.
+    """
+    salt, nonce = os.urandom(16), os.urandom(12)
+    params = struct.pack(">BBB", SCRYPT_LOG_N, SCRYPT_R, SCRYPT_P)
+    header = _SCRYPT_MAGIC + params + salt + nonce
+    sealed = AESGCM(_scrypt(salt, SCRYPT_LOG_N, SCRYPT_R, SCRYPT_P, passphrase)).encrypt(nonce, der, header)
+    body = base64.encodebytes(header + sealed).decode()
+    return f"-----BEGIN {SCRYPT_PEM}-----\n{body}-----END {SCRYPT_PEM}-----\n".encode()
+
+
+def _scrypt_open(pem: bytes, passphrase: bytes, path: Path) -> bytes:
+    """The PKCS8 DER inside :func:`_scrypt_seal`'s PEM; PKIError naming ``path`` on a wrong passphrase."""
+    body = pem.decode().split("-----")[2]
+    blob = base64.b64decode(body)
+    magic = len(_SCRYPT_MAGIC)
+    if not blob.startswith(_SCRYPT_MAGIC) or len(blob) < magic + 3 + 28 + 16:
+        raise PKIError(f"{path} is not a berth encrypted key (damaged?)")
+    log_n, r, p = struct.unpack(">BBB", blob[magic:magic + 3])
+    salt, nonce = blob[magic + 3:magic + 19], blob[magic + 19:magic + 31]
+    header = blob[:magic + 31]
+    try:
+        return AESGCM(_scrypt(salt, log_n, r, p, passphrase)).decrypt(nonce, blob[magic + 31:], header)
+    except InvalidTag:
+        raise PKIError(f"cannot decrypt the CA key {path}: wrong passphrase; set BERTH_CA_PASSPHRASE to the "
+                       "passphrase given to certs.init") from None
 
 
 def _cert_pem(cert: x509.Certificate) -> bytes:
@@ -425,6 +497,10 @@ def _write_ca_dir(parent: Path, key: PrivateKey, cert: x509.Certificate, passphr
     return staging
 
 
+def _spki(key: PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
 def _check_passphrase(passphrase: bytes | None) -> None:
     if passphrase is not None and not isinstance(passphrase, bytes):
         raise PKIError("the CA passphrase must be bytes")
@@ -433,7 +509,11 @@ def _check_passphrase(passphrase: bytes | None) -> None:
 
 
 class CertificateAuthority:
-    """The berth CA in ``pki_dir``: signs host CSRs, issues client certificates, rotates."""
+    """The berth CA in ``pki_dir``: signs host CSRs and zone CAs, issues client certificates, rotates.
+
+    Loaded without its key (``need_key=False``) it answers every question about trust (bundles, who
+    issued what) and refuses to sign.
+    """
 
     cert: x509.Certificate
     previous: x509.Certificate | None
@@ -441,17 +521,39 @@ class CertificateAuthority:
     def __init__(
         self,
         pki_dir: Path,
-        key: PrivateKey,
+        key: PrivateKey | None,
         cert: x509.Certificate,
         previous: x509.Certificate | None,
         passphrase: bytes | None,
     ) -> None:
         """Use :meth:`init` or :meth:`load`."""
         self.pki_dir = pki_dir
-        self._key = key
+        self._key_or_none = key
         self.cert = cert
         self.previous = previous
         self._passphrase = passphrase
+        self._zone_keys: dict[str, PrivateKey] = {}
+        self.warnings: list[str] = []
+        if key is not None and passphrase is None:
+            self.warnings.append(
+                f"the CA key {pki_dir / 'ca' / 'current' / CA_KEY} is not encrypted: whoever reads it can open "
+                "every daemon. Set BERTH_CA_PASSPHRASE before certs.init (scrypt-protected key)")
+
+    @property
+    def _key(self) -> PrivateKey:
+        if self._key_or_none is None:
+            raise PKIError(
+                "read-only: this command loaded the CA certificates only, and signing needs the CA key "
+                f"({self.pki_dir / 'ca' / 'current' / CA_KEY}, with BERTH_CA_PASSPHRASE when it is encrypted)")
+        return self._key_or_none
+
+    @_key.setter
+    def _key(self, key: PrivateKey) -> None:
+        self._key_or_none = key
+
+    @property
+    def can_sign(self) -> bool:
+        return self._key_or_none is not None
 
     # -- creation / loading ------------------------------------------------------------------------
 
@@ -495,8 +597,13 @@ class CertificateAuthority:
         return cls(pki_dir, key, cert, None, passphrase)
 
     @classmethod
-    def load(cls, pki_dir: Path, *, passphrase: bytes | None = None) -> CertificateAuthority:
-        """Load the CA from ``pki_dir`` (the key is decrypted now, so a bad passphrase fails here)."""
+    def load(
+        cls, pki_dir: Path, *, passphrase: bytes | None = None, need_key: bool = True
+    ) -> CertificateAuthority:
+        """Load the CA from ``pki_dir``; the key is decrypted now (a bad passphrase fails here).
+
+        ``need_key=False`` (read-only commands) reads the certificates only: no key file, no passphrase.
+        """
         pki_dir = Path(pki_dir)
         _check_passphrase(passphrase)
         current = pki_dir / "ca" / "current"
@@ -509,15 +616,29 @@ class CertificateAuthority:
                 )
             raise PKIError(f"no CA in {pki_dir}: run `invoke certs.init`")
         cert = cls._read_cert(current / CA_CERT)
-        key = cls._read_key(current / CA_KEY, passphrase)
-        if key.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        ) != cert.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        ):
-            raise PKIError(f"{current / CA_KEY} does not belong to {current / CA_CERT}")
         previous = cls._read_cert(previous_dir / CA_CERT) if previous_dir.is_dir() else None
-        return cls(pki_dir, key, cert, previous, passphrase)
+        if not need_key:
+            return cls(pki_dir, None, cert, previous, None)
+        key = cls._read_key(current / CA_KEY, passphrase)
+        if _spki(key.public_key()) != _spki(cert.public_key()):
+            raise PKIError(f"{current / CA_KEY} does not belong to {current / CA_CERT}")
+        ca = cls(pki_dir, key, cert, previous, passphrase)
+        if passphrase is not None and b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in (current / CA_KEY).read_bytes():
+            ca.warnings.append(f"the CA key {current / CA_KEY} is encrypted with PKCS8's weak PBKDF2 setting; "
+                               "the next certs.rotate-ca writes keys protected by scrypt")
+        return ca
+
+    @classmethod
+    def load_for_reading(cls, pki_dir: Path, *, passphrase: bytes | None = None) -> CertificateAuthority:
+        """For commands that only read but may renew berth's own client certificate: with the key when it is
+        at hand (the file is there, and the passphrase when it is encrypted), else certificates only."""
+        key = Path(pki_dir) / "ca" / "current" / CA_KEY
+        try:
+            head = key.read_bytes()[:80]
+        except OSError:
+            return cls.load(pki_dir, need_key=False)
+        encrypted = b"ENCRYPTED" in head
+        return cls.load(pki_dir, passphrase=passphrase, need_key=passphrase is not None or not encrypted)
 
     @staticmethod
     def _read_cert(path: Path) -> x509.Certificate:
@@ -535,12 +656,17 @@ class CertificateAuthority:
         try:
             data = path.read_bytes()
         except FileNotFoundError:
-            raise PKIError(f"{path} is missing: the CA directory is incomplete") from None
-        encrypted = b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in data
+            raise PKIError(f"{path} is missing: the CA directory is incomplete (read-only commands such as "
+                           "--check, verify and certs.status need only ca.pem)") from None
+        scrypt = f"-----BEGIN {SCRYPT_PEM}-----".encode() in data
+        encrypted = scrypt or b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in data
         if encrypted and passphrase is None:
             raise PKIError(f"the CA key {path} is encrypted: set BERTH_CA_PASSPHRASE")
         try:
-            key = serialization.load_pem_private_key(data, password=passphrase if encrypted else None)
+            if scrypt:
+                key = serialization.load_der_private_key(_scrypt_open(data, passphrase or b"", path), None)
+            else:
+                key = serialization.load_pem_private_key(data, password=passphrase if encrypted else None)
         except (ValueError, TypeError):
             if encrypted:
                 raise PKIError(
@@ -605,19 +731,22 @@ class CertificateAuthority:
         return start, end
 
     def _leaf_builder(
-        self, subject_cn: str, public_key: PublicKey, days: int, not_after: datetime | None
+        self, subject_cn: str, public_key: PublicKey, days: int, not_after: datetime | None,
+        issuer: tuple[x509.Certificate, PrivateKey] | None = None,
     ) -> x509.CertificateBuilder:
+        issuer_cert, issuer_key = issuer or (self.cert, self._key)
         start, end = self._validity(days, not_after)
+        end = min(end, issuer_cert.not_valid_after_utc)
         try:
             aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(
-                self.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+                issuer_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
             )
         except x509.ExtensionNotFound:
-            aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key())
+            aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key())
         return (
             x509.CertificateBuilder()
             .subject_name(_name(subject_cn))
-            .issuer_name(self.cert.subject)
+            .issuer_name(issuer_cert.subject)
             .public_key(public_key)
             .serial_number(x509.random_serial_number())
             .not_valid_before(start)
@@ -658,18 +787,25 @@ class CertificateAuthority:
         )
         return _cert_pem(cert)
 
-    def sign_client_csr(self, csr_pem: bytes, *, name: str, days: int = 90) -> bytes:
-        """Sign a CSR as a client certificate (CN=name, clientAuth) for a key made where it is used,
-        such as a runner host whose jobs reach another daemon; recorded in clients.json."""
+    def sign_client_csr(self, csr_pem: bytes, *, name: str, zone: str = FLEET_ZONE, days: int = 30) -> bytes:
+        """Sign a CSR as a client certificate (CN=name, clientAuth) of ``zone``, for a key made where it is
+        used, such as a runner host whose jobs reach another daemon; recorded in clients.json."""
         _, public_key = self._checked_csr(csr_pem)
+        cert = self._client_cert(name, public_key, zone, days, None)
+        return _cert_pem(cert)
+
+    def _client_cert(
+        self, name: str, public_key: PublicKey, zone: str, days: int, not_after: datetime | None
+    ) -> x509.Certificate:
+        zone_cert, zone_key = self._zone_cert(zone), self._zone_key(zone)
         cert = (
-            self._leaf_builder(name, public_key, days, None)
+            self._leaf_builder(name, public_key, days, not_after, issuer=(zone_cert, zone_key))
             .add_extension(_key_usage(digital_signature=True), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-            .sign(self._key, _sig_hash(self._key))
+            .sign(zone_key, _sig_hash(zone_key))
         )
-        self._record_client(name, cert)
-        return _cert_pem(cert)
+        self._record_client(name, cert, zone, zone_cert)
+        return cert
 
     def _checked_csr(self, csr_pem: bytes) -> tuple[x509.CertificateSigningRequest, PublicKey]:
         try:
@@ -698,40 +834,41 @@ class CertificateAuthority:
         self,
         name: str,
         *,
-        days: int = 90,
+        zone: str = FLEET_ZONE,
+        days: int = 7,
         key_type: str | None = None,
         not_after: datetime | None = None,
     ) -> tuple[bytes, bytes]:
-        """Issue a client certificate with CN=name; returns (cert_pem, key_pem).
+        """Issue a client certificate with CN=name in ``zone``; returns (cert_pem, key_pem).
 
+        Short-lived by default (7 days): dockerd cannot check revocation, so expiry is the reliable end.
         The key (PKCS8, unencrypted) is generated here, returned and not stored; the certificate is
-        appended to clients.json.
+        recorded in clients.json.
         """
         key = _generate_key(key_type or self.key_type() or DEFAULT_KEY_TYPE)
-        cert = (
-            self._leaf_builder(name, key.public_key(), days, not_after)
-            .add_extension(_key_usage(digital_signature=True), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-            .sign(self._key, _sig_hash(self._key))
-        )
-        self._record_client(name, cert)
+        cert = self._client_cert(name, key.public_key(), zone, days, not_after)
         return _cert_pem(cert), _key_pem(key)
 
-    def _record_client(self, name: str, cert: x509.Certificate) -> None:
+    def _record_client(self, name: str, cert: x509.Certificate, zone: str, zone_cert: x509.Certificate) -> None:
         cert_pem = _cert_pem(cert)
         record = {
             "name": name,
+            "zone": zone,
             "serial": format(cert.serial_number, "x"),
             "not_after": cert.not_valid_after_utc.isoformat(),
             "fingerprint": _fingerprint(cert),
-            "ca_fingerprint": self.fingerprint(),
+            "ca_fingerprint": _fingerprint(zone_cert),
             "cert_pem": cert_pem.decode(),
         }
         with _locked(self.pki_dir):
             entries = self._read_index()
             entries.append(record)
-            data = json.dumps({"version": 1, "clients": entries}, indent=2) + "\n"
-            _atomic_write(self.pki_dir / CLIENTS_INDEX, data.encode(), CERT_MODE)
+            self._write_index(entries)
+
+    def _write_index(self, entries: list[dict[str, str]]) -> None:
+        # Certificates only, no key: readable by the operator's group is harmless, but keep it private.
+        data = json.dumps({"version": 2, "clients": entries}, indent=2) + "\n"
+        _atomic_write(self.pki_dir / CLIENTS_INDEX, data.encode(), KEY_MODE)
 
     def _read_index(self) -> list[dict[str, str]]:
         path = self.pki_dir / CLIENTS_INDEX
@@ -754,7 +891,9 @@ class CertificateAuthority:
             try:
                 cert_pem = entry["cert_pem"].encode()
                 info = cert_info(cert_pem)
-                by = self.issued_by_us(cert_pem) or "unknown"
+                zone = entry.get("zone", "")
+                by: Literal["current", "previous", "unknown"] = (
+                    "current" if zone and self.zone_of(cert_pem) == zone else "unknown")
                 out.append(
                     ClientRecord(
                         name=entry["name"],
@@ -765,11 +904,175 @@ class CertificateAuthority:
                         cert_pem=cert_pem,
                         days_left=info.days_left(moment),
                         issued_by=by,
+                        zone=zone,
+                        revoked=entry.get("revoked", "") or ("zone CA replaced" if zone and by != "current" else ""),
                     )
                 )
             except (KeyError, AttributeError, TypeError) as exc:
                 raise PKIError(f"{path}: malformed entry {entry!r} ({exc})") from None
         return out
+
+    # -- trust zones -------------------------------------------------------------------------------
+
+    def zones(self) -> list[str]:
+        """The zones that exist in pki_dir, sorted."""
+        root = self.pki_dir / ZONES_DIR
+        return sorted(p.name for p in root.iterdir() if _ZONE_NAME.match(p.name)) if root.is_dir() else []
+
+    def zone_members(self, zone: str) -> list[str] | None:
+        """A group zone's hosts; None for fleet and host zones (their reach follows from the name)."""
+        path = self.pki_dir / ZONES_DIR / _checked_zone(zone) / ZONE_FILE
+        try:
+            doc = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise PKIError(f"{path} is not valid JSON ({exc}); fix or move it aside") from None
+        hosts = doc.get("hosts") if isinstance(doc, dict) else None
+        if not isinstance(hosts, list):
+            raise PKIError(f"{path} has no 'hosts' list; fix or move it aside")
+        return [str(h) for h in hosts]
+
+    def daemon_zones(self, host_name: str) -> list[str]:
+        """The zones whose client certificates ``host_name``'s daemon accepts."""
+        groups = [z for z in self.zones() if z.startswith("group-") and host_name in (self.zone_members(z) or [])]
+        return [FLEET_ZONE, host_zone(host_name), *groups]
+
+    def daemon_trust_pem(self, host_name: str) -> bytes:
+        """A daemon's tlscacert: the CAs of its zones, never the root (the root would accept every zone).
+
+        Zones that do not exist yet are created (with the key). Read-only, a missing zone is left out and
+        said in ``warnings``.
+        """
+        pem = b""
+        for zone in self.daemon_zones(host_name):
+            if not self.can_sign and not (self.pki_dir / ZONES_DIR / zone / CA_CERT).exists():
+                self.warnings.append(f"zone {zone} does not exist yet in {self.pki_dir / ZONES_DIR}; a converge "
+                                     "with the CA key creates it")
+                continue
+            pem += _cert_pem(self._zone_cert(zone))
+        return pem
+
+    def group_zone(self, limit: str, hosts: Sequence[str]) -> str:
+        """The zone for certificates of the hosts ``limit`` selects (created, or its members updated)."""
+        if not hosts:
+            raise PKIError(f"--limit {limit!r} selects no host with role docker_tls")
+        readable = limit.lower().replace("!", " not ").replace("&", " and ")
+        slug = re.sub(r"[^a-z0-9]+", "-", readable).strip("-")[:40] or "hosts"
+        zone = f"group-{slug}-{hashlib.sha256(limit.encode()).hexdigest()[:8]}"
+        self._zone_cert(zone)
+        doc = {"kind": "group", "limit": limit, "hosts": sorted(hosts)}
+        with _locked(self.pki_dir):
+            _atomic_write(self.pki_dir / ZONES_DIR / zone / ZONE_FILE,
+                          (json.dumps(doc, indent=2) + "\n").encode(), CERT_MODE)
+        return zone
+
+    def zone_of(self, cert_pem: bytes) -> str | None:
+        """The zone whose current CA signed the first certificate of ``cert_pem`` (None: no zone's)."""
+        cert = load_certs(cert_pem)[0]
+        for zone in self.zones():
+            path = self.pki_dir / ZONES_DIR / zone / CA_CERT
+            if not path.exists():
+                continue
+            try:
+                cert.verify_directly_issued_by(self._read_cert(path))
+            except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+                continue
+            return zone
+        return None
+
+    def revoke_zone(self, zone: str) -> list[str]:
+        """Replace ``zone``'s CA: every certificate it issued is refused once the daemons are converged.
+
+        Returns the names of the client certificates that stop working (the registry marks them revoked).
+        """
+        zone = _checked_zone(zone)
+        zone_dir = self.pki_dir / ZONES_DIR / zone
+        if not (zone_dir / CA_CERT).exists():
+            raise PKIError(f"there is no zone {zone} in {self.pki_dir / ZONES_DIR} (zones: "
+                           f"{', '.join(self.zones()) or 'none'})")
+        old = _fingerprint(self._zone_cert(zone))
+        with _locked(self.pki_dir):
+            key, cert = self._build_zone(zone)
+            _atomic_write(zone_dir / CA_KEY, _key_pem(key, self._passphrase), KEY_MODE)
+            _atomic_write(zone_dir / CA_CERT, _cert_pem(cert), CERT_MODE)
+            self._zone_keys[zone] = key
+            when = _now().isoformat(timespec="seconds")
+            entries = self._read_index()
+            revoked = []
+            for entry in entries:
+                if entry.get("zone") == zone and entry.get("ca_fingerprint") == old and not entry.get("revoked"):
+                    entry["revoked"] = when
+                    revoked.append(entry["name"])
+            self._write_index(entries)
+        return revoked
+
+    def _zone_cert(self, zone: str) -> x509.Certificate:
+        """The zone's CA certificate; the zone is created when it does not exist (needs the key)."""
+        zone_dir = self.pki_dir / ZONES_DIR / _checked_zone(zone)
+        if not (zone_dir / CA_CERT).exists():
+            with _locked(self.pki_dir):
+                if not (zone_dir / CA_CERT).exists():      # another process may have made it meanwhile
+                    key, cert = self._build_zone(zone)
+                    _ensure_dir(self.pki_dir / ZONES_DIR)
+                    staging = _write_ca_dir(self.pki_dir / ZONES_DIR, key, cert, self._passphrase)
+                    os.rename(staging, zone_dir)
+                    self._zone_keys[zone] = key
+        return self._read_cert(zone_dir / CA_CERT)
+
+    def _zone_key(self, zone: str) -> PrivateKey:
+        if zone not in self._zone_keys:
+            self._key  # noqa: B018 -- read-only: fail with the read-only message, not a missing file
+            self._zone_keys[zone] = self._read_key(self.pki_dir / ZONES_DIR / zone / CA_KEY, self._passphrase)
+        return self._zone_keys[zone]
+
+    def _build_zone(self, zone: str, key: PrivateKey | None = None) -> tuple[PrivateKey, x509.Certificate]:
+        """A client-issuing CA under the root: pathlen 0, clientAuth only (it can never vouch for a server)."""
+        key = key or _generate_key(self.key_type() or DEFAULT_KEY_TYPE)
+        now = _now()
+        name = _name(f"berth zone {zone[:32]} {now:%Y-%m-%d} {secrets.token_hex(2)}")
+        ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+        root_ski = self.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(self.cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - CLOCK_SKEW)
+            .not_valid_after(self.cert.not_valid_after_utc)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(_key_usage(ca=True), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .add_extension(ski, critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(root_ski), critical=False)
+            .sign(self._key, _sig_hash(self._key))
+        )
+        return key, cert
+
+    def _recertify_zones(self) -> None:
+        """After a root rotation: each zone CA again under the (new) root, same key and name, so the client
+        certificates it issued stay valid; daemons get the new zone certificates on their next converge."""
+        for zone in self.zones():
+            zone_dir = self.pki_dir / ZONES_DIR / zone
+            key = self._zone_key(zone)
+            old = self._read_cert(zone_dir / CA_CERT)
+            builder = (
+                x509.CertificateBuilder()
+                .subject_name(old.subject)
+                .issuer_name(self.cert.subject)
+                .public_key(key.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(_now() - CLOCK_SKEW)
+                .not_valid_after(self.cert.not_valid_after_utc)
+            )
+            root_ski = self.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+            for ext in old.extensions:
+                if ext.oid != x509.oid.ExtensionOID.AUTHORITY_KEY_IDENTIFIER:
+                    builder = builder.add_extension(ext.value, ext.critical)
+            builder = builder.add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(root_ski), False)
+            _atomic_write(zone_dir / CA_CERT, _cert_pem(builder.sign(self._key, _sig_hash(self._key))), CERT_MODE)
 
     # -- rotation ----------------------------------------------------------------------------------
 
@@ -797,6 +1100,7 @@ class CertificateAuthority:
             os.rename(staging, current)
             _fsync_dir(ca_dir)
         self.previous, self.cert, self._key = self.cert, cert, key
+        self._recertify_zones()
 
     def _cross_sign(self, new: x509.Certificate) -> x509.Certificate:
         """The new CA's certificate issued by this (old) CA: clients that trust only the old CA can
@@ -839,6 +1143,20 @@ class CertificateAuthority:
         self.previous = None
 
 
+def host_zone(name: str) -> str:
+    """The zone of one daemon: the clients (remote-mode runners) that may reach ``name`` and no other daemon."""
+    if re.fullmatch(r"[A-Za-z0-9._-]{1,64}", name):
+        return f"host-{name}"
+    return f"host-{hashlib.sha256(name.encode()).hexdigest()[:16]}"
+
+
+def _checked_zone(zone: str) -> str:
+    if not isinstance(zone, str) or not _ZONE_NAME.match(zone):
+        raise PKIError(f"{zone!r} is not a zone name: fleet, host-<inventory name> or group-... "
+                       "(see certs.status --clients)")
+    return zone
+
+
 # --------------------------------------------------------------------------------------------------
 # Renewal
 
@@ -879,7 +1197,18 @@ def renewal_reason(
     missing = [_san_label(gn) for gn in wanted if _san_key(gn) not in have]
     if missing:
         return f"SANs do not cover {', '.join(missing)}"
+    # A name the inventory does not give (from before SANs were inventory-only, or forged) goes.
+    keys = {_san_key(gn) for gn in wanted}
+    extra = [_show_san(gn) for gn in _parse_cert_sans(cert) if _san_key(gn) not in keys]
+    if extra:
+        return f"SANs beyond the inventory: {', '.join(extra)}"
     return None
+
+
+def _show_san(gn: x509.GeneralName) -> str:
+    if isinstance(gn, x509.DNSName | x509.IPAddress):
+        return _san_label(gn)
+    return f"{type(gn).__name__}:{gn.value}"
 
 
 def _parse_cert_sans(cert: x509.Certificate) -> list[x509.GeneralName]:

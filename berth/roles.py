@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -27,6 +28,9 @@ class RoleContext:
     roles_dir: Path
     pki_dir: Path | None = None
     ca_passphrase: bytes | None = None
+    read_only: bool = False                       # --check: the CA is loaded from its certificates, no key
+    inventory: Any = None                         # berth.inventory.Inventory, to resolve another host's name
+    warn: Callable[[str], None] | None = None     # told once, e.g. "the CA key is not encrypted"
     _modules: dict[str, ModuleType] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _ca: Any = None
@@ -63,7 +67,10 @@ class RoleContext:
             if self._ca is None:
                 if self.pki_dir is None:
                     raise ConfigError("a role needs the CA but no pki_dir is configured")
-                self._ca = CertificateAuthority.load(self.pki_dir, passphrase=self.ca_passphrase)
+                self._ca = CertificateAuthority.load(self.pki_dir, passphrase=self.ca_passphrase,
+                                                     need_key=not self.read_only)
+                for line in self._ca.warnings if self.warn else ():
+                    self.warn(line)
             return self._ca
 
     def plan_derived(self, host: Host, states: list[RoleState], found: dict[str, Any], plan: Any) -> list[Any]:

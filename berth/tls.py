@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
+from berth.errors import PKIError
 from berth.files import write_atomic
-from berth.pki import CertificateAuthority, CertInfo, cert_info
+from berth.pki import FLEET_ZONE, CertificateAuthority, CertInfo, cert_info
 
 CONTROLLER_CLIENT = "berth-controller"
 
@@ -32,9 +34,10 @@ class ClientIdentity:
         return self.path / "key.pem"
 
 
-def write_client(ca: CertificateAuthority, name: str, out: Path, *, days: int = 90) -> ClientIdentity:
-    """Issue a client certificate into ``out`` (0700), key 0600, ready for DOCKER_CERT_PATH."""
-    cert_pem, key_pem = ca.issue_client(name, days=days)
+def write_client(ca: CertificateAuthority, name: str, out: Path, *, days: int = 7,
+                 zone: str = FLEET_ZONE) -> ClientIdentity:
+    """Issue a client certificate of ``zone`` into ``out`` (0700), key 0600, ready for DOCKER_CERT_PATH."""
+    cert_pem, key_pem = ca.issue_client(name, days=days, zone=zone)
     out.mkdir(parents=True, exist_ok=True, mode=0o700)
     out.chmod(0o700)
     identity = ClientIdentity(out)
@@ -45,14 +48,46 @@ def write_client(ca: CertificateAuthority, name: str, out: Path, *, days: int = 
 
 
 def controller_identity(ca: CertificateAuthority, pki_dir: Path) -> ClientIdentity:
-    """berth's own client certificate (for certs.status and verify), renewed when close to expiry."""
+    """berth's own client certificate (for certs.status and verify), in the fleet zone.
+
+    With the CA key it is renewed when close to expiry; without it (read-only commands) an existing one is
+    used: ``$DOCKER_CERT_PATH`` (e.g. a CI job's `certs.client` folder), else ``pki_dir/controller``.
+    """
     identity = ClientIdentity(pki_dir / "controller")
-    if identity.cert.exists() and identity.key.exists():
-        info = cert_info(identity.cert.read_bytes())
-        if info.days_left() > 7 and ca.issued_by_us(identity.cert.read_bytes()) == "current":
-            identity.ca.write_bytes(ca.bundle_pem())
+    if ca.can_sign:
+        if _usable(ca, identity, min_days=7, zone=FLEET_ZONE):
+            write_atomic(identity.ca, ca.bundle_pem(), mode=0o644)
             return identity
-    return write_client(ca, CONTROLLER_CLIENT, identity.path, days=30)
+        return write_client(ca, CONTROLLER_CLIENT, identity.path, days=30)
+    found = read_only_identity(ca, pki_dir)
+    if found is not None and found.path == identity.path:
+        write_atomic(identity.ca, ca.bundle_pem(), mode=0o644)    # public: the roots servers chain to now
+    if found is None:
+        raise PKIError(
+            "no client certificate for the daemons' TLS port, and the CA key is not loaded (read-only): set "
+            "DOCKER_CERT_PATH to a folder made by `invoke certs.client` (ca.pem, cert.pem, key.pem), or give "
+            "BERTH_CA_PASSPHRASE and the CA key so that berth issues its own")
+    return found
+
+
+def read_only_identity(ca: CertificateAuthority, pki_dir: Path) -> ClientIdentity | None:
+    """A client certificate that already exists and is still valid: $DOCKER_CERT_PATH, then pki_dir/controller."""
+    candidates = [Path(os.environ["DOCKER_CERT_PATH"])] if os.environ.get("DOCKER_CERT_PATH") else []
+    candidates.append(pki_dir / "controller")
+    for folder in candidates:
+        identity = ClientIdentity(folder)
+        if _usable(ca, identity, min_days=0):
+            return identity
+    return None
+
+
+def _usable(ca: CertificateAuthority, identity: ClientIdentity, *, min_days: float, zone: str | None = None) -> bool:
+    """Present, valid for more than ``min_days``, and from a current zone CA (``zone`` when given)."""
+    if not (identity.cert.exists() and identity.key.exists()):
+        return False
+    pem = identity.cert.read_bytes()
+    found = ca.zone_of(pem)
+    return cert_info(pem).days_left() > min_days and found is not None and zone in (None, found)
 
 
 def client_context(identity: ClientIdentity | None, ca_pem: bytes) -> ssl.SSLContext:

@@ -280,7 +280,8 @@ def run(project: Any, hosts: Sequence[Host], *, forks: int = 0, junit: str = "",
     identity = None
     if any("docker_tls" in h.roles for h in hosts):
         # The controller-side TLS checks present berth's own client certificate (renewed when due).
-        ca = CertificateAuthority.load(project.settings.pki_dir, passphrase=cli.ca_passphrase())
+        # verify only reads: ca.pem suffices; berth's own certificate is renewed only when the CA key is at hand.
+        ca = CertificateAuthority.load_for_reading(project.settings.pki_dir, passphrase=cli.ca_passphrase())
         identity = controller_identity(ca, project.settings.pki_dir).path
     ssh = {"host_key_checking": project.settings.host_key_checking,
            "connect_timeout": project.settings.connect_timeout}

@@ -1,7 +1,7 @@
 """pyinfra deploy: the same desired state as berth's roles with bench/inventory (see bench/ansible/site.yml).
 
 Run by the bench as ``pyinfra -y --sudo --parallel N INVENTORY bench/pyinfra/deploy.py``; the inventory
-(written by the bench) gives each host its SSH settings and ``bench_ca_pem``, the CA bundle on the controller.
+(written by the bench) gives each host its SSH settings and ``bench_ca_pem``, its own tlscacert on the controller.
 Handlers are operations guarded by ``_if=any_changed(...)``, pyinfra's way. As in the playbook, the server
 key and certificate (issued by berth before any tool is measured) are only held to their mode and owner.
 """

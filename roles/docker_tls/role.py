@@ -6,12 +6,15 @@ this role lays down the CA bundle and the server certificate and refuses unsafe 
 
 from __future__ import annotations
 
+import contextlib
+
 from berth.certificates import HostCertificate
-from berth.errors import ConfigError
+from berth.errors import ConfigError, HostUnreachable
 from berth.inventory import Host
 from berth.pki import KEY_TYPES
 from berth.resources import Directory, File, RoleState
 from berth.roles import RoleContext
+from berth.ssh import SSHSettings, network_address
 
 
 def declare(host: Host, ctx: RoleContext) -> RoleState:
@@ -25,12 +28,13 @@ def declare(host: Host, ctx: RoleContext) -> RoleState:
     # A new certificate or CA bundle needs a restart (drained: role docker_engine).
     restart = ctx.module("docker_engine").restart_handler(host)
     d = v["docker_tls_dir"]
-    sans = [host.name, *([v["ansible_host"]] if v.get("ansible_host") else []), *v["docker_tls_extra_sans"]]
+    sans = inventory_sans(host)
     state = RoleState("docker_tls")
     state.resources += [
         Directory(d, mode=0o755),
-        # During a CA rotation the bundle holds both CAs, so clients of either are accepted.
-        File(f"{d}/ca.pem", ctx.ca().bundle_pem(), mode=0o444, notify=(restart,)),
+        # tlscacert: the CAs of the zones whose client certificates this daemon accepts, never the root
+        # (berth.pki "Trust zones"); dockerd trusts exactly these.
+        File(f"{d}/ca.pem", ctx.ca().daemon_trust_pem(host.name), mode=0o444, notify=(restart,)),
     ]
     state.derived.append(HostCertificate(
         cert_path=f"{d}/cert.pem", key_path=f"{d}/key.pem", common_name=host.name, sans=sans,
@@ -38,6 +42,32 @@ def declare(host: Host, ctx: RoleContext) -> RoleState:
         rotate_key=v["docker_tls_rotate_key"], notify=(restart,),
     ))
     return state
+
+
+def inventory_sans(host: Host) -> list[str]:
+    """The server certificate's names, from the controller's side only: the inventory name, ansible_host (or,
+    without it, the HostName of the ssh_config berth connects with) and docker_tls_extra_sans. A wildcard is
+    refused: one host's certificate would then be valid for every daemon under the domain."""
+    v = host.vars
+    named: list[tuple[str, str]] = [(host.name, "the inventory host name")]
+    if v.get("ansible_host"):
+        named.append((str(v["ansible_host"]), "ansible_host"))
+    else:
+        # No ssh_config yet: the converge itself says so when it connects.
+        with contextlib.suppress(HostUnreachable):
+            named.append((network_address(host, SSHSettings()), "berth_ssh_config"))
+    extra = v["docker_tls_extra_sans"]
+    if isinstance(extra, str) or not isinstance(extra, list):
+        raise ConfigError(f"{host.origins.get('docker_tls_extra_sans')}: {host.name}: docker_tls_extra_sans must be "
+                          f"a list of names and addresses, got {extra!r}")
+    named += [(str(s), "docker_tls_extra_sans") for s in extra]
+    for value, variable in named:
+        if "*" in value:
+            origin = host.origins.get(variable, variable) if variable != "the inventory host name" else "inventory"
+            raise ConfigError(
+                f"{origin}: {host.name}: {variable} {value!r} is a wildcard; berth never puts one in a certificate "
+                "(it would be valid for every daemon under that domain). List the exact names instead.")
+    return list(dict.fromkeys(value for value, _ in named))
 
 
 def _refuse_plain_tcp(host: Host) -> None:

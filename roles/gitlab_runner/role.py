@@ -15,6 +15,7 @@ from berth.errors import ConfigError
 from berth.gitlab_urls import VARIABLE, allowed_http
 from berth.inventory import Host
 from berth.paths import check_runner_config
+from berth.pki import host_zone
 from berth.resources import Directory, Drain, File, Handler, Packages, RoleState, Service, apt_source, drop_in
 from berth.roles import RoleContext, controller_files
 from berth.runner_config import package_pins, parse_runners
@@ -68,10 +69,12 @@ def declare(host: Host, ctx: RoleContext) -> RoleState:
             Directory(spec.remote_cert_dir, mode=0o700),
             File(f"{spec.remote_cert_dir}/ca.pem", ctx.ca().bundle_pem(), mode=0o444),
         ]
-        # The jobs' client key is made on this host, like the daemons' server keys.
+        # The jobs' client key is made on this host, like the daemons' server keys. Its certificate comes
+        # from the zone of remote_host's daemon: that daemon accepts it, no other does (berth.pki).
         state.derived.append(HostCertificate(
             cert_path=f"{spec.remote_cert_dir}/cert.pem", key_path=f"{spec.remote_cert_dir}/key.pem",
             common_name=f"{host.name}-{spec.name}", sans=[], purpose="client",
+            zone=host_zone(remote_daemon(host, spec.remote_host or "", ctx)),
             days=v["gitlab_runner_client_cert_days"], renew_days=max(1, v["gitlab_runner_client_cert_days"] // 3),
         ))
     state.handlers.append(Handler(RELOAD_HANDLER, RELOAD_RUNNER))
@@ -82,6 +85,23 @@ def declare(host: Host, ctx: RoleContext) -> RoleState:
     # drop-in above), so running jobs finish first; it makes the reload redundant.
     state.handlers.append(Handler(RESTART_HANDLER, RESTART_RUNNER, unit="gitlab-runner", supersedes=(RELOAD_HANDLER,)))
     return state
+
+
+def remote_daemon(host: Host, remote_host: str, ctx: RoleContext) -> str:
+    """The inventory name of the daemon a remote runner reaches: the host whose name, ansible_host or
+    docker_tls_extra_sans is remote_host's host part (the names its server certificate holds)."""
+    target = re.sub(r"^tcp://|:\d+$", "", remote_host).strip("[]")
+    if ctx.inventory is None:
+        return target
+    for other in ctx.inventory.hosts.values():
+        names = {other.name, str(other.vars.get("ansible_host") or ""), *map(str, other.vars.get(
+            "docker_tls_extra_sans") or [])}
+        if "docker_tls" in other.roles and target.lower() in {n.lower() for n in names if n}:
+            return other.name
+    raise ConfigError(
+        f"{host.origins.get('gitlab_runners')}: {host.name}: remote_host {remote_host!r} is not a host with role "
+        "docker_tls in the inventory (by name, ansible_host or docker_tls_extra_sans). A remote runner's "
+        "certificate is issued in the zone of the daemon it reaches, so that daemon must be in the inventory.")
 
 
 def _install(host: Host) -> list:

@@ -150,8 +150,8 @@ def test_tls_drift_fails_exactly_its_checks_until_a_converge(converged, berth, t
     assert problems(run, "r3") == dict.fromkeys([
         "docker_engine/daemon_json_as_declared", "docker_tls/port_2375_closed"], "failed")
     assert "port 2375 is open" in message(run, "r3", "docker_tls/port_2375_closed")
-    assert problems(run, "r4") == {"docker_tls/certificate_covers_host": "failed"}
-    assert address(testbed, "r4") in message(run, "r4", "docker_tls/certificate_covers_host")
+    assert problems(run, "r4") == {"docker_tls/certificate_names_the_inventory_only": "failed"}
+    assert address(testbed, "r4") in message(run, "r4", "docker_tls/certificate_names_the_inventory_only")
 
     repair = berth("setup-runner", "--limit", "runners")
     assert repair.code == 0, repair.output

@@ -207,9 +207,9 @@ def test_encrypted_ca_key(pki_dir: Path) -> None:
     ca = CertificateAuthority.init(pki_dir, passphrase=b"correct horse")
     key_pem = (pki_dir / "ca/current/ca-key.pem").read_bytes()
 
-    # Really encrypted on disk.
-    assert key_pem.startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----\n")
-    with pytest.raises(TypeError):
+    # Really encrypted on disk (scrypt + AES-GCM: tests/security/test_pki_readonly.py).
+    assert key_pem.startswith(b"-----BEGIN BERTH SCRYPT ENCRYPTED PRIVATE KEY-----\n")
+    with pytest.raises(ValueError):
         serialization.load_pem_private_key(key_pem, password=None)
 
     with pytest.raises(PKIError, match="is encrypted: set BERTH_CA_PASSPHRASE"):
@@ -224,7 +224,7 @@ def test_encrypted_ca_key(pki_dir: Path) -> None:
     # A rotation keeps the key encrypted with the same passphrase.
     loaded.rotate()
     new_key = (pki_dir / "ca/current/ca-key.pem").read_bytes()
-    assert new_key.startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----\n")
+    assert new_key.startswith(b"-----BEGIN BERTH SCRYPT ENCRYPTED PRIVATE KEY-----\n")
     with pytest.raises(PKIError, match="is encrypted"):
         CertificateAuthority.load(pki_dir)
     assert CertificateAuthority.load(pki_dir, passphrase=b"correct horse").fingerprint() == loaded.fingerprint()
@@ -244,12 +244,13 @@ def test_file_modes_do_not_depend_on_umask(pki_dir: Path) -> None:
         ca.rotate()
     finally:
         os.umask(old)
-    for d in (pki_dir, pki_dir / "ca", pki_dir / "ca/current", pki_dir / "ca/previous"):
+    for d in (pki_dir, pki_dir / "ca", pki_dir / "ca/current", pki_dir / "ca/previous", pki_dir / "zones",
+              pki_dir / "zones/fleet"):
         assert mode(d) == 0o700, d
-    for gen in ("current", "previous"):
-        assert mode(pki_dir / "ca" / gen / "ca-key.pem") == 0o600
-        assert mode(pki_dir / "ca" / gen / "ca.pem") == 0o644
-    assert mode(pki_dir / "clients.json") == 0o644
+    for gen in ("ca/current", "ca/previous", "zones/fleet"):
+        assert mode(pki_dir / gen / "ca-key.pem") == 0o600
+        assert mode(pki_dir / gen / "ca.pem") == 0o644
+    assert mode(pki_dir / "clients.json") == 0o600
 
 
 def test_no_temporary_files_left_behind(pki_dir: Path) -> None:
@@ -265,6 +266,10 @@ def test_no_temporary_files_left_behind(pki_dir: Path) -> None:
         "ca/current/ca-key.pem",
         "ca/current/ca.pem",
         "clients.json",
+        "zones",
+        "zones/fleet",
+        "zones/fleet/ca-key.pem",
+        "zones/fleet/ca.pem",
     ]
 
 
@@ -424,8 +429,10 @@ def test_issue_client(pki_dir: Path, ca: CertificateAuthority) -> None:
     cert = parse(cert_pem)
 
     assert cert.subject.rfc4514_string() == "CN=ci-pipeline"
-    assert cert.issuer == ca.cert.subject
-    verify_signature(ca.cert, cert)
+    fleet = load_certs((pki_dir / "zones/fleet/ca.pem").read_bytes())[0]
+    assert cert.issuer == fleet.subject         # a zone CA signs clients, never the root
+    verify_signature(fleet, cert)
+    verify_signature(ca.cert, fleet)
     assert list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == [
         ExtendedKeyUsageOID.CLIENT_AUTH
     ]
@@ -439,18 +446,19 @@ def test_issue_client(pki_dir: Path, ca: CertificateAuthority) -> None:
     key = serialization.load_pem_private_key(key_pem, password=None)
     assert isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == "secp256r1"  # same as the CA
     assert spki(key.public_key()) == spki(cert.public_key())
-    assert abs(cert.not_valid_after_utc - (datetime.now(UTC) + timedelta(days=90))) < timedelta(seconds=30)
+    assert abs(cert.not_valid_after_utc - (datetime.now(UTC) + timedelta(days=7))) < timedelta(seconds=30)
 
     doc = json.loads((pki_dir / "clients.json").read_text())
     assert doc == {
-        "version": 1,
+        "version": 2,
         "clients": [
             {
                 "name": "ci-pipeline",
+                "zone": "fleet",
                 "serial": format(cert.serial_number, "x"),
                 "not_after": cert.not_valid_after_utc.isoformat(),
                 "fingerprint": hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest(),
-                "ca_fingerprint": ca.fingerprint(),
+                "ca_fingerprint": fleet.fingerprint(hashes.SHA256()).hex(),
                 "cert_pem": cert_pem.decode(),
             }
         ],
@@ -463,7 +471,7 @@ def test_issue_client(pki_dir: Path, ca: CertificateAuthority) -> None:
         assert key_pem not in data, path
         assert key_body not in data.replace(b"\n", b"").replace(b"\\n", b""), path
     holders = [p.relative_to(pki_dir).as_posix() for p in all_files(pki_dir) if b"PRIVATE KEY" in p.read_bytes()]
-    assert holders == ["ca/current/ca-key.pem"]
+    assert holders == ["ca/current/ca-key.pem", "zones/fleet/ca-key.pem"]
 
 
 def test_client_key_type(tmp_path: Path) -> None:
@@ -488,7 +496,7 @@ def test_clients_listing(ca: CertificateAuthority) -> None:
         ("ops", "current"),
     ]
     assert [round(r.days_left) for r in records] == [10, 2, 30]
-    assert all(r.ca_fingerprint == ca.fingerprint() for r in records)
+    assert all(r.ca_fingerprint == records[0].ca_fingerprint and r.zone == "fleet" for r in records)
     assert records[0].serial == format(cert_info(records[0].cert_pem).serial, "x")
     assert records[1].not_after == now.replace(microsecond=0) + timedelta(days=2)
 
@@ -539,8 +547,9 @@ def test_rotate(pki_dir: Path, ca: CertificateAuthority) -> None:
 
     assert ca.issued_by_us(_pem(new_server)) == "current"
     assert ca.issued_by_us(old_server) == "previous"
-    assert ca.issued_by_us(old_client) == "previous"
-    assert [r.issued_by for r in ca.clients()] == ["previous"]
+    # Client certificates come from zone CAs, which the rotation re-certifies under the new root: they stay valid.
+    assert ca.issued_by_us(old_client) is None
+    assert [(r.issued_by, r.revoked) for r in ca.clients()] == [("current", "")]
 
     # The same state is seen by a fresh load.
     loaded = CertificateAuthority.load(pki_dir)
@@ -573,7 +582,7 @@ def test_drop_previous(pki_dir: Path, ca: CertificateAuthority) -> None:
     assert not (pki_dir / "ca/previous").exists()
     assert len(load_certs(ca.bundle_pem())) == 1
     assert ca.issued_by_us(old_server) is None
-    assert [r.issued_by for r in ca.clients()] == ["unknown"]
+    assert [r.issued_by for r in ca.clients()] == ["current"]     # its zone CA lives on under the new root
     assert CertificateAuthority.load(pki_dir).previous is None
 
     with pytest.raises(PKIError, match="no previous CA to drop"):
@@ -642,9 +651,11 @@ NOW = datetime(2027, 1, 10, 12, 0, 0, tzinfo=UTC)
 
 
 def test_renewal_reason_good_cert(ca: CertificateAuthority) -> None:
-    pem = server_cert(ca, ["r1", "10.0.0.5", "::1", "extra.example"], not_after=NOW + timedelta(days=300))
+    pem = server_cert(ca, ["r1", "10.0.0.5", "::1"], not_after=NOW + timedelta(days=300))
     assert renewal_reason(pem, wanted_sans=["10.0.0.5", "R1", "0:0::1"], ca=ca, renew_days=30, now=NOW) is None
-    assert renewal_reason(pem, wanted_sans=[], ca=ca, renew_days=30, now=NOW) is None
+    # SANs come from the inventory only: a name it no longer gives is a reason to re-issue.
+    assert renewal_reason(pem, wanted_sans=["r1"], ca=ca, renew_days=30, now=NOW) == (
+        "SANs beyond the inventory: IP:10.0.0.5, IP:::1")
 
 
 @pytest.mark.parametrize("pem", [None, b"", b"  \n"])
@@ -703,7 +714,9 @@ def test_renewal_reason_previous_ca(ca: CertificateAuthority) -> None:
 
 
 def test_renewal_reason_client_cert_is_not_a_server_cert(ca: CertificateAuthority) -> None:
-    pem, _ = ca.issue_client("r1", not_after=NOW + timedelta(days=300))
+    pem = ca._leaf_builder("r1", ec.generate_private_key(ec.SECP256R1()).public_key(), 1,
+                           NOW + timedelta(days=300)).sign(ca._key, hashes.SHA256()).public_bytes(
+                               serialization.Encoding.PEM)     # root-signed, without serverAuth
     assert (
         renewal_reason(pem, wanted_sans=[], ca=ca, renew_days=30, now=NOW) == "not a server certificate (no serverAuth)"
     )
@@ -791,6 +804,8 @@ class MTLSServer:
         self.ctx.load_cert_chain(certfile, keyfile)
         self.ctx.verify_mode = ssl.CERT_REQUIRED
         self.ctx.load_verify_locations(cafile=cafile)
+        # dockerd (Go) takes every certificate of tlscacert as an anchor, zone CAs included: OpenSSL needs this flag.
+        self.ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.sock.settimeout(0.1)
         self.port = self.sock.getsockname()[1]
@@ -860,7 +875,7 @@ def daemon(tmp_path: Path, ca: CertificateAuthority) -> Iterator[tuple[MTLSServe
     server = MTLSServer(
         write(host / "server-cert.pem", cert_pem),
         write(host / "server-key.pem", key_pem),
-        write(host / "ca.pem", ca.bundle_pem()),
+        write(host / "ca.pem", ca.daemon_trust_pem("r1")),
     )
     yield server, write(tmp_path / "ca.pem", ca.bundle_pem())
     server.close()
@@ -921,10 +936,11 @@ def test_tls_during_rotation_both_generations_interoperate(tmp_path: Path, ca: C
     old_cert = ca.sign_server_csr(make_csr_pem(key_pem, "r1"), sans=["127.0.0.1"])
     ca.rotate()
     bundle = write(tmp_path / "bundle.pem", ca.bundle_pem())
-    server = MTLSServer(write(host / "cert.pem", old_cert), write(host / "key.pem", key_pem), bundle)
+    trust = write(tmp_path / "trust.pem", ca.daemon_trust_pem("r1"))
+    server = MTLSServer(write(host / "cert.pem", old_cert), write(host / "key.pem", key_pem), trust)
     try:
         cert, key = client_files(tmp_path, ca, "new-client")
-        assert ca.issued_by_us(cert.read_bytes()) == "current"
+        assert ca.zone_of(cert.read_bytes()) == "fleet"
         assert talk(server.port, bundle, cert, key) == b"hello new-client"
         assert server.results.get(timeout=10) == ("ok", "new-client")
 
