@@ -8,7 +8,7 @@ import json
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from tests.integration.conftest import HOSTS, ROOT
+from tests.conftest import HOSTS, ROOT
 
 
 def sha256_on(testbed, host: str, path: str) -> str:

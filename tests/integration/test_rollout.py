@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 
 from berth.resources import JOB_LABEL
-from tests.integration.conftest import HOSTS, ROOT
+from tests.conftest import HOSTS, ROOT
 
 JOB_IMAGE = "berth-job:local"
 # The testbed has no registry: the job image is /usr/bin/sleep and its libraries, imported on r1.

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from berth.pki import CertificateAuthority, cert_info
-from tests.integration.conftest import ROOT
+from tests.conftest import ROOT
 
 
 def address(testbed, host: str) -> str:

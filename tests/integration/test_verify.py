@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 import xmlschema
 
 from berth.pki import CertificateAuthority
-from tests.integration.conftest import HOSTS, ROOT, Run
+from tests.conftest import HOSTS, ROOT, Run
 
 SCHEMA = xmlschema.XMLSchema(ROOT / "tests" / "schemas" / "junit.xsd")
 # The testbed inventory's accepted deviations (tests/integration/inventory/group_vars/runners.yml).

@@ -7,7 +7,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from tests.integration.conftest import ROOT
+from tests.conftest import ROOT
 
 
 def _through_r1(tmp_path: Path, known_hosts: str) -> str:

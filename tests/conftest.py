@@ -1,4 +1,5 @@
-"""The testbed, started once per test session and shared by every integration test.
+"""The testbed, started once per test session (when a test first asks for it) and shared by every test that
+needs it: tests/integration and the testbed half of tests/security.
 
 A testbed that cannot start fails the session: these tests never skip for lack of Docker.
 """
@@ -19,8 +20,8 @@ import pytest
 from berth.testbed import Testbed
 from tests.standins.gitlab_runner.build import build_deb
 
-ROOT = Path(__file__).resolve().parents[2]
-INVENTORY = Path(__file__).parent / "inventory" / "hosts.yml"
+ROOT = Path(__file__).resolve().parents[1]
+INVENTORY = Path(__file__).parent / "integration" / "inventory" / "hosts.yml"
 HOSTS = ["r1", "r2", "r3", "r4"]
 
 
