@@ -78,7 +78,7 @@ def docker_info(facts: Facts) -> dict[str, Any]:
     running = facts.unit("docker.service").get("ActiveState") == "active"
     assert running, "dockerd is not running: its live configuration cannot be read"
     assert result.rc == 0, f"docker info failed: {result.stderr.strip()[-200:]}"
-    return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    return json.loads(result.stdout)
 
 
 @pytest.fixture(scope="session")
