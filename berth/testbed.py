@@ -121,6 +121,10 @@ class TestbedError(BerthError):
     """The testbed could not be built or started; the message says which step and why."""
 
 
+# Subnets for the testbed network, tried in order (another project's testbed may hold one).
+TESTBED_SUBNETS = ("172.30.0.0/16", "172.29.0.0/16", "172.28.0.0/16", "172.27.0.0/16")
+
+
 def _docker(*args: str, check: bool = True, input_: bytes | None = None) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(["docker", *args], capture_output=True, text=input_ is None, input=input_, check=False)
     if check and proc.returncode != 0:
@@ -323,8 +327,16 @@ class Testbed:
 
     # -- internals -----------------------------------------------------------------------------
     def _ensure_network(self) -> None:
-        if _docker("network", "inspect", self.network, check=False).returncode != 0:
-            _docker("network", "create", "--label", self.label, self.network)
+        if _docker("network", "inspect", self.network, check=False).returncode == 0:
+            return
+        # Never Docker's first pools: a host's dockerd takes 172.17.0.0/16 for its bridge, and a docker:dind
+        # service on that bridge takes the next free one, 172.18.0.0/16, for its own. On a fresh machine the
+        # testbed network would get 172.18.0.0/16 too, and the dind service could not reach the registry.
+        for subnet in TESTBED_SUBNETS:
+            if _docker("network", "create", "--label", self.label, "--subnet", subnet, self.network,
+                       check=False).returncode == 0:
+                return
+        _docker("network", "create", "--label", self.label, self.network)     # all taken: Docker's choice
 
     def _run_host(self, name: str, image: str) -> None:
         _docker(
