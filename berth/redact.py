@@ -84,10 +84,15 @@ def secret_name(name: str) -> bool:
     return any(part in joined for part in _SECRET_PARTS) or any(w in _SECRET_WORDS for w in words)
 
 
+# The shell's working directories: "pwd" here is "print working directory", not a password.
+_SHELL_VARIABLES = frozenset({"PWD", "OLDPWD"})
+
+
 def environment_secrets(environ: Mapping[str, str] | None = None) -> list[str]:
     """The values of this process's environment variables whose names look secret (GITLAB_TOKEN, ...)."""
     env = os.environ if environ is None else environ
-    return [v for k, v in env.items() if secret_name(k) and len(v) >= _MIN_SECRET_LEN]
+    return [v for k, v in env.items()
+            if k not in _SHELL_VARIABLES and secret_name(k) and len(v) >= _MIN_SECRET_LEN]
 
 
 def _mask_quoted(value: str) -> str:

@@ -134,3 +134,11 @@ def test_structured_data_masks_whole_values_under_secret_keys() -> None:
 ])
 def test_secret_values_in_every_textual_form(line: str, secret: str) -> None:
     assert secret not in redact(line)
+
+
+def test_the_shells_working_directory_is_not_a_secret() -> None:
+    """PWD is "print working directory": masking it hid every path under the project in berth's output."""
+    from berth.redact import environment_secrets
+
+    env = {"PWD": "/srv/berth", "OLDPWD": "/home/ops", "DB_PWD": "hunter22", "GITLAB_TOKEN": "glpat-x1y2z3"}
+    assert sorted(environment_secrets(env)) == ["glpat-x1y2z3", "hunter22"]
