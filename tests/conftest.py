@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from berth.pki import CertificateAuthority
 from berth.testbed import Testbed
 from tests.standins.gitlab_runner.build import build_deb
 
@@ -97,3 +98,14 @@ def converged(first_converge: Run, berth: Berth) -> Run:
     yield run
     repair = berth("setup-runner", "--limit", "runners")
     assert repair.code == 0, repair.output
+
+
+# A CA of berth's in a test's own directory (tests/unit/test_pki.py, tests/security).
+@pytest.fixture
+def pki_dir(tmp_path: Path) -> Path:
+    return tmp_path / "pki"
+
+
+@pytest.fixture
+def ca(pki_dir: Path) -> CertificateAuthority:
+    return CertificateAuthority.init(pki_dir)

@@ -16,14 +16,15 @@ from berth.pki import CertificateAuthority, generate_key_pem, make_csr_pem
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def pki_dir(tmp_path: Path) -> Path:
-    return tmp_path / "pki"
-
-
-@pytest.fixture
-def ca(pki_dir: Path) -> CertificateAuthority:
-    return CertificateAuthority.init(pki_dir)
+# One docker_tls daemon, its address from the inventory (the PKI tests' smallest fleet).
+ONE_DAEMON = """\
+all:
+  vars:
+    berth_roles: [docker_engine, docker_tls]
+  hosts:
+    r1:
+      ansible_host: 192.0.2.11
+"""
 
 
 def load_hosts(tmp_path: Path, inventory_yaml: str, host_vars: dict[str, str] | None = None) -> dict[str, Host]:

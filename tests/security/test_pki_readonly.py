@@ -11,16 +11,8 @@ from berth.errors import PKIError
 from berth.pki import CertificateAuthority, generate_key_pem, make_csr_pem
 from berth.roles import RoleContext
 from berth.tls import read_only_identity
+from tests.security.conftest import ONE_DAEMON as INVENTORY
 from tests.security.conftest import ROOT, load_hosts
-
-INVENTORY = """\
-all:
-  vars:
-    berth_roles: [docker_engine, docker_tls]
-  hosts:
-    r1:
-      ansible_host: 192.0.2.11
-"""
 
 
 def public_copy(ca: CertificateAuthority, tmp_path):

@@ -11,16 +11,8 @@ from berth.errors import ConfigError, PKIError
 from berth.pki import CertificateAuthority, parse_san
 from berth.plan import Plan
 from berth.roles import RoleContext
+from tests.security.conftest import ONE_DAEMON as INVENTORY
 from tests.security.conftest import ROOT, load_hosts
-
-INVENTORY = """\
-all:
-  vars:
-    berth_roles: [docker_engine, docker_tls]
-  hosts:
-    r1:
-      ansible_host: 192.0.2.11
-"""
 
 
 def tls_state(hosts, ctx, name="r1"):

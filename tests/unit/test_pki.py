@@ -42,14 +42,6 @@ CA_CN_RE = re.compile(r"^berth CA \d{4}-\d{2}-\d{2} [0-9a-f]{4}$")
 # helpers
 
 
-@pytest.fixture
-def pki_dir(tmp_path: Path) -> Path:
-    return tmp_path / "pki"
-
-
-@pytest.fixture
-def ca(pki_dir: Path) -> CertificateAuthority:
-    return CertificateAuthority.init(pki_dir)
 
 
 def host_csr(cn: str = "r1", key_type: str = "ec-p256") -> tuple[bytes, bytes]:
