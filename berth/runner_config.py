@@ -13,7 +13,7 @@ people who edit it by hand. So berth parses and merges it as TOML (never re-temp
   the runner rotates its token and rewrites them, and rolling them back would break the runner. Other
   runners in the file are left untouched.
 
-The ``[runners.docker]`` keys each mode sets (FACTS.md section 1; "27.5" is the default docker_version):
+The ``[runners.docker]`` keys each mode sets (docs/UPSTREAM.md; "27.5" is the default docker_version):
 
 - ``dind`` (Docker-in-Docker service, TLS between job and service through the shared ``/certs/client``
   volume): ``tls_verify=false``, ``image="docker:27.5-cli"``, ``disable_cache=false``,

@@ -129,7 +129,7 @@ def service_image(job_image: str, override: str) -> str:
 
 # --- what the Docker executor gives each container (gitlab-runner executors/docker/docker.go) ------
 
-# The form TESTBED.md found for "everything --privileged gives" on machines that cannot grant it.
+# "Everything --privileged gives" on machines that cannot grant it (README, "The testbed").
 TESTBED_CAPABILITIES = ["--cap-add=ALL", "--cap-drop=SYS_RESOURCE",
                         "--security-opt=seccomp=unconfined", "--security-opt=apparmor=unconfined"]
 DEVIATION_PRIVILEGED = "testbed: capabilities instead of --privileged"

@@ -33,7 +33,7 @@ SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
 BASE_PACKAGES = "systemd,systemd-sysv,openssh-server,iproute2,sudo,ca-certificates,python3,openssl"
 # Downloaded (not installed) into the image's apt cache so that berth's own install of Docker on
-# every host finds the .debs locally: the shared-cache trick of TESTBED.md without lock contention.
+# every host finds the .debs locally: a shared apt cache without lock contention.
 WARM_APT_PACKAGES = "docker.io"
 SSH_USER = "berth"
 
@@ -343,7 +343,7 @@ class Testbed:
             "run", "-d", "--name", self.container_name(name), "--hostname", name,
             "--label", self.label, "--label", f"berth.testbed.host={name}",
             "--network", self.network, "--network-alias", name,
-            # TESTBED.md: --privileged fails on these machines; this set boots systemd.
+            # --privileged fails on these machines (README, "The testbed"); this set boots systemd.
             "--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE",
             "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
             "--cgroupns=host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",

@@ -30,7 +30,7 @@ def smoke_runners(first_converge, berth, testbed, registry, tmp_path_factory):
             env[variable] = gitlab.add_runner(token=f"glrt-{MARKER}-{name}").token
             runner = {"name": name, "url": gitlab.url, "mode": mode, "token_env": variable}
             if mode == "dind":
-                runner["privileged_form"] = "capabilities"     # --privileged cannot be granted here (TESTBED.md)
+                runner["privileged_form"] = "capabilities"     # no --privileged here (README, "The testbed")
             if mode == "remote":
                 runner["remote_host"] = "tcp://r2:2376"
             runners.append(runner)
