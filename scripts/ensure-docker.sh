@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# Make sure a Docker engine answers, and that debootstrap (for the testbed image) is installed.
+# Make sure a Docker engine answers, and that debootstrap (for the testbed image) and the tools the tests
+# run locally are installed.
 # On a fresh machine of this kind: Debian's docker.io, dockerd started in the background (there is
 # no systemd as PID 1 here). Where a daemon already answers, nothing is changed.
 set -euo pipefail
 
 need=()
 command -v debootstrap >/dev/null || need+=(debootstrap)
+# The tests run the testbed's job-image entrypoints on this machine too: their tools.
+command -v openssl >/dev/null || need+=(openssl)
+command -v ip >/dev/null || need+=(iproute2)
+command -v unshare >/dev/null || need+=(util-linux)
+command -v hostname >/dev/null || need+=(hostname)
 if ! docker info >/dev/null 2>&1; then
   command -v dockerd >/dev/null || need+=(docker.io)
 fi

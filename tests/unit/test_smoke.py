@@ -255,11 +255,13 @@ FAKES = {
 
 
 def _needs_tools() -> None:
-    for tool in ("unshare", "openssl", "ip", "hostname"):
-        if not shutil.which(tool):
-            pytest.skip(f"{tool} is not installed")
-    if os.geteuid() != 0 or subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode:
-        pytest.skip("needs root and mount namespaces (the entrypoints look at /run and /var/run)")
+    """The entrypoints' own tools and a private mount namespace: missing ones fail the test, never skip it
+    (scripts/ensure-docker.sh, run by `make test`, installs the tools)."""
+    missing = [tool for tool in ("unshare", "openssl", "ip", "hostname") if not shutil.which(tool)]
+    assert not missing, f"{', '.join(missing)} not installed: run scripts/ensure-docker.sh (make setup)"
+    assert os.geteuid() == 0, "run the tests as root: the entrypoints need a mount namespace for /run"
+    probe = subprocess.run(["unshare", "-m", "true"], capture_output=True, text=True)
+    assert probe.returncode == 0, f"unshare -m failed: {probe.stderr.strip()}"
 
 
 def entrypoint(name: str, tmp: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
