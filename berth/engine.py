@@ -3,7 +3,8 @@
 A converged host costs one SSH command. A host with changes costs two, plus one per certificate
 to issue (the host makes its key and CSR) and one SFTP upload when local .deb files are needed.
 
-When a notified handler is disruptive (it ends running CI jobs), the apply request carries a drain:
+When a notified handler is disruptive (it ends running CI jobs), or a changed package asks for it, the apply
+request carries a drain:
 the agent stops the runner from taking jobs and waits for running job containers before it
 changes anything (berth/agent.py, Drain).
 """
@@ -20,7 +21,7 @@ from typing import Any
 from berth.errors import BerthError, ConfigError, HostFailed, HostUnreachable, InventoryError
 from berth.inventory import Host
 from berth.plan import Change, Plan, make_plan, probe_request
-from berth.resources import Handler, Resource
+from berth.resources import Drain, Handler, Resource
 from berth.roles import RoleContext, declare_roles
 from berth.ssh import Session, SSHSettings
 
@@ -132,9 +133,8 @@ class Converger:
         if plan.uploads:
             request["upload_dir"] = plan.upload_dir     # the agent removes it when the apply ends
             session.put_private(plan.upload_dir, plan.uploads)
-        disruptive = [h for h in plan.handlers if h.disruptive]
-        if disruptive:
-            request["drain"] = self._drain_request(disruptive)
+        if plan.drains:
+            request["drain"] = self._drain_request(plan.drains)
         answer = run_agent(session, request)
         report.handlers = answer.get("handlers", [])
         report.drain = answer.get("drain")
@@ -143,9 +143,9 @@ class Converger:
         report.status = Status.CHANGED
 
 
-    def _drain_request(self, handlers: list[Handler]) -> dict[str, Any]:
-        drain = handlers[0].drain
-        timeout = self.drain_timeout if self.drain_timeout is not None else max(h.drain.timeout for h in handlers)
+    def _drain_request(self, drains: list[Drain]) -> dict[str, Any]:
+        drain = drains[0]
+        timeout = self.drain_timeout if self.drain_timeout is not None else max(d.timeout for d in drains)
         return {"socket": drain.socket, "timeout": timeout, "runner_unit": drain.runner_unit,
                 "job_label": drain.job_label, "force": self.force}
 

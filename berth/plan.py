@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from berth.resources import DAEMON_RELOAD, Absent, Directory, File, Handler, Packages, Resource, Service
+from berth.resources import DAEMON_RELOAD, Absent, Directory, Drain, File, Handler, Packages, Resource, Service
 
 # On disk (not /run or a tmpfs /tmp: gitlab-runner's packages are hundreds of MB) and writable by a non-root
 # SSH user; sticky, so nobody else can move or remove berth's directory there. apt-get then reads the files
@@ -35,6 +35,8 @@ class Plan:
     changes: list[Change] = field(default_factory=list)
     steps: list[dict[str, Any]] = field(default_factory=list)
     handlers: list[Handler] = field(default_factory=list)
+    # The drains this apply needs before its first step: disruptive handlers', and changed packages' that ask.
+    drains: list[Drain] = field(default_factory=list)
     uploads: list[tuple[bytes, str]] = field(default_factory=list)   # (data, remote path) sent by SFTP first
     # Where this apply's uploads go: a name nobody can guess, made by the SFTP client (mkdir 0700, refused if
     # anything is there already) and removed by the agent when the apply ends, also on failure.
@@ -82,6 +84,7 @@ def make_plan(resources: Sequence[Resource], handlers: Sequence[Handler], found:
                 step["update"] = True
                 notified = [n for n in notified if n != "apt update"]
     plan.notify(notified, handlers)
+    plan.drains += [h.drain for h in plan.handlers if h.disruptive]
     return plan
 
 
@@ -125,6 +128,8 @@ def _plan_resource(plan: Plan, resource: Resource, found: dict[str, Any]) -> lis
                 step["install"] = []   # the uploaded files are the packages
                 step["upload_dir"] = plan.upload_dir
             plan.steps.append(step)
+            if resource.drain is not None:
+                plan.drains.append(resource.drain)
             return list(resource.notify)
         case Service():
             state = found["services"].get(resource.name, {})

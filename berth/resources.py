@@ -63,6 +63,8 @@ class Packages:
     # Packages that must not be installed; removed in the same apt run, then the pinned ones are
     # reinstalled (their files may have been held by the removed package through Replaces).
     absent: tuple[str, ...] = ()
+    # A change to these packages ends running CI jobs unless the host is drained first (set: it is).
+    drain: Drain | None = None
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,7 @@ JOB_LABEL = "com.gitlab.gitlab-runner.job.id"
 
 @dataclass(frozen=True)
 class Drain:
-    """How a host is drained before a disruptive handler runs.
+    """How a host is drained before a disruptive change (a disruptive handler, a package that asks for it).
 
     The runner unit (when the host has it) stops taking jobs; then berth waits until no container
     carrying ``job_label`` runs on the daemon at ``socket``, for at most ``timeout`` seconds.

@@ -21,12 +21,6 @@ from berth.roles import RoleContext, controller_files
 from berth.runner_config import package_pins, parse_runners
 from berth.runners import RELOAD_HANDLER, RELOAD_RUNNER, RESTART_HANDLER, RESTART_RUNNER, RunnerConfigFile
 
-# A package install, upgrade or downgrade stops the runner (the maintainer scripts run `gitlab-runner stop`,
-# gitlab-runner packaging/root/usr/share/gitlab-runner/pre-remove), which with TimeoutStopSec=infinity waits
-# for every running job inside apt-get. Draining first bounds that wait (gitlab_runner_drain_timeout) and,
-# when it runs out, fails the host with nothing changed instead of leaving dpkg half-way.
-DRAIN_FOR_PACKAGES = "drain gitlab-runner (package change)"
-
 GLOBALS = ("concurrent", "check_interval", "shutdown_timeout", "log_level", "log_format", "listen_address")
 # A systemd time span (systemd.time(7)): numbers with optional units; a bare number is seconds.
 _TIME_SPAN = re.compile(
@@ -78,9 +72,6 @@ def declare(host: Host, ctx: RoleContext) -> RoleState:
             days=v["gitlab_runner_client_cert_days"], renew_days=max(1, v["gitlab_runner_client_cert_days"] // 3),
         ))
     state.handlers.append(Handler(RELOAD_HANDLER, RELOAD_RUNNER))
-    # The agent drains before the first step and starts the runner again after the apply; nothing else to run.
-    state.handlers.append(Handler(DRAIN_FOR_PACKAGES, "true", disruptive=True,
-                                  drain=Drain(timeout=float(v["gitlab_runner_drain_timeout"]))))
     # listen_address changed: the runner reads it only at start. The restart stops it with SIGQUIT (the
     # drop-in above), so running jobs finish first; it makes the reload redundant.
     state.handlers.append(Handler(RESTART_HANDLER, RESTART_RUNNER, unit="gitlab-runner", supersedes=(RELOAD_HANDLER,)))
@@ -116,18 +107,27 @@ def _install(host: Host) -> list:
         line = f"{v['gitlab_runner_repo_url']} {v['gitlab_runner_repo_suite']} main"
         return [
             *apt_source("runner_gitlab-runner", line, keyring.read_bytes()),
-            runner_packages(v["gitlab_runner_version"], str(host.origins.get("gitlab_runner_version"))),
+            runner_packages(v["gitlab_runner_version"], str(host.origins.get("gitlab_runner_version")),
+                            drain=_package_drain(host)),
         ]
     if method == "local-debs":
         debs = controller_files(host, "gitlab_runner_local_debs", ".deb files for hosts without internet")
-        return [Packages(("gitlab-runner",), debs=debs, notify=(DRAIN_FOR_PACKAGES,))]
+        return [Packages(("gitlab-runner",), debs=debs, drain=_package_drain(host))]
     raise ConfigError(f"{origin}: gitlab_runner_install_method must be repo, local-debs or none, got {method!r}")
 
 
-def runner_packages(version: str, origin: str) -> Packages:
+def runner_packages(version: str, origin: str, *, drain: Drain | None = None) -> Packages:
     """The pinned packages of one gitlab-runner release (see berth.runner_config.package_pins)."""
     pins, absent = package_pins(version, origin)
-    return Packages(tuple(pins), versions=pins, absent=absent, notify=(DRAIN_FOR_PACKAGES,))
+    return Packages(tuple(pins), versions=pins, absent=absent, drain=drain)
+
+
+def _package_drain(host: Host) -> Drain:
+    """A package install, upgrade or downgrade stops the runner (the maintainer scripts run `gitlab-runner
+    stop`, gitlab-runner packaging/root/usr/share/gitlab-runner/pre-remove), which with TimeoutStopSec=infinity
+    waits for every running job inside apt-get. Draining first bounds that wait (gitlab_runner_drain_timeout)
+    and, when it runs out, fails the host with nothing changed instead of leaving dpkg half-way."""
+    return Drain(timeout=float(host.vars["gitlab_runner_drain_timeout"]))
 
 
 def _backups(host: Host) -> int:

@@ -10,6 +10,7 @@ import yaml
 
 from berth.errors import ConfigError
 from berth.inventory import Host
+from berth.plan import make_plan
 from berth.resources import File, Packages
 from berth.roles import RoleContext
 
@@ -152,7 +153,11 @@ def test_a_package_change_drains_the_runner_first_within_its_own_timeout(declare
     deb.write_bytes(b"deb")
     state = declare(gitlab_runner_install_method=method, gitlab_runner_local_debs=[str(deb)],
                     gitlab_runner_drain_timeout=120)
-    (drain,) = [h for h in state.handlers if h.name in packages_of(state).notify]
     # The maintainer scripts stop the runner, which waits for its jobs with TimeoutStopSec=infinity:
-    # a disruptive handler makes the agent drain (bounded) before apt-get runs.
-    assert drain.disruptive and drain.drain.timeout == 120
+    # the plan of a package change carries a drain, which the agent runs (bounded) before apt-get.
+    found = {"files": {}, "packages": {}, "services": {}}
+    plan = make_plan([packages_of(state)], state.handlers, found)
+    assert [d.timeout for d in plan.drains] == [120]
+    packages = packages_of(state)
+    installed = {name: packages.versions.get(name, "19.3.0-1") for name in packages.names}
+    assert make_plan([packages], state.handlers, {**found, "packages": installed}).drains == []   # nothing to do

@@ -20,15 +20,9 @@ from berth import vault
 from berth.errors import InventoryError
 from berth.inventory import Inventory, Origin
 from berth.inventory_json import host_json, list_json
+from tests.unit.test_inventory import write
 
 PASSWORD = "unit-test-password"
-
-
-def write(root: Path, files: dict[str, str]) -> None:
-    for name, text in files.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text).lstrip("\n"))
 
 
 def load(root: Path, files: dict[str, str], source: str = "hosts.ini", **kwargs: Any) -> Inventory:
