@@ -57,6 +57,7 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from berth.errors import PKIError
+from berth.files import fsync_dir, write_atomic
 
 __all__ = [
     "DEFAULT_KEY_TYPE",
@@ -415,35 +416,10 @@ def _ensure_dir(path: Path) -> None:
     os.chmod(path, DIR_MODE)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, data: bytes, mode: int) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same directory and os.replace."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), mode)
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
 @contextlib.contextmanager
 def _locked(pki_dir: Path) -> Iterator[None]:
     """Serialise read-modify-write of pki_dir between concurrent berth processes."""
-    fd = os.open(pki_dir / ".lock", os.O_RDWR | os.O_CREAT, KEY_MODE)
+    fd = os.open(pki_dir / ".lock", os.O_RDWR | os.O_CREAT, mode=KEY_MODE)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -489,8 +465,8 @@ def _write_ca_dir(parent: Path, key: PrivateKey, cert: x509.Certificate, passphr
     staging = Path(tempfile.mkdtemp(dir=parent, prefix=".staging-"))
     try:
         os.chmod(staging, DIR_MODE)
-        _atomic_write(staging / CA_KEY, _key_pem(key, passphrase), KEY_MODE)
-        _atomic_write(staging / CA_CERT, _cert_pem(cert), CERT_MODE)
+        write_atomic(staging / CA_KEY, _key_pem(key, passphrase), mode=KEY_MODE)
+        write_atomic(staging / CA_CERT, _cert_pem(cert), mode=CERT_MODE)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -593,7 +569,7 @@ class CertificateAuthority:
         except OSError:
             shutil.rmtree(staging, ignore_errors=True)
             raise PKIError(f"a CA appeared in {current} while creating one; nothing was changed") from None
-        _fsync_dir(pki_dir / "ca")
+        fsync_dir(pki_dir / "ca")
         return cls(pki_dir, key, cert, None, passphrase)
 
     @classmethod
@@ -868,7 +844,7 @@ class CertificateAuthority:
     def _write_index(self, entries: list[dict[str, str]]) -> None:
         # Certificates only, no key: readable by the operator's group is harmless, but keep it private.
         data = json.dumps({"version": 2, "clients": entries}, indent=2) + "\n"
-        _atomic_write(self.pki_dir / CLIENTS_INDEX, data.encode(), KEY_MODE)
+        write_atomic(self.pki_dir / CLIENTS_INDEX, data.encode(), mode=KEY_MODE)
 
     def _read_index(self) -> list[dict[str, str]]:
         path = self.pki_dir / CLIENTS_INDEX
@@ -963,8 +939,8 @@ class CertificateAuthority:
         self._zone_cert(zone)
         doc = {"kind": "group", "limit": limit, "hosts": sorted(hosts)}
         with _locked(self.pki_dir):
-            _atomic_write(self.pki_dir / ZONES_DIR / zone / ZONE_FILE,
-                          (json.dumps(doc, indent=2) + "\n").encode(), CERT_MODE)
+            write_atomic(self.pki_dir / ZONES_DIR / zone / ZONE_FILE,
+                          (json.dumps(doc, indent=2) + "\n").encode(), mode=CERT_MODE)
         return zone
 
     def zone_of(self, cert_pem: bytes) -> str | None:
@@ -994,8 +970,8 @@ class CertificateAuthority:
         old = _fingerprint(self._zone_cert(zone))
         with _locked(self.pki_dir):
             key, cert = self._build_zone(zone)
-            _atomic_write(zone_dir / CA_KEY, _key_pem(key, self._passphrase), KEY_MODE)
-            _atomic_write(zone_dir / CA_CERT, _cert_pem(cert), CERT_MODE)
+            write_atomic(zone_dir / CA_KEY, _key_pem(key, self._passphrase), mode=KEY_MODE)
+            write_atomic(zone_dir / CA_CERT, _cert_pem(cert), mode=CERT_MODE)
             self._zone_keys[zone] = key
             when = _now().isoformat(timespec="seconds")
             entries = self._read_index()
@@ -1072,7 +1048,7 @@ class CertificateAuthority:
                     builder = builder.add_extension(ext.value, ext.critical)
             builder = builder.add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(root_ski), False)
-            _atomic_write(zone_dir / CA_CERT, _cert_pem(builder.sign(self._key, _sig_hash(self._key))), CERT_MODE)
+            write_atomic(zone_dir / CA_CERT, _cert_pem(builder.sign(self._key, _sig_hash(self._key))), mode=CERT_MODE)
 
     # -- rotation ----------------------------------------------------------------------------------
 
@@ -1091,14 +1067,14 @@ class CertificateAuthority:
             base = common_name or _CA_SUFFIX.sub("", _cn(self.cert.subject)) or "berth CA"
             key, cert = _build_ca(key_type or self.key_type() or DEFAULT_KEY_TYPE, base, days, _now())
             staging = _write_ca_dir(ca_dir, key, cert, self._passphrase)
-            _atomic_write(staging / CA_CROSS, _cert_pem(self._cross_sign(cert)), CERT_MODE)
+            write_atomic(staging / CA_CROSS, _cert_pem(self._cross_sign(cert)), mode=CERT_MODE)
             try:
                 os.rename(current, previous)
             except OSError as exc:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise PKIError(f"cannot move {current} to {previous} ({exc}); nothing was changed") from None
             os.rename(staging, current)
-            _fsync_dir(ca_dir)
+            fsync_dir(ca_dir)
         self.previous, self.cert, self._key = self.cert, cert, key
         self._recertify_zones()
 
@@ -1138,7 +1114,7 @@ class CertificateAuthority:
             os.rename(previous, doomed / "previous")
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(ca_dir / "current" / CA_CROSS)   # nothing is signed by the old CA any more
-            _fsync_dir(ca_dir)
+            fsync_dir(ca_dir)
             shutil.rmtree(doomed)
         self.previous = None
 
