@@ -89,7 +89,8 @@ class Project:
 
     def ssh(self, host_key_checking: str | None = None) -> SSHSettings:
         return SSHSettings(host_key_checking=host_key_checking or self.settings.host_key_checking,
-                           connect_timeout=self.settings.connect_timeout)
+                           connect_timeout=self.settings.connect_timeout,
+                           connect_attempts=self.settings.connect_attempts)
 
     def role_context(self) -> RoleContext:
         return RoleContext(self.settings.roles_dir, self.settings.pki_dir, ca_passphrase(), inventory=self.inventory,
@@ -131,7 +132,8 @@ def make_converger(project: Project, *, check: bool, accept_new: bool, force: bo
     ctx = project.role_context()
     ctx.read_only = check       # --check (with or without --diff) needs ca.pem only, never the CA key
     return Converger(project.ssh("accept-new" if accept_new else None), ctx, check=check,
-                     drain_timeout=drain_timeout or None, force=force)
+                     drain_timeout=drain_timeout or None, force=force,
+                     log=lambda line: console.print(f"[yellow]{safe(line)}[/]", soft_wrap=True))
 
 
 def rollout(

@@ -326,7 +326,7 @@ def remove_from_host(session: Session, name: str, *, delete: bool) -> str:
     runner (registered for this host alone) is deleted. With ``delete`` the runner itself is deleted in
     GitLab, for every host that uses it.
     """
-    from berth.engine import handler_request, run_agent
+    from berth.engine import handler_request, lock_request, run_agent
     from berth.resources import Handler
     from berth.runner_config import remove_runner
 
@@ -358,8 +358,11 @@ def remove_from_host(session: Session, name: str, *, delete: bool) -> str:
                 outcome = api.unregister_runner(removed.token, system_id)
     except BerthError as exc:
         raise HostFailed(f"{host.name}: runner {name}: {redact(str(exc))}; config.toml left as it was") from None
+    seen = {k: state.get(k) for k in ("exists", "sha256", "mode", "owner", "group")}
     answer = run_agent(session, {
         "action": "apply",
+        "lock": lock_request(host),
+        "expect": {"files": {path: seen}},     # GitLab has been told; the file must still be the one read
         "steps": [{**_write(path, remaining), "backup": True,
                    "backup_keep": int(host.vars.get("gitlab_runner_config_backups", 3))}],
         "handlers": [handler_request(Handler(RELOAD_HANDLER, RELOAD_RUNNER))],
