@@ -90,7 +90,17 @@ def explain_connect_error(exc: BaseException, target: str, timeout: float) -> tu
                 "something other than sshd listens there", True)
     if isinstance(exc, EOFError | ConnectionResetError) or code in (errno.ECONNRESET, errno.EPIPE):
         return f"{target} closed the connection during the SSH handshake ({exc.__class__.__name__})", True
+    if isinstance(exc, paramiko.SSHException) and "no existing session" in str(exc).lower():
+        return (f"the SSH connection to {target} ended before the login (no session): sshd dropped it "
+                "(its MaxStartups, a firewall, a host going down)", True)
     return f"cannot connect to {target} ({exc.__class__.__name__}: {exc})", False
+
+
+def _cause(cx: fabric.Connection, exc: BaseException) -> BaseException:
+    """The transport's own error behind paramiko's "No existing session" (a handshake that failed in its thread)."""
+    transport = cx.client.get_transport() if cx.client is not None else None
+    saved = getattr(transport, "saved_exception", None)
+    return saved if "no existing session" in str(exc).lower() and saved is not None else exc
 
 
 def tried_keys(cx: fabric.Connection) -> str:
@@ -197,7 +207,7 @@ class Session:
                     f"{known.get(hop, known_hosts)}); strict host key checking refuses it. Add it to known_hosts, "
                     "or pass --accept-new-host-keys to trust it on first use."
                 ) from None
-            self._give_up_or_retry(cx, exc, target)
+            self._give_up_or_retry(cx, _cause(cx, exc), target)
         except (TimeoutError, NoValidConnectionsError, OSError, EOFError) as exc:
             self._give_up_or_retry(cx, exc, target)
 
