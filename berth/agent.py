@@ -796,13 +796,13 @@ APT_LOCKS = ("/var/lib/dpkg/lock-frontend", "/var/lib/dpkg/lock", "/var/lib/apt/
              "/var/cache/apt/archives/lock")
 
 
-def apt_lock_holder():
+def apt_lock_holder(locks=APT_LOCKS):
     """(lock file, holder description) of the first of apt's locks someone holds, else None.
 
     Held means a POSIX lock (what apt and dpkg take, fcntl F_SETLK) or a flock(2) is on it; the holder is the
     process that has the file open, found in /proc (the lock's owner may be a child of that process).
     """
-    for path in APT_LOCKS:
+    for path in locks:
         try:
             fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
         except OSError:
@@ -840,12 +840,12 @@ def _processes_with(path):
     return ", ".join(found) or "a process this agent cannot see"
 
 
-def wait_for_apt(timeout, on_wait):
+def wait_for_apt(timeout, on_wait, locks=APT_LOCKS):
     """Wait until nobody holds apt's locks, for at most ``timeout`` seconds; returns the seconds waited."""
     started = time.time()
     told = None
     while True:
-        held = apt_lock_holder()
+        held = apt_lock_holder(locks)
         if held is None:
             return round(time.time() - started, 1)
         if held != told:
