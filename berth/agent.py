@@ -253,7 +253,7 @@ class Applier:
             # The candidate goes beside the real file (same file system: the rename is atomic). It is checked
             # after the other steps, when the files it names (TLS certificates) are in place too.
             candidate = path + CANDIDATE_SUFFIX
-            self._atomic(candidate, data, step["mode"], step["owner"], step["group"])
+            self._atomic(candidate, data, step["mode"], step["owner"], step["group"], target=path)
             self.staged.append((step, candidate))
         elif data is not None:
             self._backup(step, previous)
@@ -315,13 +315,14 @@ class Applier:
         return [p for p, _ in self.written]
 
     @staticmethod
-    def _atomic(path, data, mode, owner, group):
-        # Temp file beside the target, then rename: readers see the old or the new file, never half.
+    def _atomic(path, data, mode, owner, group, target=None):
+        # Temp file beside the target, then rename: readers see the old or the new file, never half. ``target``:
+        # the file an error names (a candidate is written beside the file it will replace).
         folder = os.path.dirname(path) or "/"
         try:
             fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".berth-tmp", dir=folder)
         except OSError as exc:
-            raise StepFailed(_write_error(path, exc)) from None
+            raise StepFailed(_write_error(target or path, exc)) from None
         try:
             os.fchmod(fd, mode)
             os.fchown(fd, pwd.getpwnam(owner).pw_uid, grp.getgrnam(group).gr_gid)
@@ -336,7 +337,7 @@ class Applier:
             os.close(fd) if _is_open(fd) else None
             os.unlink(tmp) if os.path.exists(tmp) else None
             if isinstance(exc, OSError):
-                raise StepFailed(_write_error(path, exc)) from None
+                raise StepFailed(_write_error(target or path, exc)) from None
             raise
 
     def install_key(self, step):

@@ -317,7 +317,8 @@ def test_apt_lock_held_a_while_then_released(repaired, berth, testbed):
                      r"by process \d+ \(python3 -c import fcntl", error), error
     assert testbed.exec("r1", "dpkg", "-s", EXTRA_PACKAGE, check=False).returncode != 0
     # Held for a few seconds: berth says it waits, then installs.
-    subprocess.run(["docker", "exec", "-d", testbed.container_name("r1"), "python3", "-c", HOLD_APT_LOCK, "4"],
+    # (Long enough to be held when the apply reaches its package step, a few seconds after the run starts.)
+    subprocess.run(["docker", "exec", "-d", testbed.container_name("r1"), "python3", "-c", HOLD_APT_LOCK, "20"],
                    check=True)
     wait_for("the lock", lambda: bool(pids(testbed, "fcntl.lockf")))
     run = berth("setup-runner", "--host", "r1", "-e", packages, "-e", "berth_apt_lock_timeout=60", timeout=180)
