@@ -36,8 +36,7 @@ from typing import Any
 import pytest
 import yaml
 
-from berth import vault
-from berth.inventory import Inventory
+from berth.inventory.loader import Inventory, vault
 
 CASES = Path(__file__).parent / "inventories"
 BIN = Path(sys.executable).parent

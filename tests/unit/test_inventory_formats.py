@@ -16,10 +16,9 @@ import pytest
 from invoke import MockContext
 from invoke.exceptions import Exit
 
-from berth import vault
 from berth.errors import InventoryError
-from berth.inventory import Inventory, Origin
-from berth.inventory_json import host_json, list_json
+from berth.inventory.listing import host_json, list_json
+from berth.inventory.loader import Inventory, Origin, vault
 from tests.unit.test_inventory import write
 
 PASSWORD = "unit-test-password"
