@@ -10,7 +10,8 @@ from invoke.exceptions import Exit
 from rich.console import Console
 
 from berth.cli import app as cli
-from berth.engine.converge import HostReport, Status, rollout
+from berth.engine import rollout
+from berth.engine.converge import HostReport, Status
 from berth.errors import HostFailed
 
 HOSTILE = "/srv/[/]weird/[bold red]x[/bold red]/config.toml"
