@@ -16,11 +16,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from berth import daemon_keys, docker_hosts
-from berth.errors import ConfigError
-from berth.inventory import Host
-from berth.paths import check_file_name, check_path
-from berth.resources import (
+from berth.docker import daemon_keys
+from berth.docker import hosts as docker_hosts
+from berth.engine.resources import (
     Absent,
     Directory,
     Drain,
@@ -33,7 +31,10 @@ from berth.resources import (
     apt_source,
     drop_in,
 )
-from berth.roles import RoleContext, controller_files
+from berth.engine.roles import RoleContext, controller_files
+from berth.errors import ConfigError
+from berth.inventory.loader import Host
+from berth.inventory.paths import check_file_name, check_path
 
 # Keys a reload (SIGHUP) applies, in every dockerd berth supports: moby daemon/reload.go Reload and
 # daemon/reload_unix.go reloadPlatform at v20.10.24 (Debian 12) and v23.0.0 ... v28.5.2, plus
@@ -63,7 +64,7 @@ RESTART = "restart docker"                          # drained first unless docke
 
 def declare(host: Host, ctx: RoleContext) -> RoleState:
     v = host.vars
-    # Written as root: confined to where they belong (berth/paths.py), before anything uses them.
+    # Written as root: confined to where they belong (berth/inventory/paths.py), before anything uses them.
     check_file_name(host, "docker_dropin_name", suffix=".conf")
     check_path(host, "docker_daemon_json", below=["/etc/docker"], suffix=".json")
     options = daemon_json(host)
@@ -128,7 +129,7 @@ def daemon_json(host: Host) -> dict[str, Any]:
 
 
 def _check_listeners(host: Host, options: dict[str, Any], origin: object) -> None:
-    """Every `hosts` entry read as dockerd reads it (berth/docker_hosts.py): whatever the spelling, a TCP
+    """Every `hosts` entry read as dockerd reads it (berth/docker/hosts.py): whatever the spelling, a TCP
     listener needs role docker_tls, and port 2375 (also a tcp address without a port) is never opened."""
     try:
         tcp = docker_hosts.tcp_listeners(options.get("hosts"), tls=bool(options.get("tls")))
@@ -150,7 +151,7 @@ def _check_listeners(host: Host, options: dict[str, Any], origin: object) -> Non
 
 
 def _check_types(options: dict[str, Any], origin: object) -> None:
-    """Value types as dockerd decodes them (berth/daemon_keys.py); unknown keys are the plan's notes."""
+    """Value types as dockerd decodes them (berth/docker/daemon_keys.py); unknown keys are the plan's notes."""
     errors = daemon_keys.type_errors(options)
     if errors:
         raise ConfigError(f"{origin}: daemon.json: {'; '.join(errors)}: dockerd would refuse to start with it "
@@ -185,7 +186,7 @@ class DaemonKeyNotes:
     """Warns, at plan time, of daemon.json keys that a dockerd unable to check the file itself may not know.
 
     The agent has dockerd 23+ check the new file (`dockerd --validate`). An older dockerd (Debian 12's 20.10)
-    cannot; there berth's key table stands in (berth/daemon_keys.py), and since that table may lag behind
+    cannot; there berth's key table stands in (berth/docker/daemon_keys.py), and since that table may lag behind
     dockerd, an unknown key is a warning naming it, not an error.
     """
 

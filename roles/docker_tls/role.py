@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import contextlib
 
-from berth.certificates import HostCertificate
+from berth.engine.resources import Directory, File, RoleState
+from berth.engine.roles import RoleContext
 from berth.errors import ConfigError, HostUnreachable
-from berth.inventory import Host
-from berth.pki import KEY_TYPES
-from berth.resources import Directory, File, RoleState
-from berth.roles import RoleContext
-from berth.ssh import SSHSettings, network_address
+from berth.inventory.loader import Host
+from berth.pki.ca import KEY_TYPES
+from berth.pki.certificates import HostCertificate
+from berth.transport.ssh import SSHSettings, network_address
 
 
 def declare(host: Host, ctx: RoleContext) -> RoleState:
@@ -33,7 +33,7 @@ def declare(host: Host, ctx: RoleContext) -> RoleState:
     state.resources += [
         Directory(d, mode=0o755),
         # tlscacert: the CAs of the zones whose client certificates this daemon accepts, never the root
-        # (berth.pki "Trust zones"); dockerd trusts exactly these.
+        # (berth.pki.ca "Trust zones"); dockerd trusts exactly these.
         File(f"{d}/ca.pem", ctx.ca().daemon_trust_pem(host.name), mode=0o444, notify=(restart,)),
     ]
     state.derived.append(HostCertificate(

@@ -1,6 +1,6 @@
 """Role gitlab_runner: the runner service and its config.toml for dind, socket and remote runners.
 
-config.toml is merged as TOML (berth.runner_config) and applied with the runner's own reload
+config.toml is merged as TOML (berth.gitlab.runner_config) and applied with the runner's own reload
 (SIGHUP): a config change never restarts the runner, so no running job is cancelled. The exception is
 listen_address, read only at start: its change restarts the runner, gracefully (SIGQUIT, see the drop-in).
 """
@@ -10,16 +10,16 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from berth.certificates import HostCertificate
+from berth.engine.resources import Directory, Drain, File, Handler, Packages, RoleState, Service, apt_source, drop_in
+from berth.engine.roles import RoleContext, controller_files
 from berth.errors import ConfigError
-from berth.gitlab_urls import VARIABLE, allowed_http
-from berth.inventory import Host
-from berth.paths import check_runner_config
-from berth.pki import host_zone
-from berth.resources import Directory, Drain, File, Handler, Packages, RoleState, Service, apt_source, drop_in
-from berth.roles import RoleContext, controller_files
-from berth.runner_config import package_pins, parse_runners
-from berth.runners import RELOAD_HANDLER, RELOAD_RUNNER, RESTART_HANDLER, RESTART_RUNNER, RunnerConfigFile
+from berth.gitlab.runner_config import package_pins, parse_runners
+from berth.gitlab.runners import RELOAD_HANDLER, RELOAD_RUNNER, RESTART_HANDLER, RESTART_RUNNER, RunnerConfigFile
+from berth.gitlab.urls import VARIABLE, allowed_http
+from berth.inventory.loader import Host
+from berth.inventory.paths import check_runner_config
+from berth.pki.ca import host_zone
+from berth.pki.certificates import HostCertificate
 
 GLOBALS = ("concurrent", "check_interval", "shutdown_timeout", "log_level", "log_format", "listen_address")
 # A systemd time span (systemd.time(7)): numbers with optional units; a bare number is seconds.
@@ -35,7 +35,7 @@ def declare(host: Host, ctx: RoleContext) -> RoleState:
     config_dir = str(Path(check_runner_config(host)).parent)     # made 0700: berth's own directory only
     specs, warnings = parse_runners(
         v["gitlab_runners"], str(host.origins.get("gitlab_runners", "gitlab_runners")),
-        # privileged_form capabilities is a testbed device (see berth.runner_config); berth_testbed allows it.
+        # privileged_form capabilities is a testbed device (see berth.gitlab.runner_config); berth_testbed allows it.
         allow_capabilities=v["berth_testbed"] is True, insecure_http=insecure_http, config_dir=config_dir,
     )
     stop_timeout, stop_warnings = _stop_timeout(host)
@@ -64,7 +64,7 @@ def declare(host: Host, ctx: RoleContext) -> RoleState:
             File(f"{spec.remote_cert_dir}/ca.pem", ctx.ca().bundle_pem(), mode=0o444),
         ]
         # The jobs' client key is made on this host, like the daemons' server keys. Its certificate comes
-        # from the zone of remote_host's daemon: that daemon accepts it, no other does (berth.pki).
+        # from the zone of remote_host's daemon: that daemon accepts it, no other does (berth.pki.ca).
         state.derived.append(HostCertificate(
             cert_path=f"{spec.remote_cert_dir}/cert.pem", key_path=f"{spec.remote_cert_dir}/key.pem",
             common_name=f"{host.name}-{spec.name}", sans=[], purpose="client",
@@ -117,7 +117,7 @@ def _install(host: Host) -> list:
 
 
 def runner_packages(version: str, origin: str, *, drain: Drain | None = None) -> Packages:
-    """The pinned packages of one gitlab-runner release (see berth.runner_config.package_pins)."""
+    """The pinned packages of one gitlab-runner release (see berth.gitlab.runner_config.package_pins)."""
     pins, absent = package_pins(version, origin)
     return Packages(tuple(pins), versions=pins, absent=absent, drain=drain)
 

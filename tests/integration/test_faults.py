@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from berth.resources import JOB_LABEL
+from berth.engine.resources import JOB_LABEL
 from tests.conftest import HOSTS, ROOT, Run
 from tests.standins.gitlab_api import GitLabStandIn
 

@@ -9,8 +9,9 @@ import pytest
 from invoke.exceptions import Exit
 from rich.console import Console
 
-from berth import cli, rollout
-from berth.engine import HostReport, Status
+from berth.cli import app as cli
+from berth.engine import rollout
+from berth.engine.converge import HostReport, Status
 from berth.errors import HostFailed
 
 HOSTILE = "/srv/[/]weird/[bold red]x[/bold red]/config.toml"

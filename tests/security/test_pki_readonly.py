@@ -7,10 +7,10 @@ import shutil
 
 import pytest
 
+from berth.engine.roles import RoleContext
 from berth.errors import PKIError
-from berth.pki import CertificateAuthority, generate_key_pem, make_csr_pem
-from berth.roles import RoleContext
-from berth.tls import read_only_identity
+from berth.pki.ca import CertificateAuthority, generate_key_pem, make_csr_pem
+from berth.pki.tls import read_only_identity
 from tests.security.conftest import ONE_DAEMON as INVENTORY
 from tests.security.conftest import ROOT, load_hosts
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from berth.certificates import HostCertificate
+from berth.engine.roles import RoleContext
 from berth.errors import ConfigError
-from berth.inventory import Inventory
-from berth.roles import RoleContext
+from berth.inventory.loader import Inventory
+from berth.pki.certificates import HostCertificate
 from tests.security.conftest import ROOT, load_hosts
 
 INVENTORY = """\

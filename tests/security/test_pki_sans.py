@@ -6,11 +6,11 @@ import base64
 
 import pytest
 
-from berth.certificates import HostCertificate
+from berth.engine.plan import Plan
+from berth.engine.roles import RoleContext
 from berth.errors import ConfigError, PKIError
-from berth.pki import CertificateAuthority, parse_san
-from berth.plan import Plan
-from berth.roles import RoleContext
+from berth.pki.ca import CertificateAuthority, parse_san
+from berth.pki.certificates import HostCertificate
 from tests.security.conftest import ONE_DAEMON as INVENTORY
 from tests.security.conftest import ROOT, load_hosts
 
@@ -58,7 +58,7 @@ def test_what_the_host_reports_is_not_in_the_sans_but_in_a_note(ca):
 
 
 def test_a_certificate_with_more_names_than_the_inventory_is_reissued(ca):
-    from berth.pki import generate_key_pem, make_csr_pem
+    from berth.pki.ca import generate_key_pem, make_csr_pem
 
     pem = ca.sign_server_csr(make_csr_pem(generate_key_pem(), "r1"), sans=["r1", "192.0.2.11", "127.0.0.1",
                                                                             "registry.example.com"])

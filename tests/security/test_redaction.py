@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from berth import cli
 from berth import redact as R
-from berth.engine import HostReport, Status
+from berth.checks.verify import CheckResult, HostResult, junit_xml
+from berth.cli import app as cli
+from berth.engine.converge import HostReport, Status
 from berth.redact import redact
-from berth.verify import CheckResult, HostResult, junit_xml
 from tests.unit.test_runners import make_host, plan_for, probe
 
 URL_PASSWORD = "urlPassw0rdX"

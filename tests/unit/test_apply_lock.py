@@ -1,6 +1,6 @@
 """The agent's side of serialized, truthful applies: the host's apply lock (flock, its holder named), the plan's
 files re-checked before any write, apt's locks waited for, a handler that hangs bounded. Real processes hold the
-locks; the agent runs as it does on a host (berth/agent.py), in a temporary lock folder."""
+locks; the agent runs as it does on a host (berth/remote/agent.py), in a temporary lock folder."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from berth import agent
+from berth.remote import agent
 
 HOLD = "import fcntl, sys, time; f = open(sys.argv[1], 'a'); fcntl.{}(f, fcntl.LOCK_EX); print('held', flush=True); " \
        "time.sleep(float(sys.argv[2]))"

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from berth import agent, daemon_keys
+from berth.docker import daemon_keys
+from berth.engine.plan import Change, Plan
+from berth.engine.roles import RoleContext
 from berth.errors import ConfigError
-from berth.inventory import Host
-from berth.plan import Change, Plan
-from berth.roles import RoleContext
+from berth.inventory.loader import Host
+from berth.remote import agent
 
 ROOT = Path(__file__).resolve().parents[2]
 CTX = RoleContext(ROOT / "roles")
@@ -127,7 +128,7 @@ def test_a_restart_covers_a_reload():
     assert [h.name for h in plan.handlers] == [RESTART]
 
 
-# -- daemon.json keys and value types: moby daemon/config json tags (berth/daemon_keys.py) ---------------------
+# -- daemon.json keys and value types: moby daemon/config json tags (berth/docker/daemon_keys.py) ---------------------
 def daemon_json_of(options: dict, roles: tuple[str, ...] = ("docker_engine",)) -> dict:
     return engine_role.daemon_json(host(list(roles), docker_daemon_options=options))
 

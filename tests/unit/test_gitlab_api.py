@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 import pytest
 
 from berth.errors import BerthError, ConfigError
-from berth.gitlab_api import CreatedRunner, GitLabAPI, GitLabAPIError, is_created_runner_token, is_registration_token
+from berth.gitlab.api import CreatedRunner, GitLabAPI, GitLabAPIError, is_created_runner_token, is_registration_token
 from berth.redact import redact
 
 try:
@@ -425,7 +425,7 @@ def test_redact_ignores_short_secrets_and_masks_url_encoded_ones():
     assert redact("token=p%40ss%2Fword", ["p@ss/word"]) == "token=***"
 
 
-# -- retries where they are safe (berth/gitlab_api.py; the stand-in's faults) ----------------------------------
+# -- retries where they are safe (berth/gitlab/api.py; the stand-in's faults) ----------------------------------
 
 
 def quick(url: str, token: str | None = PAT, **kwargs: float) -> GitLabAPI:

@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from berth.errors import HostUnreachable
-from berth.inventory import Host
-from berth.ssh import Session, SSHSettings, explain_connect_error
+from berth.inventory.loader import Host
+from berth.transport.ssh import Session, SSHSettings, explain_connect_error
 
 FAST = SSHSettings(connect_timeout=1.0, connect_attempts=2, retry_wait=0.01)
 

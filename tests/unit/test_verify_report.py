@@ -10,8 +10,8 @@ import pytest
 import xmlschema
 from rich.console import Console
 
+from berth.checks.verify import CheckResult, HostResult, exit_code, host_status, junit_xml, problem_lines, table
 from berth.errors import ExitCode
-from berth.verify import CheckResult, HostResult, exit_code, host_status, junit_xml, problem_lines, table
 
 SCHEMA = xmlschema.XMLSchema(Path(__file__).parents[1] / "schemas" / "junit.xsd")
 
@@ -108,8 +108,8 @@ def test_exit_codes(results):
 
 
 def test_a_roles_checks_are_picked_up_as_soon_as_its_verify_folder_exists(tmp_path):
-    from berth.inventory import Host
-    from berth.verify import verify_dirs
+    from berth.checks.verify import verify_dirs
+    from berth.inventory.loader import Host
 
     for role in ("docker_engine", "docker_tls", "gitlab_runner"):
         (tmp_path / role).mkdir()

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from berth.docker_hosts import BadHost, host_flags, tcp_listeners
-from berth.inventory import Host
-from berth.roles import RoleContext
-from berth.verify_plugin import Facts, FileFacts
+from berth.checks.plugin import Facts, FileFacts
+from berth.docker.hosts import BadHost, host_flags, tcp_listeners
+from berth.engine.roles import RoleContext
+from berth.inventory.loader import Host
 
 DOCKER_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock")
 
@@ -118,7 +118,7 @@ def test_tcp_requires_tls_verify(daemon_json: dict[str, Any], facts: Facts,
     argv = dockerd_argv(facts.unit("docker.service"))
     entries = [*(daemon_json.get("hosts") or []), *host_flags(argv)]
     tls = daemon_json.get("tls") is True or "--tls" in argv
-    # Read as dockerd reads it (berth/docker_hosts.py): "0.0.0.0:2375" and " tcp://..." are TCP too.
+    # Read as dockerd reads it (berth/docker/hosts.py): "0.0.0.0:2375" and " tcp://..." are TCP too.
     try:
         tcp = [t.address for t in tcp_listeners(entries, tls=tls)]
     except BadHost as exc:

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from berth.runner_config import MODE_OWNED_KEYS, RUNNER_PACKAGE, docker_settings, package_pins, parse_runners
-from berth.verify_plugin import Facts
+from berth.checks.plugin import Facts
+from berth.gitlab.runner_config import MODE_OWNED_KEYS, RUNNER_PACKAGE, docker_settings, package_pins, parse_runners
 
 DROP_IN = "/etc/systemd/system/gitlab-runner.service.d/berth-kill.conf"
 STOP_SETTINGS = "gitlab_runner_stop_settings"    # the facts command the conftest requests
