@@ -119,7 +119,8 @@ def job_image(first_converge, testbed) -> str:
 
 @pytest.fixture
 def start_job(job_image, testbed) -> Iterator[Callable[[int], str]]:
-    """A "CI job" on r1 (a container with gitlab-runner's job label): it keeps a drained restart waiting."""
+    """A "CI job" on r1 (a container with gitlab-runner's job label): it keeps a drained restart waiting until the
+    test ends it (end_job), so that the test, not the machine's speed, decides when the apply goes on."""
     started: list[str] = []
 
     def start(seconds: int) -> str:
@@ -131,6 +132,16 @@ def start_job(job_image, testbed) -> Iterator[Callable[[int], str]]:
     yield start
     if started:
         testbed.exec("r1", "docker", "rm", "-f", *started, check=False)
+
+
+def end_job(testbed, cid: str) -> None:
+    testbed.exec("r1", "docker", "rm", "-f", cid)
+
+
+def lock_users(testbed) -> int:
+    """How many processes on r1 have the apply lock open: the apply holding it, and those waiting for it."""
+    script = "for d in /proc/[0-9]*/fd; do ls -l $d 2>/dev/null | grep -q /run/berth/apply.lock && echo $d; done; true"
+    return len(testbed.exec("r1", "sh", "-c", script).stdout.split())
 
 
 def drain_started(testbed) -> Callable[[], bool]:
@@ -148,15 +159,18 @@ def apply_over(testbed) -> Callable[[], bool]:
 
 # -- two runs, one host ------------------------------------------------------------------------------------
 def test_two_converges_of_one_host_never_interleave(repaired, berth, testbed, background, start_job):
-    start_job(25)
+    job = start_job(600)
     first = background("first", "setup-runner", "--host", "r1", "-e", RESTART)
     wait_for("the first run's drain", drain_started(testbed))
     before = sha_on(testbed, DAEMON_JSON)
-    # Both probe while the first one drains; one may not wait at all, the other may.
-    impatient = background("impatient", "setup-runner", "--host", "r1", "-e", RELOAD, "-e",
-                           "berth_apply_lock_timeout=0")
-    second = berth("setup-runner", "--host", "r1", "-e", RELOAD)
-    one, no_wait = first.result(), impatient.result()
+    # Both probe while the first one drains (nothing written yet); one may not wait at all, the other may.
+    no_wait = background("impatient", "setup-runner", "--host", "r1", "-e", RELOAD, "-e",
+                         "berth_apply_lock_timeout=0").result()
+    second = background("second", "setup-runner", "--host", "r1", "-e", RELOAD)
+    # Once the second's apply waits for the lock the first holds, the job ends, and the first goes on.
+    wait_for("the second run's apply to wait for the lock", lambda: lock_users(testbed) == 2, timeout=180)
+    end_job(testbed, job)
+    one, two = first.result(), second.result()
     assert one.code == 0, one.output
     assert one.host("r1")["status"] == "changed" and one.host("r1")["handlers"] == ["restart docker"]
     # The impatient one failed at once, naming the first: who, from where, since when; it changed nothing.
@@ -165,15 +179,14 @@ def test_two_converges_of_one_host_never_interleave(repaired, berth, testbed, ba
     assert "another berth apply is running on this host: run " in error
     assert f"(controller pid {first.pid}), applying since " in error and "berth_apply_lock_timeout" in error
     assert no_wait.host("r1")["handlers"] == []
-    # The second waited for the first (and said so as it waited), then found what its plan was made from no
-    # longer there (daemon.json, the units the drain and restart stopped): it changed nothing and names the run it
-    # waited for.
-    assert second.code == 2, second.output
-    assert "waiting for another berth apply on this host to end" in second.err
-    error = second.host("r1")["error"]
-    assert "changed since it was read: " in error
+    # The second waited for the first (and said so as it waited), then found daemon.json no longer the file its
+    # plan was made from: it changed nothing and names the run it waited for.
+    assert two.code == 2, two.output
+    assert "waiting for another berth apply on this host to end" in two.err
+    error = two.host("r1")["error"]
+    assert "changed since it was read: /etc/docker/daemon.json (content)" in error
     assert f"(controller pid {first.pid})" in error and error.endswith("re-run")
-    assert second.host("r1")["handlers"] == []
+    assert two.host("r1")["handlers"] == []
     daemon = json.loads(testbed.exec("r1", "cat", DAEMON_JSON).stdout)
     assert daemon["dns"] == ["192.0.2.53"] and "debug" not in daemon            # the first run's, whole
     assert sha_on(testbed, DAEMON_JSON) != before
@@ -185,7 +198,7 @@ def test_two_converges_of_one_host_never_interleave(repaired, berth, testbed, ba
 # -- the controller's side goes away -----------------------------------------------------------------------
 def test_ssh_connection_killed_mid_apply_the_apply_completes_and_a_rerun_converges(repaired, berth, testbed,
                                                                                   background, start_job):
-    start_job(15)
+    job = start_job(600)
     run = background("cut", "setup-runner", "--host", "r1", "-e", RESTART)
     wait_for("the drain", drain_started(testbed))
     # The session's sshd processes on the host, killed as a dropped connection would end them.
@@ -193,6 +206,7 @@ def test_ssh_connection_killed_mid_apply_the_apply_completes_and_a_rerun_converg
     assert sessions
     testbed.exec("r1", "kill", "-KILL", *sessions)
     cut = run.result()
+    end_job(testbed, job)           # the apply, still running on the host, goes on
     assert cut.code == 3, cut.output
     assert "the SSH connection was lost during the apply" in cut.host("r1")["error"]
     assert "re-run" in cut.host("r1")["error"]
@@ -203,11 +217,12 @@ def test_ssh_connection_killed_mid_apply_the_apply_completes_and_a_rerun_converg
 
 
 def test_controller_sigkilled_mid_apply_leaves_the_host_converged(repaired, berth, testbed, background, start_job):
-    start_job(15)
+    job = start_job(600)
     run = background("killed", "setup-runner", "--host", "r1", "-e", RESTART)
     wait_for("the drain", drain_started(testbed))
     os.kill(run.pid, signal.SIGKILL)
     run.proc.communicate()
+    end_job(testbed, job)
     wait_for("the apply to end on the host", apply_over(testbed))
     # The lock went with the agent's process, and its holder record with it.
     wait_for("the apply lock's holder record to go",
@@ -219,7 +234,7 @@ def test_controller_sigkilled_mid_apply_leaves_the_host_converged(repaired, bert
 
 def test_host_restarted_mid_rollout_batch(repaired, berth, testbed, start_job):
     before = testbed.exec("r1", "cat", DAEMON_JSON).stdout
-    start_job(30)
+    start_job(600)
     argv = [str(Path(sys.executable).parent / "invoke"), "rollout", "--limit", "r1", "-e", RESTART, "--inventory",
             str(ROOT / "tests/integration/inventory/hosts.yml"), "--json", str(berth.tmp / "reboot.json")]
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
