@@ -51,11 +51,12 @@ class StepFailed(Exception):
     pass
 
 
-def _run_bounded(cmd, timeout, unit):
+def _run_bounded(cmd, timeout, unit, stop=True):
     """Run a handler's command for at most ``timeout`` seconds; None, or why it did not finish.
 
-    On time-out the command's process group is killed and the unit stopped: systemd would otherwise carry on
-    with the hanging start job after its client is gone (and `stop` cancels that job).
+    On time-out the command's process group is killed and, with ``stop``, the unit stopped: systemd would
+    otherwise carry on with the hanging start job after its client is gone (and `stop` cancels that job).
+    Without ``stop`` (starting the restored configuration) systemd is left to finish the start.
     """
     proc = subprocess.Popen(["sh", "-c", cmd], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True, env=dict(os.environ, LC_ALL="C"))
@@ -66,10 +67,13 @@ def _run_bounded(cmd, timeout, unit):
         with contextlib.suppress(OSError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-        if unit:
+        if unit and stop:
             sh(["systemctl", "stop", unit], timeout=120)
         return "`%s` did not finish within %gs (the health timeout): %s hangs while starting" % (
             cmd, timeout, unit or "the service")
+
+
+RECOVERY_TIMEOUT = 120      # seconds the restored configuration's restart may take at least
 
 
 def _write_error(path, exc):
@@ -423,8 +427,9 @@ class Applier:
         sh(["systemctl", "daemon-reload"])
         if step.get("unit"):
             sh(["systemctl", "reset-failed", step["unit"]])
-        recovered = _run_bounded(step["cmd"], timeout, step.get("unit")) is None and \
-            self.healthy(step["health"]) is None
+        # The previous configuration gets more time than the new one had, and is never stopped for being slow.
+        _run_bounded(step["cmd"], max(timeout, RECOVERY_TIMEOUT), step.get("unit"), stop=False)
+        recovered = self.healthy(step["health"]) is None
         raise StepFailed(
             "%s failed: %s; the previous %s %s restored%s" % (
                 step["name"], reason, ", ".join(p for p, _ in self.written) or "configuration",
