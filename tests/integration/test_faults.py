@@ -14,6 +14,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -68,22 +69,31 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float = 90) -> None:
 
 
 class Background:
-    """berth as a separate process (to kill it, or to run two at once), with its JSON report."""
+    """berth as a separate process (to kill it, or to run two at once), with its JSON report; its stderr is read
+    as it comes, so that a test can act on what berth says while it runs."""
 
     def __init__(self, tmp: Path, name: str, *args: str, env: dict[str, str] | None = None) -> None:
         self.report = tmp / f"{name}.json"
         argv = [str(Path(sys.executable).parent / "invoke"), *args, "--json", str(self.report)]
         self.proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      env={**os.environ, "COLUMNS": "200", **(env or {})})
+        self.err: list[str] = []
+        self._reader = threading.Thread(target=lambda: self.err.extend(self.proc.stderr or ()), daemon=True)
+        self._reader.start()
 
     @property
     def pid(self) -> int:
         return self.proc.pid
 
-    def result(self, timeout: float = 240) -> Run:
-        out, err = self.proc.communicate(timeout=timeout)
+    def said(self, text: str) -> bool:
+        return any(text in line for line in list(self.err))
+
+    def result(self, timeout: float = 600) -> Run:
+        self.proc.wait(timeout=timeout)
+        self._reader.join()
+        out = self.proc.stdout.read() if self.proc.stdout else ""
         data = json.loads(self.report.read_text()) if self.report.exists() else None
-        return Run(self.proc.returncode, out, err, data)
+        return Run(self.proc.returncode, out, "".join(self.err), data)
 
 
 @pytest.fixture
@@ -100,7 +110,7 @@ def background(berth, tmp_path) -> Iterator[Callable[..., Background]]:
     for run in started:
         if run.proc.poll() is None:
             run.proc.kill()
-            run.proc.communicate()
+            run.proc.wait()
 
 
 @pytest.fixture
@@ -221,7 +231,7 @@ def test_controller_sigkilled_mid_apply_leaves_the_host_converged(repaired, bert
     run = background("killed", "setup-runner", "--host", "r1", "-e", RESTART)
     wait_for("the drain", drain_started(testbed))
     os.kill(run.pid, signal.SIGKILL)
-    run.proc.communicate()
+    run.proc.wait()
     end_job(testbed, job)
     wait_for("the apply to end on the host", apply_over(testbed))
     # The lock went with the agent's process, and its holder record with it.
@@ -232,24 +242,21 @@ def test_controller_sigkilled_mid_apply_leaves_the_host_converged(repaired, bert
     assert again.host("r1")["status"] == "ok"
 
 
-def test_host_restarted_mid_rollout_batch(repaired, berth, testbed, start_job):
+def test_host_restarted_mid_rollout_batch(repaired, berth, testbed, background, start_job):
     before = testbed.exec("r1", "cat", DAEMON_JSON).stdout
     start_job(600)
-    argv = [str(Path(sys.executable).parent / "invoke"), "rollout", "--limit", "r1", "-e", RESTART, "--inventory",
-            str(ROOT / "tests/integration/inventory/hosts.yml"), "--json", str(berth.tmp / "reboot.json")]
-    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "COLUMNS": "200", "BERTH_PKI_DIR": str(berth.pki_dir)})
+    run = background("reboot", "rollout", "--limit", "r1", "-e", RESTART)
     wait_for("the drain", drain_started(testbed))
-    subprocess.run(["docker", "restart", "-t", "1", testbed.container_name("r1")], check=True, capture_output=True)
-    out, err = proc.communicate(timeout=240)
-    report = json.loads((berth.tmp / "reboot.json").read_text())
-    assert proc.returncode == 3, out + err
-    [r1] = report["hosts"]
+    try:
+        subprocess.run(["docker", "restart", "-t", "1", testbed.container_name("r1")], check=True, capture_output=True)
+        cut = run.result()
+    finally:
+        testbed.up(len(HOSTS))      # r1 boots again (its address may change: ssh_config is written anew)
+    assert cut.code == 3, cut.output
+    [r1] = cut.report["hosts"]
     assert r1["status"] == "unreachable" and "the SSH connection was lost during the apply" in r1["error"]
-    testbed.up(len(HOSTS))          # r1 booted again (its address may have changed: ssh_config is rewritten)
-    wait_for("dockerd after the reboot", lambda: active(testbed, "docker") == "active")
-    after = testbed.exec("r1", "cat", DAEMON_JSON).stdout
-    assert after == before          # the drain had not ended: nothing was written
+    wait_for("dockerd after the reboot", lambda: active(testbed, "docker") == "active", timeout=300)
+    assert testbed.exec("r1", "cat", DAEMON_JSON).stdout == before     # the drain had not ended: nothing written
     again = berth("rollout", "--limit", "r1", "-e", RESTART)
     assert again.code == 0, again.output
     assert again.report["hosts"][0]["status"] == "converged" and again.report["hosts"][0]["health"] == "ok"
@@ -316,30 +323,42 @@ HOLD_APT_LOCK = ("import fcntl, sys, time; f = open('/var/lib/dpkg/lock-frontend
                  "fcntl.lockf(f, fcntl.LOCK_EX); time.sleep(float(sys.argv[1]))")    # as apt and dpkg lock it
 
 
-def test_apt_lock_held_a_while_then_released(repaired, berth, testbed):
+def hold_apt_lock(testbed) -> None:
+    subprocess.run(["docker", "exec", "-d", testbed.container_name("r1"), "python3", "-c", HOLD_APT_LOCK, "900"],
+                   check=True)
+    wait_for("the lock", lambda: bool(pids(testbed, "fcntl.lockf")))
+
+
+def release_apt_lock(testbed) -> None:
+    for pid in pids(testbed, "fcntl.lockf"):
+        testbed.exec("r1", "kill", pid, check=False)
+
+
+def test_apt_lock_held_a_while_then_released(repaired, berth, testbed, background):
     assert testbed.exec("r1", "dpkg", "-s", EXTRA_PACKAGE, check=False).returncode != 0
     packages = json.dumps({"docker_distro_packages": ["docker.io", EXTRA_PACKAGE]})
     # Held past berth_apt_lock_timeout: the host fails naming the holder, nothing installed.
-    subprocess.run(["docker", "exec", "-d", testbed.container_name("r1"), "python3", "-c", HOLD_APT_LOCK, "60"],
-                   check=True)
-    wait_for("the lock", lambda: bool(pids(testbed, "fcntl.lockf")))
-    held = berth("setup-runner", "--host", "r1", "-e", packages, "-e", "berth_apt_lock_timeout=2", timeout=120)
-    for pid in pids(testbed, "fcntl.lockf"):
-        testbed.exec("r1", "kill", pid, check=False)
+    hold_apt_lock(testbed)
+    try:
+        held = berth("setup-runner", "--host", "r1", "-e", packages, "-e", "berth_apt_lock_timeout=2")
+    finally:
+        release_apt_lock(testbed)
     assert held.code == 2, held.output
     error = held.host("r1")["error"]
     assert re.search(r"apt's lock /var/lib/dpkg/lock-frontend is still held after 2s \(berth_apt_lock_timeout\) "
                      r"by process \d+ \(python3 -c import fcntl", error), error
     assert testbed.exec("r1", "dpkg", "-s", EXTRA_PACKAGE, check=False).returncode != 0
-    # Held for a few seconds: berth says it waits, then installs.
-    # (Long enough to be held when the apply reaches its package step, a few seconds after the run starts.)
-    subprocess.run(["docker", "exec", "-d", testbed.container_name("r1"), "python3", "-c", HOLD_APT_LOCK, "20"],
-                   check=True)
-    wait_for("the lock", lambda: bool(pids(testbed, "fcntl.lockf")))
-    run = berth("setup-runner", "--host", "r1", "-e", packages, "-e", "berth_apt_lock_timeout=60", timeout=180)
-    assert run.code == 0, run.output
-    assert "waiting for apt's lock /var/lib/dpkg/lock-frontend, held by process" in run.err
-    assert any(note.startswith("waited") and "apt's lock" in note for note in run.host("r1")["notes"])
+    # Held until berth says it waits for it, then released: berth installs.
+    hold_apt_lock(testbed)
+    try:
+        run = background("apt", "setup-runner", "--host", "r1", "-e", packages, "-e", "berth_apt_lock_timeout=600")
+        wait_for("berth to wait for apt's lock", lambda: run.said("waiting for apt's lock"), timeout=300)
+    finally:
+        release_apt_lock(testbed)
+    done = run.result()
+    assert done.code == 0, done.output
+    assert "waiting for apt's lock /var/lib/dpkg/lock-frontend, held by process" in done.err
+    assert any(note.startswith("waited") and "apt's lock" in note for note in done.host("r1")["notes"])
     assert testbed.exec("r1", "dpkg", "-s", EXTRA_PACKAGE, check=False).returncode == 0
 
 
