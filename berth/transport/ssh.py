@@ -98,9 +98,16 @@ def explain_connect_error(exc: BaseException, target: str, timeout: float) -> tu
 
 def _cause(cx: fabric.Connection, exc: BaseException) -> BaseException:
     """The transport's own error behind paramiko's "No existing session" (a handshake that failed in its thread)."""
+    if "no existing session" not in str(exc).lower():
+        return exc
     transport = cx.client.get_transport() if cx.client is not None else None
     saved = getattr(transport, "saved_exception", None)
-    return saved if "no existing session" in str(exc).lower() and saved is not None else exc
+    if saved is not None:
+        return saved
+    if transport is not None and not getattr(transport, "remote_version", ""):
+        # start_client gave up at the connect timeout before the banner timeout recorded its error.
+        return paramiko.SSHException("Error reading SSH protocol banner")
+    return exc
 
 
 def tried_keys(cx: fabric.Connection) -> str:
