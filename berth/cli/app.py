@@ -36,6 +36,7 @@ from berth.engine.rollout import (
 from berth.errors import BerthError, ExitCode, OptionError
 from berth.files import write_atomic
 from berth.inventory.loader import Host, Inventory, vault
+from berth.pki.ca import CertificateAuthority
 from berth.redact import environment_secrets, redact, redact_data, redact_xml
 from berth.settings import Settings, load_settings
 from berth.transport.ssh import SSHSettings
@@ -92,6 +93,7 @@ class Project:
 
     def role_context(self) -> RoleContext:
         return RoleContext(self.settings.roles_dir, self.settings.pki_dir, ca_passphrase(), inventory=self.inventory,
+                           ca_loader=CertificateAuthority.load,
                            warn=lambda line: console.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True))
 
 

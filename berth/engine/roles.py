@@ -23,7 +23,11 @@ from berth.inventory.loader import Host
 
 @dataclass
 class RoleContext:
-    """What roles may use besides the host: their templates, and the CA when a role needs one."""
+    """What roles may use besides the host: their templates, and the CA when a role needs one.
+
+    The engine knows no CA: ``ca_loader`` (berth.pki.ca.CertificateAuthority.load, given by the command line)
+    loads it from ``pki_dir`` the first time a role asks.
+    """
 
     roles_dir: Path
     pki_dir: Path | None = None
@@ -31,6 +35,7 @@ class RoleContext:
     read_only: bool = False                       # --check: the CA is loaded from its certificates, no key
     inventory: Any = None                         # berth.inventory.loader.Inventory, to resolve another host's name
     warn: Callable[[str], None] | None = None     # told once, e.g. "the CA key is not encrypted"
+    ca_loader: Callable[..., Any] | None = None   # (pki_dir, passphrase=, need_key=) -> the CA
     _modules: dict[str, ModuleType] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _ca: Any = None
@@ -61,26 +66,14 @@ class RoleContext:
 
     def ca(self) -> Any:
         """The controller's CA, loaded once (it may need the passphrase)."""
-        from berth.pki.ca import CertificateAuthority
-
         with self._lock:
             if self._ca is None:
-                if self.pki_dir is None:
+                if self.pki_dir is None or self.ca_loader is None:
                     raise ConfigError("a role needs the CA but no pki_dir is configured")
-                self._ca = CertificateAuthority.load(self.pki_dir, passphrase=self.ca_passphrase,
-                                                     need_key=not self.read_only)
+                self._ca = self.ca_loader(self.pki_dir, passphrase=self.ca_passphrase, need_key=not self.read_only)
                 for line in self._ca.warnings if self.warn else ():
                     self.warn(line)
             return self._ca
-
-    def plan_derived(self, host: Host, states: list[RoleState], found: dict[str, Any], plan: Any) -> list[Any]:
-        """Plan the resources that need the probe; returns those to prepare during apply."""
-        handlers = [h for s in states for h in s.handlers]
-        derived = [d for s in states for d in s.derived]
-        for resource in derived:
-            if resource.plan(host, found, self, plan):
-                plan.notify(resource.notify, handlers)
-        return [d for d in derived if d.due]
 
 
 def declare_roles(host: Host, ctx: RoleContext) -> list[RoleState]:

@@ -104,6 +104,7 @@ class LocalSession:
     def __init__(self, host: object) -> None:
         self.host = host
         self.commands = 0
+        self.agent_root = "/"          # the test's paths are absolute paths under its tmp_path
 
     def run(self, command: str, *, stdin: bytes | None = None, sudo: bool = True, timeout: float | None = 600):
         import subprocess
