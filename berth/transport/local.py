@@ -43,10 +43,12 @@ class LocalSession:
         path = [str(self.bin_dir)] if self.bin_dir else []
         env = {**os.environ, "PATH": os.pathsep.join([*path, os.environ.get("PATH", "")])}
         try:
-            done = subprocess.run(["sh", "-c", command], input=stdin, capture_output=True, timeout=timeout, env=env, cwd=self.root)
+            done = subprocess.run(["sh", "-c", command], input=stdin, capture_output=True, timeout=timeout, env=env,
+                                  cwd=self.root)
         except subprocess.TimeoutExpired:
             raise HostFailed(f"{self.host.name}: the agent did not answer within {timeout}s") from None
-        return CommandResult(done.returncode, done.stdout.decode(errors="replace"), done.stderr.decode(errors="replace"))
+        return CommandResult(done.returncode, done.stdout.decode(errors="replace"),
+                             done.stderr.decode(errors="replace"))
 
     def put_private(self, directory: str, files: list[tuple[bytes, str]]) -> None:
         """As the SSH session's: a new 0700 directory (refused if anything is there), files made exclusively."""

@@ -16,7 +16,7 @@ from berth.engine.plan import Plan
 from berth.engine.protocol import PROTOCOL, ApplyRequest, ProbeAnswer, ProbeRequest, ProtocolError, envelope
 from berth.errors import ExitCode, HostFailed
 from tests.standins import host_commands
-from tests.unit.localhost import LocalHost, local  # noqa: F401  (the fixture)
+from tests.unit.localhost import LocalHost
 
 
 def owner(path) -> tuple[str, str, int]:
