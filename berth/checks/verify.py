@@ -242,12 +242,12 @@ def junit_xml(results: Sequence[HostResult]) -> bytes:
 
     every = [c for r in results for c in r.checks]
     crashed = sum(1 for r in results if r.error)
-    root = ET.Element("testsuites", name="berth verify", **counts(every, crashed),
-                      time=f"{max((r.seconds for r in results), default=0):.3f}")
+    root = ET.Element("testsuites", {"name": "berth verify", **counts(every, crashed),
+                                     "time": f"{max((r.seconds for r in results), default=0):.3f}"})
     for r in results:
-        suite = ET.SubElement(root, "testsuite", name=r.host, **counts(r.checks, 1 if r.error else 0),
-                              time=f"{r.seconds:.3f}", hostname=r.host,
-                              timestamp=datetime.fromtimestamp(r.started or 0, UTC).isoformat(timespec="seconds"))
+        suite = ET.SubElement(root, "testsuite", {
+            "name": r.host, **counts(r.checks, 1 if r.error else 0), "time": f"{r.seconds:.3f}", "hostname": r.host,
+            "timestamp": datetime.fromtimestamp(r.started or 0, UTC).isoformat(timespec="seconds")})
         props = ET.SubElement(suite, "properties")
         ET.SubElement(props, "property", name="ssh_commands", value=str(r.ssh_commands))
         ET.SubElement(props, "property", name="status", value=r.status)

@@ -71,8 +71,9 @@ class RoleContext:
                 if self.pki_dir is None or self.ca_loader is None:
                     raise ConfigError("a role needs the CA but no pki_dir is configured")
                 self._ca = self.ca_loader(self.pki_dir, passphrase=self.ca_passphrase, need_key=not self.read_only)
-                for line in self._ca.warnings if self.warn else ():
-                    self.warn(line)
+                if self.warn is not None:
+                    for line in self._ca.warnings:
+                        self.warn(line)
             return self._ca
 
 

@@ -636,7 +636,7 @@ def run(project: Any, hosts: list[Host], registry: Registry, *, runner: str = ""
         if r.status != "passed":
             where = f" at step {r.failed_step}" if r.failed_step else ""
             cli.console.print(f"[bold red]{cli.safe(f'{r.host} {r.runner} ({r.mode}) failed{where}')}[/]: "
-                              f"{cli.safe(r.cause)}", soft_wrap=True)
+                              f"{cli.safe(r.cause or '')}", soft_wrap=True)
             if r.output:
                 cli.console.print(r.output, markup=False, highlight=False)
         elif r.source != "config.toml":

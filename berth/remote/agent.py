@@ -390,7 +390,6 @@ class Applier:
     @staticmethod
     def healthy(health):
         deadline = time.time() + health.get("timeout", 30)
-        last = "no check ran"
         while True:
             last = None
             if health.get("unix"):
@@ -462,7 +461,7 @@ class Drain:
         self.unit = spec.get("runner_unit")
         self.stopped_runner = False
         self.state = {"forced": bool(spec.get("force")), "runner": "absent", "jobs": 0, "waited": 0.0,
-                      "resumed": False}
+                      "resumed": False}  # type: dict
 
     def run(self):
         jobs = job_containers(host_path(self.spec["socket"]), self.spec["job_label"])
@@ -645,7 +644,7 @@ def remove_upload_dir(path):
 
 def apply(request):
     applier = Applier()
-    results = {"steps": [], "handlers": [], "error": None, "drain": None}
+    results = {"steps": [], "handlers": [], "error": None, "drain": None}  # type: dict
     drain = Drain(request["drain"]) if request.get("drain") else None
     try:
         if drain is not None:
