@@ -9,9 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from berth.engine.protocol import FileQuery, ProbeAnswer
+
+if TYPE_CHECKING:
+    from berth.engine.plan import Planned
 
 DAEMON_RELOAD = "systemd daemon-reload"
 
@@ -151,7 +154,7 @@ class Derived(Protocol):
 
     def probe_files(self) -> list[FileQuery]: ...
 
-    def plan(self, host: Any, found: ProbeAnswer, ctx: Any, plan: Any) -> Any: ...
+    def plan(self, host: Any, found: ProbeAnswer, ctx: Any, plan: Any) -> Planned: ...
 
 
 @dataclass
