@@ -9,7 +9,7 @@ Rules (checked for every host before any role declares its resources):
 - a document is owned by exactly one role of the host; a contribution to a document no role of the host owns
   is an error naming the contributing role (unless the contribution is ``optional``: then it is dropped);
 - one key of one document comes from one role: two roles contributing it is an error naming both;
-- the owner merging a contributed key that its own variables set too reports it with ``conflict`` (the
+- the owner merging a contributed key that its own variables set to another value reports it (``conflict``: the
   variable's file and line, and the role).
 
 ``contribute`` reads the host's variables only (no CA, no other host): the verify checks call it too, to know
