@@ -87,28 +87,10 @@ def make_context(roles_dir: Path, pki_dir: Path | None = None, passphrase: bytes
                  warn: Callable[[str], None] | None = None) -> RoleContext:
     """A RoleContext whose CA is berth's in ``pki_dir``, loaded on first use (``read_only``: certificates only,
     no key, as ``--check`` and verify need)."""
-    return RoleContext(roles_dir, ca_source=ca_source(pki_dir, passphrase, read_only=read_only, warn=warn)
-                       if pki_dir is not None else None, inventory=inventory, warn=warn)
-
-
-def ca_source(pki_dir: Path, passphrase: bytes | None, *, read_only: bool,
-              warn: Callable[[str], None] | None) -> Callable[[], Any]:
-    import threading
-
     from berth.pki.ca import CertificateAuthority
 
-    lock = threading.Lock()
-    loaded: list[CertificateAuthority] = []
-
-    def load() -> CertificateAuthority:
-        with lock:
-            if not loaded:
-                loaded.append(CertificateAuthority.load(pki_dir, passphrase=passphrase, need_key=not read_only))
-                for line in loaded[0].warnings if warn else ():
-                    warn(line)
-            return loaded[0]
-
-    return load
+    return RoleContext(roles_dir, pki_dir, passphrase, read_only=read_only, inventory=inventory, warn=warn,
+                       ca_loader=CertificateAuthority.load)
 
 
 def load_role(roles_dir: Path, name: str) -> Any:

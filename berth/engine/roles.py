@@ -47,15 +47,23 @@ class RoleError(BerthError):
 
 @dataclass
 class RoleContext:
-    """What roles may use besides the host: their templates, the contributions of the host's other roles,
-    the inventory, and the CA when a role needs one (``ca_source``: injected by the caller, berth.role)."""
+    """What roles may use besides the host: their templates, the contributions of the host's other roles, the
+    inventory, and the CA when a role needs one.
+
+    The engine knows no CA: ``ca_loader`` (berth.pki.ca.CertificateAuthority.load, given by the command line or
+    berth.role.make_context) loads it from ``pki_dir`` the first time a role asks.
+    """
 
     roles_dir: Path
-    ca_source: Callable[[], Any] | None = None    # returns the CA (a CertificateSource), loaded once by the caller
+    pki_dir: Path | None = None
+    ca_passphrase: bytes | None = None
+    read_only: bool = False                       # --check: the CA is loaded from its certificates, no key
     inventory: Any = None                         # berth.inventory.loader.Inventory, to resolve another host's name
     warn: Callable[[str], None] | None = None     # told once, e.g. "the CA key is not encrypted"
+    ca_loader: Callable[..., Any] | None = None   # (pki_dir, passphrase=, need_key=) -> the CA
     _modules: dict[str, ModuleType] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _ca: Any = None
 
     def module(self, name: str) -> ModuleType:
         with self._lock:
@@ -82,10 +90,16 @@ class RoleContext:
             raise ConfigError(f"roles/{role}/templates/{template}: {exc.message}") from None
 
     def ca(self) -> Any:
-        """The controller's CA (a CertificateSource); the caller's ``ca_source`` loads it once."""
-        if self.ca_source is None:
-            raise ConfigError("a role needs the CA but no pki_dir is configured")
-        return self.ca_source()
+        """The controller's CA (a CertificateSource), loaded once (it may need the passphrase)."""
+        with self._lock:
+            if self._ca is None:
+                if self.pki_dir is None or self.ca_loader is None:
+                    raise ConfigError("a role needs the CA but no pki_dir is configured")
+                self._ca = self.ca_loader(self.pki_dir, passphrase=self.ca_passphrase, need_key=not self.read_only)
+                if self.warn is not None:
+                    for line in self._ca.warnings:
+                        self.warn(line)
+            return self._ca
 
     def contributions(self, host: Host) -> Contributions:
         """What the host's roles contribute to shared documents (berth/engine/contributions.py)."""

@@ -11,7 +11,6 @@ import yaml
 from berth.engine.roles import RoleContext, declare_roles
 from berth.errors import ConfigError
 from berth.inventory.loader import Host, Origin
-from berth.role import make_context
 from tests.unit.test_runners import make_host as runner_host
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,7 +52,7 @@ def ctx_with_ca(tmp_path_factory: pytest.TempPathFactory) -> RoleContext:
 
     pki = tmp_path_factory.mktemp("pki")
     CertificateAuthority.init(pki)
-    return make_context(ROOT / "roles", pki)
+    return RoleContext(ROOT / "roles", pki, ca_loader=CertificateAuthority.load)
 
 
 def test_the_defaults_pass(ctx_with_ca: RoleContext) -> None:
