@@ -164,7 +164,7 @@ def print_plan(host: str, plan: Plan) -> None:
             console.print(redact(change.diff, secrets()), markup=False, highlight=False, end="")
 
 
-STATUS_STYLE = {
+STATUS_STYLE: dict[str, str] = {
     Status.OK: "green", Status.CHANGED: "yellow", Status.PENDING: "yellow",
     Status.FAILED: "bold red", Status.UNREACHABLE: "bold red", Status.INVALID: "bold red",
 }

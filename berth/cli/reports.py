@@ -73,7 +73,7 @@ def smoke(project: Project, hosts: list[Host], registry: smoking.Registry, *, ru
         if r.status != "passed":
             where = f" at step {r.failed_step}" if r.failed_step else ""
             console.print(f"[bold red]{safe(f'{r.host} {r.runner} ({r.mode}) failed{where}')}[/]: "
-                              f"{safe(r.cause)}", soft_wrap=True)
+                              f"{safe(r.cause or '')}", soft_wrap=True)
             if r.output:
                 console.print(r.output, markup=False, highlight=False)
         elif r.source != "config.toml":

@@ -124,7 +124,7 @@ def declare_roles(host: Host, ctx: RoleContext) -> list[RoleState]:
             origin = host.origins.get("berth_roles")
             raise ConfigError(f"{origin}: {exc}" if origin else str(exc)) from None
         except Exception as exc:
-            raise role_failure(exc, ctx.roles_dir, name) from None
+            raise role_failure(exc, ctx.roles_dir, name) or RoleError(str(exc)) from None
     states = []
     with role_code(ctx.roles_dir):
         ctx.contributions(host)              # the rules are checked before any role declares
@@ -160,13 +160,12 @@ class role_code:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> bool:
-        if exc is None or isinstance(exc, BerthError | KeyboardInterrupt) or not isinstance(exc, Exception):
-            return False
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
+        if exc is None or isinstance(exc, BerthError) or not isinstance(exc, Exception):
+            return
         failure = role_failure(exc, self.roles_dir)
-        if failure is None:
-            return False
-        raise failure from None
+        if failure is not None:
+            raise failure from None
 
 
 def role_failure(exc: BaseException, roles_dir: Path, role: str | None = None) -> RoleError | None:
