@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import base64
+import json
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -261,3 +263,15 @@ def test_one_stdin_bootstrap_for_the_agent_and_the_facts_command() -> None:
 def test_contributions_keep_role_order() -> None:
     shared = Contributions([Contribution("d", "b", 1, role="x"), Contribution("d", "a", 2, role="y")], {"d": "o"})
     assert list(shared.values("d")) == ["b", "a"]
+
+
+def test_a_file_requested_with_content_keeps_it_when_a_glob_matches_it_too(tmp_path, capsys) -> None:
+    # docker_engine's checks glob /etc/docker/certs.d/**; registry_mirror's read its ca.crt there.
+    from berth.remote import facts
+
+    (tmp_path / "certs.d" / "m:5000").mkdir(parents=True)
+    (tmp_path / "certs.d" / "m:5000" / "ca.crt").write_text("PEM")
+    path = str(tmp_path / "certs.d" / "m:5000" / "ca.crt")
+    facts.main(json.dumps({"files": [{"path": path, "content": True}], "globs": [f"{tmp_path}/certs.d/**"]}))
+    answer = json.loads(capsys.readouterr().out)
+    assert base64.b64decode(answer["files"][path]["content"]) == b"PEM"
