@@ -14,44 +14,28 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from berth.engine.options import RunOptions
 from berth.engine.plan import Change, Plan, make_plan, probe_request
 from berth.engine.resources import Drain, Handler, Resource
-from berth.engine.roles import RoleContext, declare_roles
+from berth.engine.results import HostResult, Status
+from berth.engine.roles import RoleContext, declare_roles, role_code
 from berth.errors import BerthError, ConfigError, HostFailed, HostUnreachable, InventoryError
 from berth.inventory.loader import Host
+from berth.transport.bootstrap import HostScript
 from berth.transport.ssh import Session, SSHSettings
 
-AGENT_SOURCE = (Path(__file__).parents[1] / "remote" / "agent.py").read_text()
-REQUEST_MARK = "\n#--berth-request--\n"
-# The agent's source and the request travel on stdin; nothing is installed on the host.
-AGENT_COMMAND = (
-    "python3 -c \"import sys; s = sys.stdin.read(); c, _, r = s.partition('\\n#--berth-request--\\n'); "
-    "g = {'__name__': 'berth_agent'}; exec(compile(c, 'berth-agent', 'exec'), g); g['main'](r)\""
-)
-
-
-class Status(StrEnum):
-    OK = "ok"
-    CHANGED = "changed"
-    PENDING = "pending"          # check mode found changes
-    FAILED = "failed"
-    UNREACHABLE = "unreachable"
-    INVALID = "invalid"          # the host's variables or roles are wrong; nothing was changed
+AGENT = HostScript(Path(__file__).parents[1] / "remote" / "agent.py", "berth_agent")
 
 
 @dataclass
-class HostReport:
-    host: str
-    status: Status = Status.OK
+class HostReport(HostResult):
+    """A converge's account of one host."""
+
     changes: list[Change] = field(default_factory=list)
     handlers: list[str] = field(default_factory=list)
-    commands: int = 0
-    seconds: float = 0.0
-    error: str | None = None
     notes: list[str] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)
     drain: dict[str, Any] | None = None      # the agent's account of a drain: runner, jobs, waited, forced
@@ -66,7 +50,7 @@ class HostReport:
 
 
 def run_agent(session: Session, request: dict[str, Any]) -> dict[str, Any]:
-    result = session.run(AGENT_COMMAND, stdin=(AGENT_SOURCE + REQUEST_MARK + json.dumps(request)).encode())
+    result = AGENT.run(session, json.dumps(request))
     if not result.ok:
         hint = " (is python3 installed on the host?)" if "python3" in result.stderr else ""
         raise HostFailed(f"{session.host.name}: the berth agent failed{hint}: {result.stderr.strip()[-800:]}")
@@ -82,11 +66,18 @@ class Converger:
 
     ssh: SSHSettings
     context: RoleContext
-    check: bool = False
-    drain_timeout: float | None = None   # None: each handler's own (docker_drain_timeout)
-    force: bool = False                  # disruptive handlers run without waiting for jobs
+    options: RunOptions = field(default_factory=RunOptions)
+
+    @property
+    def check(self) -> bool:
+        return self.options.check
+
+    @property
+    def force(self) -> bool:
+        return self.options.force
 
     def converge(self, host: Host, *, on_plan: Any = None) -> HostReport:
+        """Never raises for one host's problem: a role's bug, too, is this host's failure (the others go on)."""
         report = HostReport(host.name)
         started = time.monotonic()
         session = Session(host, self.ssh)
@@ -94,12 +85,14 @@ class Converger:
             states = declare_roles(host, self.context)
             resources: list[Resource] = [r for s in states for r in s.resources]
             handlers: list[Handler] = [h for s in states for h in s.handlers]
-            request = probe_request(resources)
-            request["files"] += [f for s in states for d in s.derived for f in d.probe_files()]
+            with role_code(self.context.roles_dir):
+                request = probe_request(resources)
+                request["files"] += [f for s in states for d in s.derived for f in d.probe_files()]
             found = run_agent(session, request)
             report.facts = found["facts"]
-            plan = make_plan(resources, handlers, found)
-            derived = self.context.plan_derived(host, states, found, plan)
+            with role_code(self.context.roles_dir):      # notify rules and derived plans are role code
+                plan = make_plan(resources, handlers, found)
+                derived = self.context.plan_derived(host, states, found, plan)
             report.changes = plan.changes
             report.notes = plan.notes
             if on_plan is not None:
@@ -116,6 +109,9 @@ class Converger:
             report.status, report.error = Status.INVALID, str(exc)
         except BerthError as exc:
             report.status, report.error = Status.FAILED, str(exc)
+        except Exception as exc:        # berth's own bug: this host fails with it, the other hosts are reported
+            report.status = Status.FAILED
+            report.error = f"{host.name}: internal error: {exc.__class__.__name__}: {exc}"
         finally:
             report.commands = session.commands
             session.close()
@@ -145,9 +141,10 @@ class Converger:
 
     def _drain_request(self, drains: list[Drain]) -> dict[str, Any]:
         drain = drains[0]
-        timeout = self.drain_timeout if self.drain_timeout is not None else max(d.timeout for d in drains)
+        given = self.options.drain_timeout
+        timeout = given if given is not None else max(d.timeout for d in drains)
         return {"socket": drain.socket, "timeout": timeout, "runner_unit": drain.runner_unit,
-                "job_label": drain.job_label, "force": self.force}
+                "job_label": drain.job_label, "force": self.options.force}
 
     def check_health(self, host: Host, timeout: float = 10.0) -> tuple[str | None, int]:
         """Do the host's daemons answer, as its handlers' health checks define it? (error or None, commands)
