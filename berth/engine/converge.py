@@ -15,10 +15,10 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from berth.engine.options import RunOptions
 from berth.engine.plan import Change, Plan, make_plan, probe_request
 from berth.engine.protocol import (
     ApplyAnswer,
@@ -33,39 +33,23 @@ from berth.engine.protocol import (
     envelope,
 )
 from berth.engine.resources import Drain, Handler, Resource
-from berth.engine.roles import RoleContext, declare_roles
+from berth.engine.results import HostResult, Status
+from berth.engine.roles import RoleContext, declare_roles, role_code
 from berth.errors import BerthError, ConfigError, HostFailed, HostUnreachable, InventoryError
 from berth.inventory.loader import Host
 from berth.transport.base import HostSession
+from berth.transport.bootstrap import HostScript
 from berth.transport.ssh import Session, SSHSettings
 
-AGENT_SOURCE = (Path(__file__).parents[1] / "remote" / "agent.py").read_text()
-REQUEST_MARK = "\n#--berth-request--\n"
-# The agent's source and the request travel on stdin; nothing is installed on the host.
-AGENT_COMMAND = (
-    "python3 -c \"import sys; s = sys.stdin.read(); c, _, r = s.partition('\\n#--berth-request--\\n'); "
-    "g = {'__name__': 'berth_agent'}; exec(compile(c, 'berth-agent', 'exec'), g); g['main'](r)\""
-)
-
-
-class Status(StrEnum):
-    OK = "ok"
-    CHANGED = "changed"
-    PENDING = "pending"          # check mode found changes
-    FAILED = "failed"
-    UNREACHABLE = "unreachable"
-    INVALID = "invalid"          # the host's variables or roles are wrong; nothing was changed
+AGENT = HostScript(Path(__file__).parents[1] / "remote" / "agent.py", "berth_agent")
 
 
 @dataclass
-class HostReport:
-    host: str
-    status: Status = Status.OK
+class HostReport(HostResult):
+    """A converge's account of one host."""
+
     changes: list[Change] = field(default_factory=list)
     handlers: list[str] = field(default_factory=list)
-    commands: int = 0
-    seconds: float = 0.0
-    error: str | None = None
     notes: list[str] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)
     drain: dict[str, Any] | None = None      # the agent's account of a drain: runner, jobs, waited, forced
@@ -81,8 +65,7 @@ class HostReport:
 
 def run_agent(session: HostSession, request: Request) -> dict[str, Any]:
     """Send one request to the agent (one command); its answer as JSON. Read it with the answer's type."""
-    wire = envelope(request, root=session.agent_root)
-    result = session.run(AGENT_COMMAND, stdin=(AGENT_SOURCE + REQUEST_MARK + json.dumps(wire)).encode())
+    result = AGENT.run(session, json.dumps(envelope(request, root=session.agent_root)))
     if not result.ok:
         hint = " (is python3 installed on the host?)" if "python3" in result.stderr else ""
         raise HostFailed(f"{session.host.name}: the berth agent failed{hint}: {result.stderr.strip()[-800:]}")
@@ -98,16 +81,23 @@ class Converger:
 
     ssh: SSHSettings
     context: RoleContext
-    check: bool = False
-    drain_timeout: float | None = None   # None: each handler's own (docker_drain_timeout)
-    force: bool = False                  # disruptive handlers run without waiting for jobs
+    options: RunOptions = field(default_factory=RunOptions)
     # How a host is reached: an SSH session; berth.transport.local's for tests without hosts.
     connect: Callable[[Host], HostSession] | None = None
+
+    @property
+    def check(self) -> bool:
+        return self.options.check
+
+    @property
+    def force(self) -> bool:
+        return self.options.force
 
     def session(self, host: Host) -> HostSession:
         return self.connect(host) if self.connect is not None else Session(host, self.ssh)
 
     def converge(self, host: Host, *, on_plan: Any = None) -> HostReport:
+        """Never raises for one host's problem: a role's bug, too, is this host's failure (the others go on)."""
         report = HostReport(host.name)
         started = time.monotonic()
         session = self.session(host)
@@ -115,10 +105,13 @@ class Converger:
             states = declare_roles(host, self.context)
             resources: list[Resource] = [r for s in states for r in s.resources]
             handlers: list[Handler] = [h for s in states for h in s.handlers]
-            derived = [d for s in states for d in s.derived]
-            found = ProbeAnswer.from_wire(run_agent(session, probe_request(resources, derived)))
+            with role_code(self.context.roles_dir):
+                derived = [d for s in states for d in s.derived]
+                request = probe_request(resources, derived)
+            found = ProbeAnswer.from_wire(run_agent(session, request))
             report.facts = found.facts
-            plan = make_plan(resources, handlers, found, derived=derived, host=host, ctx=self.context)
+            with role_code(self.context.roles_dir):      # notify rules and derived plans are role code
+                plan = make_plan(resources, handlers, found, derived=derived, host=host, ctx=self.context)
             report.changes = plan.changes
             report.notes = plan.notes
             if on_plan is not None:
@@ -135,6 +128,9 @@ class Converger:
             report.status, report.error = Status.INVALID, str(exc)
         except BerthError as exc:
             report.status, report.error = Status.FAILED, str(exc)
+        except Exception as exc:        # berth's own bug: this host fails with it, the other hosts are reported
+            report.status = Status.FAILED
+            report.error = f"{host.name}: internal error: {exc.__class__.__name__}: {exc}"
         finally:
             report.commands = session.commands
             session.close()
@@ -160,8 +156,9 @@ class Converger:
 
     def _drain_request(self, drains: list[Drain]) -> DrainSpec:
         drain = drains[0]
-        timeout = self.drain_timeout if self.drain_timeout is not None else max(d.timeout for d in drains)
-        return DrainSpec(drain.socket, timeout, drain.runner_unit, drain.job_label, force=self.force)
+        given = self.options.drain_timeout
+        timeout = given if given is not None else max(d.timeout for d in drains)
+        return DrainSpec(drain.socket, timeout, drain.runner_unit, drain.job_label, force=self.options.force)
 
     def check_health(self, host: Host, timeout: float = 10.0) -> tuple[str | None, int]:
         """Do the host's daemons answer, as its handlers' health checks define it? (error or None, commands)

@@ -18,14 +18,14 @@ from berth.errors import HostFailed
 from berth.inventory.loader import Host
 from berth.transport.base import CommandResult
 
-# The agent's bootstrap starts with this (berth/engine/converge.py AGENT_COMMAND): python3 reading stdin.
+# Every host-side script's bootstrap starts with this (berth/transport/bootstrap.py): python3 reading stdin.
 AGENT_PREFIX = "python3 -c "
 
 
 @dataclass
 class LocalSession:
     host: Host
-    root: Path
+    root: Path                       # the agent's root: every path it touches is under it
     bin_dir: Path | None = None      # stand-ins for the host's commands (python3 too, to pick one), first on PATH
     commands: int = 0
 

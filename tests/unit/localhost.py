@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from berth.engine.converge import Converger, HostReport
+from berth.engine.options import RunOptions
 from berth.engine.roles import RoleContext
 from berth.inventory.loader import Host, Origin
 from berth.transport.local import LocalSession
@@ -28,7 +29,7 @@ from berth.transport.ssh import SSHSettings
 from tests.standins import host_commands
 
 DEMO_ROLE = '''
-from berth.engine.resources import Directory, File, Handler, Health, Packages, RoleState, Service, drop_in
+from berth.role import Directory, File, Handler, Health, Packages, RoleState, Service, drop_in
 
 
 def declare(host, ctx):
@@ -98,7 +99,7 @@ class LocalHost:
         return Host("local1", ["all"], merged, {k: Origin("test.yml") for k in merged}, ["demo"])
 
     def converger(self, **options: Any) -> Converger:
-        return Converger(SSHSettings(), RoleContext(self.roles_dir), connect=self.session, **options)
+        return Converger(SSHSettings(), RoleContext(self.roles_dir), RunOptions(**options), connect=self.session)
 
     def session(self, host: Host) -> LocalSession:
         return LocalSession(host, self.root, self.bin_dir)

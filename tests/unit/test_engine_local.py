@@ -11,7 +11,7 @@ import pwd
 import stat
 
 from berth.cli.app import exit_code
-from berth.engine.converge import AGENT_COMMAND, AGENT_SOURCE, REQUEST_MARK, Status, run_agent
+from berth.engine.converge import AGENT, Status, run_agent
 from berth.engine.plan import Plan
 from berth.engine.protocol import PROTOCOL, ApplyRequest, ProbeAnswer, ProbeRequest, ProtocolError, envelope
 from berth.errors import ExitCode, HostFailed
@@ -141,7 +141,7 @@ def test_check_mode_on_a_converged_host_with_drift_shows_the_old_and_new_lines(l
 # -- the protocol, as the real agent speaks it -------------------------------------------------------
 def raw(local: LocalHost, wire: dict) -> dict:
     session = local.session(local.host())
-    result = session.run(AGENT_COMMAND, stdin=(AGENT_SOURCE + REQUEST_MARK + json.dumps(wire)).encode())
+    result = AGENT.run(session, json.dumps(wire))
     assert result.ok, result.stderr
     return json.loads(result.stdout)
 
