@@ -42,6 +42,7 @@ from berth.engine.resources import (
     Resource,
     Service,
 )
+from berth.transport.base import HostSession
 
 # On disk (not /run or a tmpfs /tmp: gitlab-runner's packages are hundreds of MB) and writable by a non-root
 # SSH user; sticky, so nobody else can move or remove berth's directory there. apt-get then reads the files
@@ -60,7 +61,7 @@ class Change:
 
 # What a derived resource does during the apply (have the host make a CSR, register a runner in GitLab):
 # called with the host's session, it returns the steps that go out with the rest of the apply.
-Prepare = Callable[[Any], list[Step]]
+Prepare = Callable[[HostSession], list[Step]]
 
 
 @dataclass(frozen=True)
