@@ -20,27 +20,39 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from berth.engine.options import RunOptions
 from berth.engine.plan import Change, Plan, make_plan, probe_request
+from berth.engine.protocol import (
+    ApplyAnswer,
+    ApplyLock,
+    ApplyRequest,
+    DrainSpec,
+    Expectation,
+    HandlerCall,
+    HealthAnswer,
+    HealthCheck,
+    HealthRequest,
+    ProbeAnswer,
+    Request,
+    ServiceStep,
+    Step,
+    envelope,
+)
 from berth.engine.resources import Directory, Drain, Handler, Resource
-from berth.engine.roles import RoleContext, declare_roles
+from berth.engine.results import HostResult, Status
+from berth.engine.roles import RoleContext, declare_roles, role_code
 from berth.errors import BerthError, ConfigError, HostFailed, HostUnreachable, InventoryError
 from berth.inventory.loader import Host
-from berth.transport.ssh import CommandResult, Session, SessionBroken, SSHSettings
+from berth.transport.base import CommandResult, HostSession
+from berth.transport.bootstrap import HostScript
+from berth.transport.ssh import Session, SessionBroken, SSHSettings
 
-AGENT_SOURCE = (Path(__file__).parents[1] / "remote" / "agent.py").read_text()
-REQUEST_MARK = "\n#--berth-request--\n"
-# The agent's source and the request travel on stdin; nothing is installed on the host.
-AGENT_COMMAND = (
-    "python3 -c \"import sys; s = sys.stdin.read(); c, _, r = s.partition('\\n#--berth-request--\\n'); "
-    "g = {'__name__': 'berth_agent'}; exec(compile(c, 'berth-agent', 'exec'), g); g['main'](r)\""
-)
-
+AGENT = HostScript(Path(__file__).parents[1] / "remote" / "agent.py", "berth_agent")
 
 # Who this run is, as the host's apply lock records it (berth/remote/agent.py ApplyLock) for a run that waits for it.
 RUN_ID = secrets.token_hex(4)
@@ -68,11 +80,11 @@ def seconds_var(host: Host, name: str) -> float:
     return float(value)
 
 
-def lock_request(host: Host) -> dict[str, Any]:
-    return {"timeout": seconds_var(host, "berth_apply_lock_timeout"), "holder": controller_identity()}
+def lock_request(host: Host) -> ApplyLock:
+    return ApplyLock(timeout=seconds_var(host, "berth_apply_lock_timeout"), holder=controller_identity())
 
 
-def expectations(resources: list[Resource], found: dict[str, Any], steps: list[dict[str, Any]]) -> dict[str, Any]:
+def expectations(resources: list[Resource], found: ProbeAnswer, steps: list[Step]) -> Expectation:
     """What the plan was made from, for the agent to re-check before it writes anything.
 
     Every probed file but directories (a certificate's preparation may make its folder), with the units the
@@ -80,29 +92,17 @@ def expectations(resources: list[Resource], found: dict[str, Any], steps: list[d
     """
     folders = {r.path for r in resources if isinstance(r, Directory)}
     files = {path: {k: state.get(k) for k in ("exists", "sha256", "mode", "owner", "group")}
-             for path, state in found["files"].items() if path not in folders and not state.get("is_dir")}
-    units = {s["name"] for s in steps if s.get("op") == "service"}
-    return {"files": files, "services": {u: found["services"][u] for u in units if u in found["services"]}}
-
-
-class Status(StrEnum):
-    OK = "ok"
-    CHANGED = "changed"
-    PENDING = "pending"          # check mode found changes
-    FAILED = "failed"
-    UNREACHABLE = "unreachable"
-    INVALID = "invalid"          # the host's variables or roles are wrong; nothing was changed
+             for path, state in found.files.items() if path not in folders and not state.get("is_dir")}
+    units = {s.name for s in steps if isinstance(s, ServiceStep)}
+    return Expectation(files, {u: found.services[u] for u in units if u in found.services})
 
 
 @dataclass
-class HostReport:
-    host: str
-    status: Status = Status.OK
+class HostReport(HostResult):
+    """A converge's account of one host."""
+
     changes: list[Change] = field(default_factory=list)
     handlers: list[str] = field(default_factory=list)
-    commands: int = 0
-    seconds: float = 0.0
-    error: str | None = None
     notes: list[str] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)
     drain: dict[str, Any] | None = None      # the agent's account of a drain: runner, jobs, waited, forced
@@ -116,23 +116,27 @@ class HostReport:
         }
 
 
-def run_agent(session: Session, request: dict[str, Any],
+def run_agent(session: HostSession, request: Request,
               on_event: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Send one request to the agent (one command); its answer as JSON. Read it with the answer's type.
+
+    ``on_event``: told the agent's events (an apply waiting for the lock, for apt) while it runs.
+    """
     def line(text: str) -> None:
         if on_event is not None and text.startswith(EVENT_MARK):
             with contextlib.suppress(ValueError):
                 on_event(json.loads(text[len(EVENT_MARK):]))
 
+    applying = isinstance(request, ApplyRequest)
     try:
-        result = session.run(AGENT_COMMAND, stdin=(AGENT_SOURCE + REQUEST_MARK + json.dumps(request)).encode(),
-                             on_stderr_line=line)
+        result = AGENT.run(session, json.dumps(envelope(request, root=session.agent_root)), on_stderr_line=line)
     except HostUnreachable as exc:
-        if request.get("action") == "apply":
+        if applying:
             raise HostUnreachable(lost_during_apply(session, str(exc))) from None
         raise
     result = CommandResult(result.exit_code, result.stdout, "\n".join(
         t for t in result.stderr.splitlines() if not t.startswith(EVENT_MARK)))
-    if result.exit_code == NO_EXIT_STATUS and request.get("action") == "apply":
+    if result.exit_code == NO_EXIT_STATUS and applying:
         raise HostUnreachable(lost_during_apply(session, "the connection closed without an exit status"))
     if not result.ok:
         hint = " (is python3 installed on the host?)" if "python3" in result.stderr else ""
@@ -143,7 +147,7 @@ def run_agent(session: Session, request: dict[str, Any],
         raise HostFailed(f"{session.host.name}: unreadable agent answer: {result.stdout[:300]!r}") from None
 
 
-def lost_during_apply(session: Session, why: str) -> str:
+def lost_during_apply(session: HostSession, why: str) -> str:
     return (f"{session.host.name}: the SSH connection was lost during the apply ({why}). The agent on the host "
             "goes on to the end of the apply and holds the host's apply lock until then; re-run to see the result "
             "(a re-run waits for that apply, up to berth_apply_lock_timeout)")
@@ -172,25 +176,38 @@ class Converger:
 
     ssh: SSHSettings
     context: RoleContext
-    check: bool = False
-    drain_timeout: float | None = None   # None: each handler's own (docker_drain_timeout)
-    force: bool = False                  # disruptive handlers run without waiting for jobs
+    options: RunOptions = field(default_factory=RunOptions)
+    # How a host is reached: an SSH session; berth.transport.local's for tests without hosts.
+    connect: Callable[[Host], HostSession] | None = None
     log: Callable[[str], None] | None = None   # told at once when an apply waits (for another apply, for apt)
 
+    @property
+    def check(self) -> bool:
+        return self.options.check
+
+    @property
+    def force(self) -> bool:
+        return self.options.force
+
+    def session(self, host: Host) -> HostSession:
+        return self.connect(host) if self.connect is not None else Session(host, self.ssh)
+
     def converge(self, host: Host, *, on_plan: Any = None) -> HostReport:
+        """Never raises for one host's problem: a role's bug, too, is this host's failure (the others go on)."""
         report = HostReport(host.name)
         started = time.monotonic()
-        session = Session(host, self.ssh)
+        session = self.session(host)
         try:
             states = declare_roles(host, self.context)
             resources: list[Resource] = [r for s in states for r in s.resources]
             handlers: list[Handler] = [h for s in states for h in s.handlers]
-            request = probe_request(resources)
-            request["files"] += [f for s in states for d in s.derived for f in d.probe_files()]
-            found = self._probe(session, request)
-            report.facts = found["facts"]
-            plan = make_plan(resources, handlers, found)
-            derived = self.context.plan_derived(host, states, found, plan)
+            with role_code(self.context.roles_dir):
+                derived = [d for s in states for d in s.derived]
+                request = probe_request(resources, derived)
+            found = ProbeAnswer.from_wire(self._probe(session, request))
+            report.facts = found.facts
+            with role_code(self.context.roles_dir):      # notify rules and derived plans are role code
+                plan = make_plan(resources, handlers, found, derived=derived, host=host, ctx=self.context)
             report.changes = plan.changes
             report.notes = plan.notes
             if on_plan is not None:
@@ -200,52 +217,49 @@ class Converger:
             elif self.check:
                 report.status = Status.PENDING
             else:
-                self._apply(session, plan, derived, report,
-                            expectations(resources, found, plan.steps), host)
+                self._apply(session, plan, report, expectations(resources, found, plan.steps), host)
         except HostUnreachable as exc:
             report.status, report.error = Status.UNREACHABLE, str(exc)
         except (ConfigError, InventoryError) as exc:
             report.status, report.error = Status.INVALID, str(exc)
         except BerthError as exc:
             report.status, report.error = Status.FAILED, str(exc)
+        except Exception as exc:        # berth's own bug: this host fails with it, the other hosts are reported
+            report.status = Status.FAILED
+            report.error = f"{host.name}: internal error: {exc.__class__.__name__}: {exc}"
         finally:
             report.commands = session.commands
             session.close()
             report.seconds = time.monotonic() - started
         return report
 
-    def _apply(self, session: Session, plan: Plan, derived: list[Any], report: HostReport,
-               expect: dict[str, Any], host: Host) -> None:
-        request: dict[str, Any] = {
-            "action": "apply",
-            "lock": lock_request(host),
-            "apt_lock_timeout": seconds_var(host, "berth_apt_lock_timeout"),
-            "expect": expect,
-        }
-        for resource in derived:
-            plan.steps += resource.prepare(session, self.context)
-        request["steps"] = plan.steps
-        request["handlers"] = [handler_request(h) for h in plan.handlers]
+    def _apply(self, session: HostSession, plan: Plan, report: HostReport, expect: Expectation,
+               host: Host) -> None:
+        for prepare in plan.prepare:
+            plan.steps += prepare(session)
         if plan.uploads:
-            request["upload_dir"] = plan.upload_dir     # the agent removes it when the apply ends
             session.put_private(plan.upload_dir, plan.uploads)
-        if plan.drains:
-            request["drain"] = self._drain_request(plan.drains)
-        answer = run_agent(session, request, on_event=lambda e: self._tell(event_text(host.name, e)))
-        report.handlers = answer.get("handlers", [])
-        report.drain = answer.get("drain")
-        if answer.get("waited"):
-            waited = answer["waited"]
-            report.notes.append(f"waited {waited['seconds']:g}s for another berth apply on this host: "
-                                f"{describe_holder(waited['for'])}")
-        if answer.get("apt_waited"):
-            report.notes.append(f"waited {answer['apt_waited']:g}s for apt's lock (another apt or dpkg was running)")
-        if answer.get("error"):
-            raise HostFailed(f"{session.host.name}: {answer['error']}")
+        request = ApplyRequest(
+            steps=tuple(plan.steps), handlers=tuple(handler_call(h) for h in plan.handlers),
+            drain=self._drain_request(plan.drains) if plan.drains else None,
+            upload_dir=plan.upload_dir if plan.uploads else None,     # the agent removes it when the apply ends
+            lock=lock_request(host), expect=expect,
+            apt_lock_timeout=seconds_var(host, "berth_apt_lock_timeout"),
+        )
+        answer = ApplyAnswer.from_wire(run_agent(session, request,
+                                                 on_event=lambda e: self._tell(event_text(host.name, e))))
+        report.handlers = answer.handlers
+        report.drain = answer.drain
+        if answer.waited:
+            report.notes.append(f"waited {answer.waited['seconds']:g}s for another berth apply on this host: "
+                                f"{describe_holder(answer.waited['for'])}")
+        if answer.apt_waited:
+            report.notes.append(f"waited {answer.apt_waited:g}s for apt's lock (another apt or dpkg was running)")
+        if answer.error:
+            raise HostFailed(f"{session.host.name}: {answer.error}")
         report.status = Status.CHANGED
 
-
-    def _probe(self, session: Session, request: dict[str, Any]) -> dict[str, Any]:
+    def _probe(self, session: HostSession, request: Request) -> dict[str, Any]:
         """The probe is read-only: a session that broke during it is opened again and the probe repeated."""
         for attempt in Retrying(stop=stop_after_attempt(max(1, self.ssh.connect_attempts)),
                                 retry=retry_if_exception_type(SessionBroken), reraise=True,
@@ -258,38 +272,31 @@ class Converger:
         if self.log is not None:
             self.log(line)
 
-    def _drain_request(self, drains: list[Drain]) -> dict[str, Any]:
+    def _drain_request(self, drains: list[Drain]) -> DrainSpec:
         drain = drains[0]
-        timeout = self.drain_timeout if self.drain_timeout is not None else max(d.timeout for d in drains)
-        return {"socket": drain.socket, "timeout": timeout, "runner_unit": drain.runner_unit,
-                "job_label": drain.job_label, "force": self.force}
+        given = self.options.drain_timeout
+        timeout = given if given is not None else max(d.timeout for d in drains)
+        return DrainSpec(drain.socket, timeout, drain.runner_unit, drain.job_label, force=self.options.force)
 
     def check_health(self, host: Host, timeout: float = 10.0) -> tuple[str | None, int]:
         """Do the host's daemons answer, as its handlers' health checks define it? (error or None, commands)
 
         One SSH command. Roles are declared again (locally) only to find those checks.
         """
-        session = Session(host, self.ssh)
+        session = self.session(host)
         try:
             states = declare_roles(host, self.context)
             checks = list({h.health: None for s in states for h in s.handlers if h.health})
             if not checks:
                 return None, 0
-            answer = run_agent(session, {
-                "action": "health", "timeout": timeout,
-                "checks": [{"unix": c.unix, "tcp": [list(t) for t in c.tcp]} for c in checks],
-            })
-            return answer.get("error"), session.commands
+            request = HealthRequest(checks=tuple(HealthCheck(c.unix, c.tcp) for c in checks), timeout=timeout)
+            return HealthAnswer.from_wire(run_agent(session, request)).error, session.commands
         except BerthError as exc:
             return str(exc), session.commands
         finally:
             session.close()
 
 
-def handler_request(handler: Handler) -> dict[str, Any]:
-    health = None
-    if handler.health:
-        health = {"unix": handler.health.unix, "tcp": [list(t) for t in handler.health.tcp],
-                  "timeout": handler.health.timeout}
-    return {"name": handler.name, "cmd": handler.command, "unit": handler.unit, "health": health,
-            "rollback": handler.rollback}
+def handler_call(handler: Handler) -> HandlerCall:
+    health = HealthCheck(handler.health.unix, handler.health.tcp, handler.health.timeout) if handler.health else None
+    return HandlerCall(handler.name, handler.command, handler.unit, health, handler.rollback)

@@ -31,6 +31,9 @@ from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attemp
 
 from berth.errors import HostFailed, HostUnreachable
 from berth.inventory.loader import Host
+from berth.transport.base import CommandResult
+
+__all__ = ["HOST_KEY_POLICIES", "CommandResult", "SSHSettings", "Session", "fabric_config", "network_address"]
 
 HOST_KEY_POLICIES = ("strict", "accept-new")
 
@@ -42,17 +45,6 @@ class SSHSettings:
     connect_timeout: float = 10.0
     connect_attempts: int = 3                # tries of a connection that timed out, was refused or had no route
     retry_wait: float = 1.0                  # seconds before the second try; doubled each time, at most 10
-
-
-@dataclass
-class CommandResult:
-    exit_code: int
-    stdout: str
-    stderr: str
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_code == 0
 
 
 class Transient(Exception):
@@ -146,6 +138,7 @@ class Session:
     settings: SSHSettings = field(default_factory=SSHSettings)
     commands: int = 0
     _cx: fabric.Connection | None = None
+    agent_root: str = "/"
 
     # -- connecting ----------------------------------------------------------------------------
     def open(self) -> Session:
