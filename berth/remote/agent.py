@@ -439,7 +439,11 @@ class Applier:
             error = self.healthy(step["health"])
         if error is None:
             return {"name": step["name"], "ok": True}
-        reason = (self.journal_error(step.get("unit")) if "did not finish" not in error else None) or error
+        # The unit's own words (dockerd's "failed to start daemon: ...") say what to fix; a start that hung
+        # says so first, with what the unit logged before it was stopped.
+        said = self.journal_error(step.get("unit"))
+        hung = "did not finish" in error
+        reason = (error + ("; its log: %s" % said if said else "")) if hung else (said or error)
         if not step.get("rollback"):
             raise StepFailed("%s: %s" % (step["name"], reason))
         self.restore()
