@@ -14,7 +14,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from berth.resources import DAEMON_RELOAD, Absent, Directory, Drain, File, Handler, Packages, Resource, Service
+from berth.resources import (
+    DAEMON_RELOAD,
+    Absent,
+    Attributes,
+    Directory,
+    Drain,
+    File,
+    Handler,
+    Packages,
+    Resource,
+    Service,
+)
 
 # On disk (not /run or a tmpfs /tmp: gitlab-runner's packages are hundreds of MB) and writable by a non-root
 # SSH user; sticky, so nobody else can move or remove berth's directory there. apt-get then reads the files
@@ -66,7 +77,7 @@ class Plan:
 
 def probe_request(resources: Sequence[Resource]) -> dict[str, Any]:
     files = [{"path": r.path, "content": True} for r in resources if isinstance(r, File)]
-    files += [{"path": r.path} for r in resources if isinstance(r, Directory | Absent)]
+    files += [{"path": r.path} for r in resources if isinstance(r, Directory | Absent | Attributes)]
     packages = [n for r in resources if isinstance(r, Packages) for n in (*r.names, *r.absent)]
     services = [r.name for r in resources if isinstance(r, Service)]
     return {"action": "probe", "files": files, "packages": packages, "services": services}
@@ -98,6 +109,22 @@ def _plan_resource(plan: Plan, resource: Resource, found: dict[str, Any]) -> lis
             if drift:
                 plan.changes.append(Change("directory", resource.path, ", ".join(drift)))
                 plan.steps.append(_attrs_step("directory", resource))
+            return []
+        case Attributes():
+            state = found["files"].get(resource.path, {"exists": False})
+            if not state.get("exists") or state.get("is_link"):
+                return []           # the package makes the file; a link's own mode means nothing
+            mode = state.get("mode", 0)
+            drift = []
+            if mode & ~resource.max_mode:
+                drift.append(f"mode {mode:04o} -> {mode & resource.max_mode:04o}")
+            if (state.get("owner"), state.get("group")) != (resource.owner, resource.group):
+                drift.append(f"owner {state.get('owner')}:{state.get('group')} -> {resource.owner}:{resource.group}")
+            if drift:
+                plan.changes.append(Change("attributes", resource.path, ", ".join(drift)))
+                # The agent's write step without content only sets owner, group and mode (berth/agent.py).
+                plan.steps.append({"op": "write", "path": resource.path, "mode": mode & resource.max_mode,
+                                   "owner": resource.owner, "group": resource.group, "content": None})
             return []
         case Absent():
             if found["files"].get(resource.path, {}).get("exists"):

@@ -32,7 +32,7 @@ from berth.engine import run_agent
 from berth.errors import BerthError, HostUnreachable
 from berth.inventory import Host
 from berth.redact import redact
-from berth.runner_config import docker_settings, parse_runners, runner_environment
+from berth.runner_config import docker_settings, harden, parse_runners, runner_environment
 from berth.ssh import Session, SSHSettings, network_address
 
 LABEL = "berth.smoke"
@@ -92,6 +92,7 @@ class Runner:
 def runners_of(host: Host, found: dict[str, Any]) -> list[Runner]:
     """The host's runners: those in its config.toml, and declared ones not registered yet."""
     specs, _ = parse_runners(host.vars.get("gitlab_runners") or [], str(host.origins.get("gitlab_runners")))
+    harden(specs, host.vars)
     declared = {s.name: s for s in specs}
     state = found["files"].get(host.vars.get("gitlab_runner_config", ""), {})
     config = tomllib.loads(base64.b64decode(state["content"]).decode()) if state.get("content") else {}

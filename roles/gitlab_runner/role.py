@@ -18,7 +18,7 @@ from berth.paths import check_runner_config
 from berth.pki import host_zone
 from berth.resources import Directory, Drain, File, Handler, Packages, RoleState, Service, apt_source, drop_in
 from berth.roles import RoleContext, controller_files
-from berth.runner_config import package_pins, parse_runners
+from berth.runner_config import harden, package_pins, parse_runners
 from berth.runners import RELOAD_HANDLER, RELOAD_RUNNER, RESTART_HANDLER, RESTART_RUNNER, RunnerConfigFile
 
 GLOBALS = ("concurrent", "check_interval", "shutdown_timeout", "log_level", "log_format", "listen_address")
@@ -38,6 +38,7 @@ def declare(host: Host, ctx: RoleContext) -> RoleState:
         # privileged_form capabilities is a testbed device (see berth.runner_config); berth_testbed allows it.
         allow_capabilities=v["berth_testbed"] is True, insecure_http=insecure_http, config_dir=config_dir,
     )
+    harden(specs, v, host.origins.get("gitlab_runner_job_memory", "gitlab_runner_job_*"))
     stop_timeout, stop_warnings = _stop_timeout(host)
     state = RoleState("gitlab_runner")
     state.resources += _install(host)
