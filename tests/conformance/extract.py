@@ -151,7 +151,8 @@ def extract_moby_reload(repo: Path) -> dict[str, object]:
 # berth covers, one check function each, `local id=` and `local desc=` with (Automated)/(Scored) or (Manual).
 BENCH_FILES = ("tests/1_host_configuration.sh", "tests/2_docker_daemon_configuration.sh",
                "tests/3_docker_daemon_configuration_files.sh", "tests/5_container_runtime.sh")
-_BENCH_CHECK = re.compile(r'^check_[0-9_]+\(\) \{\n(?:(?!^\}).*\n)*?\s*local id="([0-9.]+)"\n\s*local desc="([^"]*)"', re.M)
+_BENCH_CHECK = re.compile(
+    r'^check_[0-9_]+\(\) \{\n(?:(?!^\}).*\n)*?\s*local id="([0-9.]+)"\n\s*local desc="([^"]*)"', re.M)
 
 
 def extract_docker_bench(repo: Path, rev: str = "HEAD") -> dict[str, object]:
