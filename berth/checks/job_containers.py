@@ -33,12 +33,11 @@ NO_KEY = {
     "5.29": "gitlab-runner has no pids_limit setting (common/config.go DockerConfig); limit processes with a "
             "cgroup_parent whose pids.max is set",
 }
-# Controls the fleet may harden through inventory variables (gitlab_runner role): control -> variables.
+# Controls the fleet may harden through inventory variables (gitlab_runner role): control -> container -> variable.
 HARDENING = {
-    "5.11": ("gitlab_runner_job_memory", "gitlab_runner_service_memory"),
-    "5.12": ("gitlab_runner_job_cpus", "gitlab_runner_service_cpus"),
-    "5.26": ("gitlab_runner_job_no_new_privileges",),
-    "5.4": ("gitlab_runner_job_cap_drop",),
+    "5.11": {"job": "gitlab_runner_job_memory", "service": "gitlab_runner_service_memory"},
+    "5.12": {"job": "gitlab_runner_job_cpus", "service": "gitlab_runner_service_cpus"},
+    "5.26": {"job": "gitlab_runner_job_no_new_privileges"},
 }
 
 
@@ -130,33 +129,50 @@ def mode_accepts(cis_id: str, runner: RunnerFacts, userns_remap: bool) -> str | 
     return None
 
 
-def judge(cis_id: str, runner: RunnerFacts, host_vars: Mapping[str, Any], accepted: Mapping[str, str],
-          userns_remap: bool = False) -> Verdict:
-    """Pass, accepted risk (by mode, by missing gitlab-runner key, by the inventory) or failure of one runner."""
-    found = problems(cis_id, [job_container(runner.name, runner.docker), service_container(runner.name, runner.docker)])
-    hardened = [v for v in HARDENING.get(cis_id, ()) if host_vars.get(v) not in (None, "", [], False)]
-    if cis_id == "5.4" and hardened:
-        # cap_drop goes beyond docker-bench's 5.4 (which looks at cap_add): the declared drops must be there.
-        dropped = {str(c).upper().removeprefix("CAP_") for c in runner.docker.get("cap_drop") or []}
-        declared = host_vars["gitlab_runner_job_cap_drop"]
-        missing = [c for c in declared if str(c).upper().removeprefix("CAP_") not in dropped]
-        if missing and not (runner.mode == "dind" and runner.docker.get("privileged")):
-            found.append(f"{runner.name} job: does not drop {', '.join(missing)} (gitlab_runner_job_cap_drop)")
-    if not found:
-        return Verdict(runner.name, PASS)
-    text = "; ".join(found)
+def _declared(host_vars: Mapping[str, Any], variable: str | None) -> bool:
+    return bool(variable) and host_vars.get(variable or "") not in (None, "", [], False)
+
+
+def _one(cis_id: str, text: str, kind: str, runner: RunnerFacts, host_vars: Mapping[str, Any],
+         accepted: Mapping[str, str], userns_remap: bool) -> tuple[str, str]:
+    """(status, message) of one container's problem."""
     if cis_id in NO_KEY:
-        return Verdict(runner.name, RISK, f"{text}: {NO_KEY[cis_id]}")
+        return RISK, f"{text}: {NO_KEY[cis_id]}"
     reason = mode_accepts(cis_id, runner, userns_remap)
     if reason:
-        return Verdict(runner.name, RISK, f"{text}: {reason}")
-    if hardened:
-        return Verdict(runner.name, FAIL, f"{text}, but the inventory declares {', '.join(hardened)}")
+        return RISK, f"{text}: {reason}"
+    variable = HARDENING.get(cis_id, {}).get(kind)
+    if _declared(host_vars, variable):
+        return FAIL, f"{text}, but the inventory declares {variable}"
     if cis_id in accepted:
-        return Verdict(runner.name, RISK, f"{text}; accepted: {accepted[cis_id]}")
+        return RISK, f"{text}; accepted: {accepted[cis_id]}"
     if cis_id in HARDENING:
-        return Verdict(runner.name, RISK, f"{text}: not declared (set {' / '.join(HARDENING[cis_id])} to hold "
-                                          "the runners to it)")
+        hint = (f"set {variable} to hold the runners to it" if variable
+                else "services: a runner's own services_security_opt docker key can set it")
+        return RISK, f"{text}: not declared ({hint})"
     if cis_id == "5.25":
-        return Verdict(runner.name, RISK, f"{text}: a cgroup parent set on purpose (docker-bench asks to confirm it)")
-    return Verdict(runner.name, FAIL, text)
+        return RISK, f"{text}: a cgroup parent set on purpose (docker-bench asks to confirm it)"
+    return FAIL, text
+
+
+def judge(cis_id: str, runner: RunnerFacts, host_vars: Mapping[str, Any], accepted: Mapping[str, str],
+          userns_remap: bool = False) -> Verdict:
+    """Pass, accepted risk (by mode, by a key gitlab-runner lacks, by the inventory, by a hardening variable left
+    unset) or failure of one runner, for its job container and its service containers."""
+    found: list[tuple[str, str]] = []
+    for kind, container in (("job", job_container(runner.name, runner.docker)),
+                            ("service", service_container(runner.name, runner.docker))):
+        for text in problems(cis_id, [container]):
+            found.append(_one(cis_id, text, kind, runner, host_vars, accepted, userns_remap))
+    if cis_id == "5.4" and _declared(host_vars, "gitlab_runner_job_cap_drop"):
+        # Beyond docker-bench's 5.4 (which reads cap_add): the capabilities the inventory drops stay dropped.
+        dropped = {str(c).upper().removeprefix("CAP_") for c in runner.docker.get("cap_drop") or []}
+        wanted = host_vars["gitlab_runner_job_cap_drop"]
+        missing = [c for c in wanted if str(c).upper().removeprefix("CAP_") not in dropped]
+        if missing and not runner.docker.get("privileged"):
+            found.append((FAIL, f"{runner.name} job: does not drop {', '.join(missing)} (gitlab_runner_job_cap_drop)"))
+    for status in (FAIL, RISK):
+        texts = [t for s, t in found if s == status]
+        if texts:
+            return Verdict(runner.name, status, "; ".join(texts))
+    return Verdict(runner.name, PASS)

@@ -249,3 +249,9 @@ def test_loaded_rules_are_read_as_auditctl_lists_them():
     assert audit_checks.watched("-a always,exit -S all -F path=/run/containerd -F perm=rwa -F key=docker") == (
         "/run/containerd")
     assert audit_checks.watched("-a always,exit -F arch=b64 -S adjtimex -F key=time-change") is None
+
+
+def test_a_job_variable_holds_the_job_container_not_the_services():
+    found = verdict("5.11", {**SOCKET, "memory": "2g"}, "socket", gitlab_runner_job_memory="2g")
+    assert found.status == RISK and "build service: has no memory limit" in found.message
+    assert "gitlab_runner_service_memory" in found.message
