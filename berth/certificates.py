@@ -69,9 +69,16 @@ class HostCertificate:
         reason = renewal_reason(pem, wanted_sans=self.wanted_sans, ca=ctx.ca(), renew_days=self.renew_days)
         if reason is None and self.new_key:
             reason = "key rotation asked (docker_tls_rotate_key)" if key.get("exists") else "key missing"
-        if key.get("exists") and not self.new_key and (key.get("mode"), key.get("owner")) != (0o400, "root"):
+        if key.get("exists") and not self.new_key and (key.get("mode"), key.get("owner"), key.get("group")) != (
+                0o400, "root", "root"):
             plan.changes.append(Change("file", self.key_path, f"mode {key.get('mode', 0):04o} -> 0400, owner root"))
             plan.steps.append({"op": "write", "path": self.key_path, "content": None, "mode": 0o400,
+                               "owner": "root", "group": "root"})
+        if reason is None and (cert.get("mode"), cert.get("owner"), cert.get("group")) != (0o444, "root", "root"):
+            # CIS 3.11/3.12: verify holds the certificate to root:root 0444; a valid one only gets its attributes.
+            plan.changes.append(Change("file", self.cert_path, f"mode {cert.get('mode', 0):04o} -> 0444, owner "
+                                                               f"{cert.get('owner')}:{cert.get('group')} -> root:root"))
+            plan.steps.append({"op": "write", "path": self.cert_path, "content": None, "mode": 0o444,
                                "owner": "root", "group": "root"})
         if reason is None:
             leaf, chain = split_leaf(pem or b"")
