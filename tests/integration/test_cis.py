@@ -191,7 +191,8 @@ def test_audit_rules_on_a_container_host_are_rendered_parsed_and_reported_as_not
         lines = [x for x in parsed.stderr.splitlines() + parsed.stdout.splitlines() if not x.startswith("There was")]
         assert lines == ["Error sending add rule data request (Operation not permitted)"] * 15, parsed
         # ... and a broken line is told apart (the parse test can fail).
-        testbed.exec("r3", "sh", "-c", "printf -- '-i\\n-a exit,alwayz -F path=/etc/docker\\n' > /tmp/bad.rules")
+        testbed.exec("r3", "sh", "-c", "(cat /tmp/cis.rules; echo '-a exit,alwayz -F path=/etc/docker') "
+                                       "> /tmp/bad.rules")
         bad = testbed.exec("r3", "auditctl", "-R", "/tmp/bad.rules", check=False)
         assert "bad keyword" in bad.stderr + bad.stdout
 

@@ -36,7 +36,8 @@ CONTAINER_FIELDS = (
     '{"Name":{{json .Name}},"AppArmorProfile":{{json .AppArmorProfile}},"HostConfig":{'
     + ",".join(f'"{k}":{{{{json .HostConfig.{k}}}}}' for k in _HOST_CONFIG)
     + '},"Healthcheck":{{json .Config.Healthcheck}},'
-    '"Job":{{json (index .Config.Labels "com.gitlab.gitlab-runner.job.id")}},'
+    # `with`: an image without labels has none (index of a nil map is an error in Go templates).
+    '"Job":{{with .Config.Labels}}{{json (index . "com.gitlab.gitlab-runner.job.id")}}{{else}}null{{end}},'
     '"Mounts":[{{range $i, $m := .Mounts}}{{if $i}},{{end}}{"Source":{{json $m.Source}},"RW":{{json $m.RW}},'
     '"Propagation":{{json $m.Propagation}}}{{end}}]}')
 CONTAINERS = ("systemctl is-active -q docker.service && ids=$(docker ps -q) && "
