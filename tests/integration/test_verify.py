@@ -175,11 +175,16 @@ def test_mode_risks_are_reported_by_name_and_an_unreachable_host_is_its_own_fail
     testbed.exec("r1", "sh", "-c", "tar -C / -chf - usr/bin/sleep usr/lib/x86_64-linux-gnu/libc.so.6 "
                                    "lib64/ld-linux-x86-64.so.2 | docker import - berth-sleep >/dev/null && "
                                    "docker run -d --name sock-user -v /var/run/docker.sock:/var/run/docker.sock "
-                                   "berth-sleep /usr/bin/sleep 600")
+                                   # every other section 5 control met (the health command only has to exist)
+                                   "--memory 64m --cpus 0.5 --read-only --pids-limit 64 --health-cmd /bin/true "
+                                   "--security-opt no-new-privileges berth-sleep /usr/bin/sleep 600")
+    # CIS 5.2: a kernel without AppArmor (this machine's) cannot give the container a profile: a finding too.
+    apparmor = "apparmor" in testbed.exec("r1", "docker", "info", "--format", "{{json .SecurityOptions}}").stdout
+    no_profile = {} if apparmor else {"docker_engine/running_containers[5.2]": "failed"}
     try:
         run = berth("verify", "--limit", "r1")
         assert run.code == 2, run.output
-        assert problems(run, "r1") == {"docker_engine/docker_sock_not_mounted": "failed"}
+        assert problems(run, "r1") == {"docker_engine/docker_sock_not_mounted": "failed", **no_profile}
         assert "sock-user" in message(run, "r1", "docker_engine/docker_sock_not_mounted")
 
         # r3's SSH port is wrong in this ssh_config: r3 is unreachable, r1 is verified all the same.
@@ -191,7 +196,7 @@ def test_mode_risks_are_reported_by_name_and_an_unreachable_host_is_its_own_fail
         r1 = {c["id"]: c for c in run.host("r1")["checks"]}
         assert r1["docker_engine/docker_sock_not_mounted"]["status"] == "risk"
         assert "mode socket (runner_docker_mode)" in r1["docker_engine/docker_sock_not_mounted"]["message"]
-        assert problems(run, "r1") == {}
+        assert problems(run, "r1") == no_profile
         r3 = run.host("r3")
         assert r3["status"] == "unreachable" and r3["ssh_commands"] == 0
         # Every check that needs SSH says so; the controller's own TLS checks still ran and passed, and
@@ -206,7 +211,7 @@ def test_mode_risks_are_reported_by_name_and_an_unreachable_host_is_its_own_fail
         dind = berth("verify", "--limit", "r1", "-e", "runner_docker_mode=dind")
         assert dind.code == 2                                  # dind accepts privileged containers, not the socket
         assert "mode dind (runner_docker_mode)" in message(dind, "r1", "docker_engine/no_privileged_containers")
-        assert problems(dind, "r1") == {"docker_engine/docker_sock_not_mounted": "failed"}
+        assert problems(dind, "r1") == {"docker_engine/docker_sock_not_mounted": "failed", **no_profile}
     finally:
         testbed.exec("r1", "sh", "-c", "docker rm -f sock-user; docker rmi berth-sleep", check=False)
     assert_all_pass(berth("verify", "--limit", "r1"), ["r1"])
