@@ -192,7 +192,7 @@ def test_mode_risks_are_reported_by_name_and_an_unreachable_host_is_its_own_fail
         (tmp_path / "ssh_config").write_text(ssh_config)
         run = berth("verify", "--limit", "r1,r3", "-e", "runner_docker_mode=socket",
                     "-e", f"berth_ssh_config={tmp_path / 'ssh_config'}")
-        assert run.code == 3, run.output
+        assert run.code == (3 if apparmor else 2), run.output      # a failed check outranks an unreachable host
         r1 = {c["id"]: c for c in run.host("r1")["checks"]}
         assert r1["docker_engine/docker_sock_not_mounted"]["status"] == "risk"
         assert "mode socket (runner_docker_mode)" in r1["docker_engine/docker_sock_not_mounted"]["message"]
