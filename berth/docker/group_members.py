@@ -14,8 +14,8 @@ import base64
 import re
 from typing import Any
 
+from berth.engine.plan import Change
 from berth.errors import ConfigError
-from berth.plan import Change
 
 GROUP = "docker"
 RECORD = "/var/lib/berth/docker-group-members"

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from berth.inventory import Host
-from berth.resources import File, Handler, Packages, RoleState, Service
+from berth.role import File, Handler, Host, Packages, RoleState, Service
 
 LOAD = "load audit rules"
 # The kernel refuses audit requests from any PID namespace but its first (kernel/audit.c audit_netlink_ok), and

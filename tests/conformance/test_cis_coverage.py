@@ -3,7 +3,7 @@
 The reference list is docker-bench-security's own (upstream/docker_bench.json, extracted by extract.py from
 its tests/*.sh at the commit recorded there). A control is covered when a check of the host's roles carries
 its CIS ID (``@pytest.mark.cis``): such a check passes, fails or reports an accepted risk with its reason, never
-skips (berth/verify_plugin.py), so a covered control cannot be silently absent. The checks are collected exactly
+skips (berth/checks/plugin.py), so a covered control cannot be silently absent. The checks are collected exactly
 as `invoke verify` runs them (the plugin, the host's roles and variables), for a converged host of each runner
 mode, with and without role docker_audit.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from berth.inventory import Inventory
+from berth.inventory.loader import Inventory
 from tests.conformance.upstream import load
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,7 +44,7 @@ def collected_cis(tmp_path: Path, mode: str, roles: list[str]) -> dict[str, list
                                             "roles": host.roles}, "ssh": {}, "roles_dir": str(ROOT / "roles"),
                                    "controller": {}}, default=str))
     dirs = [str(ROOT / "roles" / r / "verify") for r in host.roles if (ROOT / "roles" / r / "verify").is_dir()]
-    proc = subprocess.run([sys.executable, "-m", "pytest", *dirs, "--collect-only", "-p", "berth.verify_plugin",
+    proc = subprocess.run([sys.executable, "-m", "pytest", *dirs, "--collect-only", "-p", "berth.checks.plugin",
                            "-p", "no:pytest11.testinfra", "-p", "no:cacheprovider", "--import-mode=importlib",
                            "--rootdir", str(ROOT), "-o", "addopts=", "-q", "--berth-context", str(context),
                            "--berth-results", str(results)], cwd=ROOT, capture_output=True, text=True, timeout=300)

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 import xmlschema
 
 from berth.checks.container_controls import CONTROLS
-from berth.pki import CertificateAuthority
+from berth.pki.ca import CertificateAuthority
 from tests.conftest import HOSTS, ROOT, Run
 
 SCHEMA = xmlschema.XMLSchema(ROOT / "tests" / "schemas" / "junit.xsd")

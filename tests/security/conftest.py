@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from berth.inventory import Host, Inventory
-from berth.pki import CertificateAuthority, generate_key_pem, make_csr_pem
+from berth.inventory.loader import Host, Inventory
+from berth.pki.ca import CertificateAuthority, generate_key_pem, make_csr_pem
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -108,7 +108,7 @@ class LocalSession:
     def run(self, command: str, *, stdin: bytes | None = None, sudo: bool = True, timeout: float | None = 600):
         import subprocess
 
-        from berth.ssh import CommandResult
+        from berth.transport.ssh import CommandResult
 
         self.commands += 1
         done = subprocess.run(["sh", "-c", command], input=stdin, capture_output=True, timeout=timeout)

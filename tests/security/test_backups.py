@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
-from berth import agent
+from berth.remote import agent
 from tests.unit.test_runners import CONFIG, CTX, FakeSession, make_host, plan_for, probe, registered_config
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from berth import agent
-from berth.plan import make_plan
-from berth.resources import Packages
+from berth.engine.plan import make_plan
+from berth.engine.resources import Packages
+from berth.remote import agent
 
 
 def plan_uploading(deb: Path):

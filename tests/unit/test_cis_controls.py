@@ -14,13 +14,10 @@ import yaml
 from berth.checks.container_controls import from_inspect, problems
 from berth.checks.job_containers import FAIL, PASS, RISK, RunnerFacts, judge, nano_cpus, ram_bytes
 from berth.docker.group_members import RECORD, DockerGroupMembers
+from berth.engine.plan import Plan, make_plan
 from berth.errors import ConfigError
-from berth.inventory import Host
-from berth.plan import Plan, make_plan
-from berth.resources import Attributes
-from berth.roles import RoleContext
-from berth.runner_config import RunnerSpec, docker_settings, harden, job_settings
-from berth.verify_plugin import Facts
+from berth.gitlab.runner_config import RunnerSpec, docker_settings, harden, job_settings
+from berth.role import Attributes, Facts, Host, load_role
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNNER_DEFAULTS = yaml.safe_load((ROOT / "roles" / "gitlab_runner" / "defaults.yml").read_text())
@@ -235,7 +232,7 @@ def audit_host(**more: Any) -> Host:
 
 
 def test_the_rules_file_covers_every_audit_control_at_the_install_methods_paths():
-    role = RoleContext(ROOT / "roles").module("docker_audit")
+    role = load_role(ROOT / "roles", "docker_audit")
     rules = role.audit_rules(audit_host())
     assert [r[0] for r in rules] == [f"1.1.{n}" for n in range(3, 19) if n != 13]
     assert rules[0][2] == "-w /usr/sbin/dockerd -p rwxa -k docker"

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from berth import agent
-from berth.plan import make_plan, probe_request
-from berth.resources import Packages
+from berth.engine.plan import make_plan, probe_request
+from berth.engine.resources import Packages
+from berth.remote import agent
 
 RUNNER, HELPER = "gitlab-runner", "gitlab-runner-helper-images"
 

@@ -1,4 +1,4 @@
-"""The gitlab_runner role's config.toml resource (berth.runners) against the GitLab STAND-IN over real HTTP.
+"""The gitlab_runner role's config.toml resource (berth.gitlab.runners) against the GitLab STAND-IN over real HTTP.
 
 The role is declared and planned as the engine does it (declare_roles, make_plan, plan_derived), from a
 probe answer written here; "apply" is the role's prepare() (the registrations) plus the planned steps.
@@ -23,11 +23,12 @@ from typing import Any
 import pytest
 import yaml
 
+from berth.engine.plan import make_plan
+from berth.engine.roles import RoleContext, declare_roles
 from berth.errors import HostFailed
-from berth.inventory import Host, Origin
-from berth.plan import make_plan
-from berth.roles import RoleContext, declare_roles
-from berth.runners import RELOAD_RUNNER, RESTART_RUNNER, SYSTEM_ID_RE, runner_system_id
+from berth.gitlab.runners import RELOAD_RUNNER, RESTART_RUNNER, SYSTEM_ID_RE, runner_system_id
+from berth.inventory.layers import Origin
+from berth.inventory.loader import Host
 
 try:
     from tests.standins.gitlab_api import GitLabStandIn
@@ -302,7 +303,7 @@ def test_a_listen_address_change_restarts_the_runner_instead(tmp_path, gl):
 
 
 class FakeAgent:
-    """berth.engine.run_agent for remove_from_host: the probe answer, and the apply requests it got."""
+    """berth.engine.converge.run_agent for remove_from_host: the probe answer, and the apply requests it got."""
 
     def __init__(self, config: str, system_id: str | None) -> None:
         self.found = probe(config=config, system_id=system_id)
@@ -316,8 +317,8 @@ class FakeAgent:
 
 
 def remove(tmp_path, monkeypatch, config: str, system_id: str | None, *, delete: bool = False):
-    from berth import engine
-    from berth.runners import remove_from_host
+    from berth.engine import converge as engine
+    from berth.gitlab.runners import remove_from_host
 
     agent = FakeAgent(config, system_id)
     monkeypatch.setattr(engine, "run_agent", agent)

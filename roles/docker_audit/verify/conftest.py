@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from berth.verify_plugin import FactsRequest
+from berth.role import FactsRequest
 
 # `auditctl -l` prints the rules the kernel has loaded, one a line, as auditctl would read them.
 LOADED = "docker_audit_loaded_rules"

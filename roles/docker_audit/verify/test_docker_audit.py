@@ -12,9 +12,7 @@ from typing import Any
 
 import pytest
 
-from berth.inventory import Host
-from berth.roles import RoleContext
-from berth.verify_plugin import Facts
+from berth.role import Facts, Host, load_role
 
 LOADED = "docker_audit_loaded_rules"          # the facts command the conftest requests
 AUDIT_IDS = [f"1.1.{n}" for n in range(3, 19)]
@@ -55,7 +53,7 @@ def test_auditd_running(facts: Facts) -> None:
 def test_audit_rule(cis_id: str, facts: Facts, host_vars: dict[str, Any], inventory_host: Host,
                     roles_dir: Path) -> None:
     """The control's rule is in berth's rules file and loaded in the kernel."""
-    wanted = {i: (path, line) for i, path, line in RoleContext(roles_dir).module("docker_audit").audit_rules(
+    wanted = {i: (path, line) for i, path, line in load_role(roles_dir, "docker_audit").audit_rules(
         inventory_host)}
     if cis_id not in wanted:            # 1.1.13 without docker_audit_sysconfig
         sysconfig = facts.file("/etc/sysconfig/docker")

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from berth.verify_plugin import Facts, FactsRequest
+from berth.role import Facts, FactsRequest
 
 # The checks of 1.1.3-1.1.18 that stand for a missing role docker_audit; that role's own checks replace them.
 AUDIT_STANDIN = "test_audit_without_role"
