@@ -4,7 +4,8 @@ docs/WRITING_A_ROLE.md walks through it with roles/registry_mirror, the example 
 defines:
 
 - ``declare(host, ctx) -> RoleState``: the resources it wants on the host (``File``, ``Directory``, ``Absent``,
-  ``Packages``, ``Service``), the ``Handler``s they notify, and ``derived`` resources that need the probe
+  ``Packages``, ``Service``; ``Attributes`` for the owner and mode of a file it does not write),
+  the ``Handler``s they notify, and ``derived`` resources that need the probe
   (``HostCertificate``). Roles never talk to hosts: the engine probes, plans and applies.
 - ``OWNS`` (optional): the shared documents it owns and merges, name -> what they hold.
 - ``contribute(host) -> list[Contribution]`` (optional): what it adds to documents other roles own, instead of
