@@ -200,9 +200,11 @@ def test_mode_risks_are_reported_by_name_and_an_unreachable_host_is_its_own_fail
         r3 = run.host("r3")
         assert r3["status"] == "unreachable" and r3["ssh_commands"] == 0
         # Every check that needs SSH says so; the controller's own TLS checks still ran and passed, and
-        # the risk the mode accepts needs nothing from the host.
+        # the risks that need nothing from the host (the mode's, the controls berth does not check) stand.
         engine = {c["id"]: c["status"] for c in r3["checks"] if c["role"] == "docker_engine"}
         assert engine.pop("docker_engine/docker_sock_not_mounted") == "risk"
+        for check in ("sshd_in_containers", "exec_privileged", *(f"audit_without_role[1.1.{n}]" for n in range(3, 19))):
+            assert engine.pop(f"docker_engine/{check}") == "risk", check
         assert set(engine.values()) == {"unreachable"}
         assert problems(run, "r3")["docker_tls/tls_file[key.pem]"] == "unreachable"
         assert "docker_tls/mutual_tls_ping" not in problems(run, "r3")
