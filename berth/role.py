@@ -4,9 +4,11 @@ docs/WRITING_A_ROLE.md walks through it with roles/registry_mirror, the example 
 defines:
 
 - ``declare(host, ctx) -> RoleState``: the resources it wants on the host (``File``, ``Directory``, ``Absent``,
-  ``Packages``, ``Service``; ``Attributes`` for the owner and mode of a file it does not write),
-  the ``Handler``s they notify, and ``derived`` resources that need the probe
-  (``HostCertificate``). Roles never talk to hosts: the engine probes, plans and applies.
+  ``Packages``, ``Service``; ``Attributes`` for the owner and mode of a file it does not write), the
+  ``Handler``s they notify, and ``derived`` resources that need the probe
+  (``HostCertificate``; a role's own derived resource has ``probe_files() -> list[FileQuery]`` and
+  ``plan(host, found: ProbeAnswer, ctx, plan) -> Planned``, its share of the plan, reading the plan so far).
+  Roles never talk to hosts: the engine probes, plans and applies.
 - ``OWNS`` (optional): the shared documents it owns and merges, name -> what they hold.
 - ``contribute(host) -> list[Contribution]`` (optional): what it adds to documents other roles own, instead of
   calling into them. It reads the host's variables only, so the checks can call it too.
@@ -38,6 +40,8 @@ from typing import Any
 
 from berth.checks.facts import CommandFacts, Facts, FactsRequest, FileFacts
 from berth.engine.contributions import Contribution, Contributions
+from berth.engine.plan import Change, Planned
+from berth.engine.protocol import FileQuery, ProbeAnswer
 from berth.engine.resources import (
     DAEMON_RELOAD,
     Absent,
@@ -62,9 +66,10 @@ from berth.pki.certificates import HostCertificate
 from berth.transport.ssh import SSHSettings, network_address
 
 __all__ = [
-    "DAEMON_RELOAD", "KEY_TYPES", "Absent", "Attributes", "CommandFacts", "ConfigError", "Contribution",
-    "Contributions", "Directory", "Drain", "Facts", "FactsRequest", "File", "FileFacts", "Handler", "Health", "Host",
-    "HostCertificate", "Packages", "RoleContext", "RoleState", "Service", "apt_source", "check_file_name",
+    "DAEMON_RELOAD", "KEY_TYPES", "Absent", "Attributes", "Change", "CommandFacts", "ConfigError", "Contribution",
+    "Contributions", "Directory", "Drain", "Facts", "FactsRequest", "File", "FileFacts", "FileQuery", "Handler",
+    "Health", "Host", "HostCertificate", "Packages", "Planned", "ProbeAnswer", "RoleContext", "RoleState", "Service",
+    "apt_source", "check_file_name",
     "check_path", "controller_files", "drop_in", "host_address", "host_var_error", "host_zone", "load_role",
     "make_context",
 ]

@@ -281,7 +281,7 @@ class _Recorder:
             entry.update(status=getattr(report, "berth_kind", "error"), message=message or report.head_line or "failed",
                          detail=report.longreprtext[-4000:])
         elif report.when == "call" and report.passed:
-            risks = [v for k, v in report.user_properties if k == "accepted_risk"]
+            risks = [str(v) for k, v in report.user_properties if k == "accepted_risk"]
             entry.update(status="risk" if risks else "passed", message="; ".join(risks))
 
     def pytest_sessionfinish(self) -> None:

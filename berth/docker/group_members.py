@@ -10,11 +10,11 @@ is not declared, naming it.
 
 from __future__ import annotations
 
-import base64
 import re
 from typing import Any
 
-from berth.engine.plan import Change
+from berth.engine.plan import Change, Planned
+from berth.engine.protocol import DirectoryStep, FileQuery, GroupMembersStep, ProbeAnswer, WriteStep
 from berth.errors import ConfigError
 
 GROUP = "docker"
@@ -35,25 +35,23 @@ def users(passwd_file: str) -> set[str]:
     return {line.split(":", 1)[0] for line in passwd_file.splitlines() if ":" in line}
 
 
-def _text(found: dict[str, Any], path: str) -> str:
-    state = found["files"].get(path, {})
-    return base64.b64decode(state["content"]).decode() if state.get("content") else ""
+def _text(found: ProbeAnswer, path: str) -> str:
+    return (found.content(path) or b"").decode()
 
 
 class DockerGroupMembers:
     """A derived resource: the group change depends on /etc/group, /etc/passwd and the record as probed."""
 
     notify: tuple[str, ...] = ()
-    due = False
 
     def __init__(self, declared: list[str], origin: object) -> None:
         self.declared = list(dict.fromkeys(declared))
         self.origin = origin
 
-    def probe_files(self) -> list[dict[str, Any]]:
-        return [{"path": p, "content": True} for p in ("/etc/group", "/etc/passwd", RECORD)]
+    def probe_files(self) -> list[FileQuery]:
+        return [FileQuery(p, content=True) for p in ("/etc/group", "/etc/passwd", RECORD)]
 
-    def plan(self, host: Any, found: dict[str, Any], ctx: Any, plan: Any) -> bool:
+    def plan(self, host: Any, found: ProbeAnswer, ctx: Any, plan: Any) -> Planned:
         bad = [u for u in self.declared if not isinstance(u, str) or not _USER.match(u)]
         if bad:
             raise ConfigError(f"{self.origin}: {host.name}: docker_group_members: {bad} are not user names")
@@ -67,25 +65,17 @@ class DockerGroupMembers:
                               "host: create the user first (berth does not create accounts)")
         remove = [u for u in current if u in managed and u not in self.declared]
         foreign = [u for u in current if u not in managed and u not in self.declared]
-        if foreign:
-            plan.notes.append(f"CIS 1.1.2: {', '.join(foreign)} in the docker group (root on the host) but not in "
-                              "docker_group_members, and not added by berth: left alone; declare them or remove them "
-                              "(gpasswd -d USER docker)")
+        notes = (f"CIS 1.1.2: {', '.join(foreign)} in the docker group (root on the host) but not in "
+                 "docker_group_members, and not added by berth: left alone; declare them or remove them "
+                 "(gpasswd -d USER docker)",) if foreign else ()
         record = [u for u in managed if u in current and u not in remove] + [u for u in add if u not in managed]
         if not add and not remove and sorted(record) == sorted(managed):
-            return False
+            return Planned(notes=notes)
         summary = "; ".join(part for part in (f"add {', '.join(add)}" if add else "",
                                               f"remove {', '.join(remove)}" if remove else "") if part)
-        plan.changes.append(Change("group", GROUP, summary or "record the members berth added"))
-        plan.steps += [{"op": "command", "name": f"gpasswd -a {u} {GROUP}", "cmd": f"gpasswd -a {u} {GROUP}"}
-                       for u in add]
-        plan.steps += [{"op": "command", "name": f"gpasswd -d {u} {GROUP}", "cmd": f"gpasswd -d {u} {GROUP}"}
-                       for u in remove]
-        plan.steps.append({"op": "directory", "path": RECORD.rsplit("/", 1)[0], "mode": 0o755, "owner": "root",
-                           "group": "root"})
-        plan.steps.append({"op": "write", "path": RECORD, "mode": 0o644, "owner": "root", "group": "root",
-                           "content": base64.b64encode("".join(f"{u}\n" for u in record).encode()).decode()})
-        return False
-
-    def prepare(self, session: Any, ctx: Any) -> list[dict[str, Any]]:
-        return []
+        steps = (
+            GroupMembersStep(GROUP, add=tuple(add), remove=tuple(remove)),
+            DirectoryStep(RECORD.rsplit("/", 1)[0], 0o755),
+            WriteStep(RECORD, "".join(f"{u}\n" for u in record).encode(), 0o644),
+        )
+        return Planned((Change("group", GROUP, summary or "record the members berth added"),), steps, notes=notes)

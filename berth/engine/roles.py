@@ -105,15 +105,6 @@ class RoleContext:
         """What the host's roles contribute to shared documents (berth/engine/contributions.py)."""
         return collect(host, {name: self.module(name) for name in host.roles})
 
-    def plan_derived(self, host: Host, states: list[RoleState], found: dict[str, Any], plan: Any) -> list[Any]:
-        """Plan the resources that need the probe; returns those to prepare during apply."""
-        handlers = [h for s in states for h in s.handlers]
-        derived = [d for s in states for d in s.derived]
-        for resource in derived:
-            if resource.plan(host, found, self, plan):
-                plan.notify(resource.notify, handlers)
-        return [d for d in derived if d.due]
-
 
 def declare_roles(host: Host, ctx: RoleContext) -> list[RoleState]:
     """Every role's wanted state for ``host``; a role's bug is a RoleError naming it (``role_failure``)."""

@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import time
@@ -216,7 +217,7 @@ class Rollout:
             for number, batch in enumerate(groups, 1):
                 label = f"batch {number}/{len(groups)}"
                 self.log(f"{label}: {', '.join(h.name for h in batch)}")
-                run_parallel(batch, lambda h, n=number: self._converge(h, n), forks=self.parallel,
+                run_parallel(batch, functools.partial(self._converge, batch=number), forks=self.parallel,
                              label=f"{label}: converging", progress=progress)
                 if not self.converger.check:
                     healthy = [h for h in batch if self._results[h.name].outcome in (Outcome.CONVERGED,

@@ -17,7 +17,6 @@ the end (unless --keep), also after a failure; ``--clean`` removes leftovers.
 
 from __future__ import annotations
 
-import base64
 import itertools
 import re
 import secrets
@@ -29,6 +28,7 @@ from typing import Any
 
 from berth.checks import junit
 from berth.engine.converge import run_agent
+from berth.engine.protocol import FileQuery, ProbeAnswer, ProbeRequest
 from berth.engine.results import exit_code as results_exit_code
 from berth.errors import BerthError, ExitCode, HostUnreachable
 from berth.gitlab import doublestar
@@ -91,13 +91,13 @@ class Runner:
     feature_flags: dict[str, Any] = field(default_factory=dict)   # [runners] feature_flags
 
 
-def runners_of(host: Host, found: dict[str, Any]) -> list[Runner]:
+def runners_of(host: Host, found: ProbeAnswer) -> list[Runner]:
     """The host's runners: those in its config.toml, and declared ones not registered yet."""
     specs, _ = parse_runners(host.vars.get("gitlab_runners") or [], str(host.origins.get("gitlab_runners")))
     harden(specs, host.vars)
     declared = {s.name: s for s in specs}
-    state = found["files"].get(host.vars.get("gitlab_runner_config", ""), {})
-    config = tomllib.loads(base64.b64decode(state["content"]).decode()) if state.get("content") else {}
+    text = found.content(host.vars.get("gitlab_runner_config", ""))
+    config = tomllib.loads(text.decode()) if text else {}
     runners = []
     for block in config.get("runners", []):
         if block.get("executor") != "docker":
@@ -520,8 +520,7 @@ def smoke_host(host: Host, settings: SSHSettings, registry: Registry, *, hosts_b
     config = host.vars.get("gitlab_runner_config", "/etc/gitlab-runner/config.toml")
     try:
         with Session(host, settings) as session:
-            found = run_agent(session, {"action": "probe", "files": [{"path": config, "content": True}],
-                                        "packages": [], "services": []})
+            found = ProbeAnswer.from_wire(run_agent(session, ProbeRequest(files=(FileQuery(config, content=True),))))
             results = []
             for runner in runners_of(host, found):
                 if only and runner.name != only:

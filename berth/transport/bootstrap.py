@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from berth.transport.ssh import CommandResult, Session
+from berth.transport.base import CommandResult, HostSession
 
 REQUEST_MARK = "\n#--berth-request--\n"
 
@@ -42,5 +42,5 @@ class HostScript:
     def payload(self, request: str) -> bytes:
         return (self.source + REQUEST_MARK + request).encode()
 
-    def run(self, session: Session, request: str) -> CommandResult:
+    def run(self, session: HostSession, request: str) -> CommandResult:
         return session.run(self.command, stdin=self.payload(request))

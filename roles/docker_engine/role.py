@@ -27,10 +27,13 @@ from berth.role import (
     Directory,
     Drain,
     File,
+    FileQuery,
     Handler,
     Health,
     Host,
     Packages,
+    Planned,
+    ProbeAnswer,
     RoleContext,
     RoleState,
     Service,
@@ -230,35 +233,28 @@ class DaemonKeyNotes:
     """
 
     # (A plain class: dataclasses need the module in sys.modules, and roles are loaded from their files.)
-    notify: tuple[str, ...] = ()
-    due = False
-
     def __init__(self, path: str, options: dict[str, Any]) -> None:
         self.path = path
         self.options = options
 
-    def probe_files(self) -> list[dict[str, Any]]:
+    def probe_files(self) -> list[FileQuery]:
         return []
 
-    def plan(self, host: Host, found: dict[str, Any], ctx: Any, plan: Any) -> bool:
+    def plan(self, host: Host, found: ProbeAnswer, ctx: Any, plan: Any) -> Planned:
         if not any(c.kind == "file" and c.target == self.path for c in plan.changes):
-            return False
-        version = daemon_keys.parse_version(found["facts"].get("dockerd"))
+            return Planned()
+        version = daemon_keys.parse_version(found.facts.get("dockerd"))
         if version is not None and version >= daemon_keys.VALIDATE_SINCE:
-            return False            # dockerd checks the file itself during the apply
+            return Planned()            # dockerd checks the file itself during the apply
         unknown = daemon_keys.unknown_keys(self.options)
-        if unknown:
-            running = f"its dockerd {version[0]}.{version[1]}" if version else "dockerd (not installed yet: if it is)"
-            plan.notes.append(
-                f"WARNING: {self.path}: key {', '.join(unknown)} unknown to dockerd 20.10 (moby v20.10.24 "
-                f"daemon/config); {running} older than 23 cannot check daemon.json itself (dockerd --validate), "
-                "and refuses to start with a key it does not know: the restart's health check would then fail and "
-                "the previous daemon.json be restored"
-            )
-        return False
-
-    def prepare(self, session: Any, ctx: Any) -> list[dict[str, Any]]:
-        return []
+        if not unknown:
+            return Planned()
+        running = f"its dockerd {version[0]}.{version[1]}" if version else "dockerd (not installed yet: if it is)"
+        return Planned(notes=(
+            f"WARNING: {self.path}: key {', '.join(unknown)} unknown to dockerd 20.10 (moby v20.10.24 "
+            f"daemon/config); {running} older than 23 cannot check daemon.json itself (dockerd --validate), "
+            "and refuses to start with a key it does not know: the restart's health check would then fail and "
+            "the previous daemon.json be restored",))
 
 
 def _install(host: Host) -> list[Any]:

@@ -14,7 +14,8 @@ import yaml
 from berth.checks.container_controls import from_inspect, problems
 from berth.checks.job_containers import FAIL, PASS, RISK, RunnerFacts, judge, nano_cpus, ram_bytes
 from berth.docker.group_members import RECORD, DockerGroupMembers
-from berth.engine.plan import Plan, make_plan
+from berth.engine.plan import Plan, Planned, make_plan
+from berth.engine.protocol import GroupMembersStep, ProbeAnswer, WriteStep
 from berth.errors import ConfigError
 from berth.gitlab.runner_config import RunnerSpec, docker_settings, harden, job_settings
 from berth.role import Attributes, Facts, Host, load_role
@@ -144,36 +145,40 @@ def _b64(text: str) -> str:
 
 
 def group_plan(declared: list[str], group: str, record: str | None = None, passwd: str = "alice:x:1000:\n"
-               "bob:x:1001:\nmallory:x:1002:\n") -> Plan:
+               "bob:x:1001:\nmallory:x:1002:\n") -> Planned:
     files = {"/etc/group": {"exists": True, "content": _b64(f"root:x:0:\ndocker:x:102:{group}\n")},
              "/etc/passwd": {"exists": True, "content": _b64(passwd)},
              RECORD: {"exists": record is not None, **({"content": _b64(record)} if record else {})}}
-    plan = Plan()
-    DockerGroupMembers(declared, "group_vars/runners.yml:3").plan(Host("r1", [], {}, {}, []), {"files": files}, None,
-                                                                  plan)
-    return plan
+    return DockerGroupMembers(declared, "group_vars/runners.yml:3").plan(
+        Host("r1", [], {}, {}, []), ProbeAnswer(files=files), None, Plan())
 
 
-def commands(plan: Plan) -> list[str]:
-    return [s["cmd"] for s in plan.steps if s["op"] == "command"]
+def commands(planned: Planned) -> list[str]:
+    """The gpasswd commands the agent runs for the plan's group step."""
+    return [f"gpasswd {flag} {user} {s.group}" for s in planned.steps if isinstance(s, GroupMembersStep)
+            for flag, users in (("-a", s.add), ("-d", s.remove)) for user in users]
+
+
+def record_written(planned: Planned) -> bytes | None:
+    return next((s.content for s in planned.steps if isinstance(s, WriteStep) and s.path == RECORD), None)
 
 
 def test_declared_members_are_added_and_recorded():
-    plan = group_plan(["alice"], "")
-    assert commands(plan) == ["gpasswd -a alice docker"]
-    assert base64.b64decode(plan.steps[-1]["content"]) == b"alice\n" and plan.steps[-1]["path"] == RECORD
+    planned = group_plan(["alice"], "")
+    assert commands(planned) == ["gpasswd -a alice docker"]
+    assert record_written(planned) == b"alice\n"
 
 
 def test_members_berth_added_are_removed_once_undeclared_others_only_reported():
-    plan = group_plan([], "alice,mallory", record="alice\n")
-    assert commands(plan) == ["gpasswd -d alice docker"]
-    assert any("mallory" in n and "left alone" in n for n in plan.notes)
-    assert base64.b64decode(plan.steps[-1]["content"]) == b""
+    planned = group_plan([], "alice,mallory", record="alice\n")
+    assert commands(planned) == ["gpasswd -d alice docker"]
+    assert any("mallory" in n and "left alone" in n for n in planned.notes)
+    assert record_written(planned) == b""
 
 
 def test_a_converged_group_plans_nothing():
-    plan = group_plan(["alice"], "alice", record="alice\n")
-    assert plan.steps == [] and plan.changes == []
+    planned = group_plan(["alice"], "alice", record="alice\n")
+    assert planned.steps == () and planned.changes == ()
 
 
 def test_a_declared_user_that_does_not_exist_is_an_error_naming_the_variable():
@@ -219,8 +224,7 @@ def test_attributes_take_away_bits_and_fix_the_owner_without_touching_content():
     found = {"files": {unit: {"exists": True, "mode": 0o666, "owner": "root", "group": "staff", "is_dir": False}},
              "packages": {}, "services": {}}
     plan = make_plan([Attributes(unit, 0o644)], [], found)
-    assert plan.steps == [{"op": "write", "path": unit, "mode": 0o644, "owner": "root", "group": "root",
-                           "content": None}]
+    assert plan.steps == [WriteStep(unit, None, 0o644, "root", "root")]
     stricter = {"files": {unit: {"exists": True, "mode": 0o600, "owner": "root", "group": "root"}}}
     assert make_plan([Attributes(unit, 0o644)], [], {**found, **stricter}).steps == []
     assert make_plan([Attributes(unit, 0o644)], [], {**found, "files": {}}).steps == []      # missing: left missing

@@ -10,6 +10,7 @@ import pytest
 
 from berth.docker import daemon_keys
 from berth.engine.plan import Change, Plan
+from berth.engine.protocol import ProbeAnswer
 from berth.engine.roles import RoleContext
 from berth.errors import ConfigError
 from berth.inventory.loader import Host
@@ -190,8 +191,9 @@ def plan_notes(options: dict, dockerd: str | None, *, changed: bool = True) -> l
     plan = Plan()
     if changed:
         plan.changes.append(Change("file", "/etc/docker/daemon.json", "update content"))
-    assert notes.plan(h, {"facts": {"dockerd": dockerd}}, CTX, plan) is False
-    return plan.notes
+    planned = notes.plan(h, ProbeAnswer(facts={"dockerd": dockerd}), CTX, plan)
+    assert (planned.changes, planned.steps, planned.notify, planned.prepare) == ((), (), (), None)
+    return list(planned.notes)
 
 
 def test_an_unknown_key_is_a_warning_where_dockerd_cannot_validate():
