@@ -115,9 +115,22 @@ class ServiceStep:
         return {"op": self.op, "name": self.name, "enabled": self.enabled, "running": self.running}
 
 
-Step = WriteStep | InstallKeyStep | DirectoryStep | RemoveStep | PackagesStep | ServiceStep
+@dataclass(frozen=True)
+class GroupMembersStep:
+    """Add users to / remove them from a group (gpasswd -a / -d, no shell): CIS 1.1.2's docker group."""
+
+    op: ClassVar[str] = "group_members"
+    group: str
+    add: tuple[str, ...] = ()
+    remove: tuple[str, ...] = ()
+
+    def wire(self) -> dict[str, Any]:
+        return {"op": self.op, "group": self.group, "add": list(self.add), "remove": list(self.remove)}
+
+
+Step = WriteStep | InstallKeyStep | DirectoryStep | RemoveStep | PackagesStep | ServiceStep | GroupMembersStep
 STEP_OPS = frozenset(kind.op for kind in (WriteStep, InstallKeyStep, DirectoryStep, RemoveStep, PackagesStep,
-                                          ServiceStep))
+                                          ServiceStep, GroupMembersStep))
 
 
 # -- what handlers and drains send ---------------------------------------------------------------

@@ -417,6 +417,14 @@ class Applier:
         elif step.get("running") is False:
             sh(["systemctl", "stop", name], check=True)
 
+    def group_members(self, step):
+        """gpasswd with an argument vector (no shell): a user name cannot become a command."""
+        for flag, users in (("-a", step.get("add", [])), ("-d", step.get("remove", []))):
+            for user in users:
+                code, out = sh(["gpasswd", flag, user, step["group"]])
+                if code != 0:
+                    raise StepFailed("gpasswd %s %s %s: %s" % (flag, user, step["group"], out.strip()[-500:]))
+
     def command(self, step):
         code, out = sh(["sh", "-c", step["cmd"]])
         if code != 0:
@@ -958,7 +966,7 @@ def health(request):
 
 ACTIONS = {"probe": probe, "apply": apply, "health": health}
 # The steps an apply may name (berth/engine/protocol.py STEP_OPS), each an Applier method.
-STEPS = ("write", "install_key", "directory", "remove", "packages", "service")
+STEPS = ("write", "install_key", "directory", "remove", "packages", "service", "group_members")
 
 
 def refusal(request):
