@@ -348,9 +348,10 @@ class Applier:
             self.command(step)
             return {"name": step["name"], "ok": True}
         sh(["sh", "-c", step["cmd"]])
+        waited = time.monotonic()
         error = self.healthy(step["health"])
         if error is None:
-            return {"name": step["name"], "ok": True}
+            return {"name": step["name"], "ok": True, "health": time.monotonic() - waited}
         reason = self.journal_error(step.get("unit")) or error
         if not step.get("rollback"):
             raise StepFailed("%s: %s" % (step["name"], reason))
@@ -630,12 +631,21 @@ def apply(request):
     try:
         if drain is not None:
             drain.run()         # before any step: a drain that times out has changed nothing
+        timings = results["timings"] = {}     # seconds, for the report (bench/README.md)
+        started = time.monotonic()
         for step in request.get("steps", []):
             getattr(applier, step["op"])(step)
             results["steps"].append(step.get("id"))
+        timings["steps"], started = time.monotonic() - started, time.monotonic()
         applier.commit_staged()
+        timings["validate"] = time.monotonic() - started
         for handler in request.get("handlers", []):
-            results["handlers"].append(applier.handler(handler)["name"])
+            started = time.monotonic()
+            done = applier.handler(handler)
+            results["handlers"].append(done["name"])
+            timings["handler:" + done["name"]] = time.monotonic() - started - done.get("health", 0.0)
+            if "health" in done:
+                timings["health:" + done["name"]] = done["health"]
     except (StepFailed, OSError, KeyError, subprocess.SubprocessError) as exc:
         results["error"] = str(exc)
     finally:

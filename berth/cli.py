@@ -24,7 +24,7 @@ from berth import vault
 from berth.engine import Converger, HostReport, Status
 from berth.errors import BerthError, ExitCode, OptionError
 from berth.files import write_atomic
-from berth.fleet import run_parallel
+from berth.fleet import HeavySteps, run_parallel
 from berth.inventory import Host, Inventory
 from berth.plan import Plan
 from berth.redact import environment_secrets, redact, redact_data, redact_xml
@@ -112,9 +112,10 @@ def load_project(inventory: str | Sequence[str] | None = None, extra: Sequence[s
 def converge(
     project: Project, hosts: Sequence[Host], *, check: bool, diff: bool, accept_new: bool,
     forks: int | None = None, label: str = "converging", force: bool = False, drain_timeout: float = 0,
+    heavy_forks: int | None = None,
 ) -> list[HostReport]:
     converger = make_converger(project, check=check, accept_new=accept_new, force=force,
-                               drain_timeout=drain_timeout)
+                               drain_timeout=drain_timeout, heavy_forks=heavy_forks)
 
     def show_plan(host: Host, plan: Plan) -> None:
         if diff:
@@ -124,19 +125,22 @@ def converge(
                         forks=forks or project.settings.forks, label=label)
 
 
-def make_converger(project: Project, *, check: bool, accept_new: bool, force: bool, drain_timeout: float) -> Converger:
+def make_converger(project: Project, *, check: bool, accept_new: bool, force: bool, drain_timeout: float,
+                   heavy_forks: int | None = None) -> Converger:
     if force and not check:
         console.print("[bold yellow]--force:[/] dockerd restarts will NOT wait for running CI jobs; "
                       "those jobs are killed")
     ctx = project.role_context()
     ctx.read_only = check       # --check (with or without --diff) needs ca.pem only, never the CA key
+    require(heavy_forks is None or heavy_forks >= 1, "--heavy-forks must be at least 1")
     return Converger(project.ssh("accept-new" if accept_new else None), ctx, check=check,
-                     drain_timeout=drain_timeout or None, force=force)
+                     drain_timeout=drain_timeout or None, force=force,
+                     heavy=HeavySteps(heavy_forks or project.settings.package_concurrency))
 
 
 def rollout(
     project: Project, hosts: Sequence[Host], *, batch: str, parallel: int, max_fail: str, shard: str, check: bool,
-    force: bool, drain_timeout: float, accept_new: bool,
+    force: bool, drain_timeout: float, accept_new: bool, heavy_forks: int | None = None,
 ) -> RolloutResult:
     """Shard, batch and roll out (berth/rollout.py); options are checked before any host is touched."""
     chosen = resolve_shard(shard, os.environ)
@@ -145,7 +149,8 @@ def rollout(
         console.print(f"shard {chosen}: {len(hosts)} host(s): {', '.join(h.name for h in hosts) or '-'}")
     size = batch_size(batch, len(hosts))
     budget = failure_budget(max_fail, len(hosts))
-    converger = make_converger(project, check=check, accept_new=accept_new, force=force, drain_timeout=drain_timeout)
+    converger = make_converger(project, check=check, accept_new=accept_new, force=force, drain_timeout=drain_timeout,
+                               heavy_forks=heavy_forks)
     rolling = Rollout(converger, size, parallel or project.settings.forks, budget, chosen,
                       log=lambda line: console.print(f"[dim]{safe(line)}[/]", highlight=False))
     return rolling.run(hosts)

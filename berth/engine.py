@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from berth.errors import BerthError, ConfigError, HostFailed, HostUnreachable, InventoryError
+from berth.fleet import HeavySteps
 from berth.inventory import Host
 from berth.plan import Change, Plan, make_plan, probe_request
 from berth.resources import Drain, Handler, Resource
@@ -55,6 +58,9 @@ class HostReport:
     notes: list[str] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)
     drain: dict[str, Any] | None = None      # the agent's account of a drain: runner, jobs, waited, forced
+    # Where the host's time went, in seconds (bench/README.md): connect, probe, plan, csr, upload, heavy_wait,
+    # apply (the round trip), and the agent's own split of it: steps, validate, handler:NAME, health:NAME.
+    timings: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -62,6 +68,7 @@ class HostReport:
             "changes": [{"kind": c.kind, "target": c.target, "summary": c.summary} for c in self.changes],
             "handlers": self.handlers, "ssh_commands": self.commands, "seconds": round(self.seconds, 3),
             "error": self.error, "notes": self.notes, "drain": self.drain,
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
         }
 
 
@@ -85,21 +92,28 @@ class Converger:
     check: bool = False
     drain_timeout: float | None = None   # None: each handler's own (docker_drain_timeout)
     force: bool = False                  # disruptive handlers run without waiting for jobs
+    heavy: HeavySteps | None = None      # bounds the applies with package installs, apart from forks
 
     def converge(self, host: Host, *, on_plan: Any = None) -> HostReport:
         report = HostReport(host.name)
         started = time.monotonic()
         session = Session(host, self.ssh)
+        clock = _Clock(report.timings)
         try:
-            states = declare_roles(host, self.context)
-            resources: list[Resource] = [r for s in states for r in s.resources]
-            handlers: list[Handler] = [h for s in states for h in s.handlers]
-            request = probe_request(resources)
-            request["files"] += [f for s in states for d in s.derived for f in d.probe_files()]
-            found = run_agent(session, request)
+            with clock("plan"):
+                states = declare_roles(host, self.context)
+                resources: list[Resource] = [r for s in states for r in s.resources]
+                handlers: list[Handler] = [h for s in states for h in s.handlers]
+                request = probe_request(resources)
+                request["files"] += [f for s in states for d in s.derived for f in d.probe_files()]
+            with clock("connect"):
+                session.open()
+            with clock("probe"):
+                found = run_agent(session, request)
             report.facts = found["facts"]
-            plan = make_plan(resources, handlers, found)
-            derived = self.context.plan_derived(host, states, found, plan)
+            with clock("plan"):
+                plan = make_plan(resources, handlers, found)
+                derived = self.context.plan_derived(host, states, found, plan)
             report.changes = plan.changes
             report.notes = plan.notes
             if on_plan is not None:
@@ -123,19 +137,28 @@ class Converger:
         return report
 
     def _apply(self, session: Session, plan: Plan, derived: list[Any], report: HostReport) -> None:
-        for resource in derived:
-            plan.steps += resource.prepare(session, self.context)
+        clock = _Clock(report.timings)
+        with clock("csr"):
+            for resource in derived:
+                plan.steps += resource.prepare(session, self.context)
         request: dict[str, Any] = {
             "action": "apply",
             "steps": plan.steps,
             "handlers": [handler_request(h) for h in plan.handlers],
         }
-        if plan.uploads:
-            request["upload_dir"] = plan.upload_dir     # the agent removes it when the apply ends
-            session.put_private(plan.upload_dir, plan.uploads)
-        if plan.drains:
-            request["drain"] = self._drain_request(plan.drains)
-        answer = run_agent(session, request)
+        heavy = self.heavy is not None and HeavySteps.is_heavy(plan.steps, plan.uploads)
+        with (self.heavy.hold(heavy) if self.heavy is not None else nullcontext(lambda: 0.0)) as waited:
+            if heavy:
+                report.timings["heavy_wait"] = waited()
+            if plan.uploads:
+                request["upload_dir"] = plan.upload_dir     # the agent removes it when the apply ends
+                with clock("upload"):
+                    session.put_private(plan.upload_dir, plan.uploads)
+            if plan.drains:
+                request["drain"] = self._drain_request(plan.drains)
+            with clock("apply"):
+                answer = run_agent(session, request)
+        report.timings.update(answer.get("timings", {}))
         report.handlers = answer.get("handlers", [])
         report.drain = answer.get("drain")
         if answer.get("error"):
@@ -169,6 +192,21 @@ class Converger:
             return str(exc), session.commands
         finally:
             session.close()
+
+
+class _Clock:
+    """``with clock("probe"):`` adds the block's wall time to ``timings["probe"]``."""
+
+    def __init__(self, timings: dict[str, float]) -> None:
+        self.timings = timings
+
+    @contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.timings[phase] = self.timings.get(phase, 0.0) + time.monotonic() - started
 
 
 def handler_request(handler: Handler) -> dict[str, Any]:
