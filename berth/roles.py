@@ -32,6 +32,7 @@ class RoleContext:
     inventory: Any = None                         # berth.inventory.Inventory, to resolve another host's name
     warn: Callable[[str], None] | None = None     # told once, e.g. "the CA key is not encrypted"
     _modules: dict[str, ModuleType] = field(default_factory=dict)
+    _envs: dict[str, jinja2.Environment] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _ca: Any = None
 
@@ -50,10 +51,14 @@ class RoleContext:
             return self._modules[name]
 
     def render(self, role: str, template: str, variables: dict[str, Any]) -> bytes:
-        env = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(self.roles_dir / role / "templates"),
-            undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False,
-        )
+        # One environment per role for the whole run: it compiles each template once, not once per host.
+        with self._lock:
+            env = self._envs.get(role)
+            if env is None:
+                env = self._envs[role] = jinja2.Environment(
+                    loader=jinja2.FileSystemLoader(self.roles_dir / role / "templates"),
+                    undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False,
+                )
         try:
             return env.get_template(template).render(**variables).encode()
         except jinja2.UndefinedError as exc:

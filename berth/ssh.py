@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import shlex
 import threading
 from dataclasses import dataclass, field
@@ -232,7 +233,6 @@ def _via(cx: fabric.Connection, hop: str) -> str:
 
 def fabric_config(host: Host, settings: SSHSettings) -> fabric.Config:
     """A Fabric config with the host's ssh_config loaded (berth_ssh_config, else ~/.ssh/config)."""
-    cfg = fabric.Config(lazy=True)
     named = settings.ssh_config or host.vars.get("berth_ssh_config")
     path = Path(named).expanduser() if named else Path("~/.ssh/config").expanduser()
     if named and not path.exists():
@@ -240,23 +240,101 @@ def fabric_config(host: Host, settings: SSHSettings) -> fabric.Config:
             f"{host.name}: the ssh_config {path} (berth_ssh_config, {host.origins.get('berth_ssh_config')}) "
             "does not exist; for the testbed run `invoke testbed.up`"
         )
-    if path.exists():
-        cfg.set_runtime_ssh_path(str(path))
-        cfg.load_ssh_config()
+    # An explicit SSHConfig object: Fabric then loads no file itself (as set_runtime_ssh_path did, no system
+    # or user file either) and Connection looks the host up in it.
+    cfg = fabric.Config(lazy=True, ssh_config=_parsed_ssh_config(path) if path.exists() else None)
     cfg.timeouts.connect = settings.connect_timeout
     return cfg
+
+
+class _SharedSSHConfig(paramiko.SSHConfig):
+    """One parsed ssh_config for every host of a run, each host looked up once.
+
+    Fabric parsed the file again for every connection and paramiko scans every stanza on every lookup (and
+    shlex-splits each Host line again), so a run over N hosts with an N-stanza ssh_config cost O(N^2): at
+    100 testbed hosts that was most of the controller's CPU (bench/README.md). The answers are paramiko's
+    (OpenSSH's rules) over the stanzas that can apply; only work that cannot change them is saved.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._answers: dict[str, paramiko.SSHConfigDict] = {}
+        self._index: dict[str, list[int]] | None = None    # plain Host name -> its stanzas
+        self._always: list[int] = []
+
+    def lookup(self, hostname: str) -> paramiko.SSHConfigDict:
+        with self._lock:
+            answer = self._answers.get(hostname)
+        if answer is None:
+            answer = paramiko.SSHConfig.lookup(self._view(hostname), hostname)
+            with self._lock:
+                self._answers[hostname] = answer
+        # A copy: callers may change their answer (its lists too), never another host's.
+        return paramiko.SSHConfigDict({k: list(v) if isinstance(v, list) else v for k, v in answer.items()})
+
+    def _view(self, hostname: str) -> paramiko.SSHConfig:
+        """The stanzas that can apply to ``hostname``, in file order: those whose Host patterns are all plain
+        names other than it cannot (OpenSSH: a stanza applies when one pattern matches and no negated one
+        does), so a lookup reads a handful of stanzas, not one per host of the fleet. Everything with a
+        wildcard, a Match, or canonicalization (which changes the name looked up) is always kept."""
+        with self._lock:
+            if self._index is None:
+                self._index, self._always = {}, []
+                canonical = any("canonicalizehostname" in c["config"] for c in self._config)
+                for position, context in enumerate(self._config):
+                    patterns = context.get("host", [])
+                    literal = patterns and not context.get("matches") and not canonical and all(
+                        not p.startswith("!") and not set(p) & set("*?[") for p in patterns)
+                    for name in patterns if literal else ():
+                        self._index.setdefault(name, []).append(position)
+                    if not literal:
+                        self._always.append(position)
+            positions = sorted({*self._always, *self._index.get(hostname, ())})
+        view = paramiko.SSHConfig()
+        view._config = [self._config[i] for i in positions]
+        return view
+
+
+_parsed: dict[tuple[str, int, int, int], _SharedSSHConfig] = {}
+_parsed_lock = threading.Lock()
+
+
+def _parsed_ssh_config(path: Path) -> _SharedSSHConfig:
+    """``path`` parsed once per process and version of the file (its inode, size and mtime)."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+    with _parsed_lock:
+        parsed = _parsed.get(key)
+        if parsed is None:
+            parsed = _parsed[key] = _SharedSSHConfig()
+            with path.open() as fh:
+                parsed.parse(fh)
+    return parsed
 
 
 def network_address(host: Host, settings: SSHSettings) -> str:
     """The address other protocols (the TLS port) reach the host at: ansible_host, else ssh_config's HostName."""
     if host.vars.get("ansible_host"):
         return str(host.vars["ansible_host"])
-    return str(fabric_config(host, settings).base_ssh_config.lookup(host.name).get("hostname", host.name))
+    named = settings.ssh_config or host.vars.get("berth_ssh_config")
+    path = Path(named).expanduser() if named else Path("~/.ssh/config").expanduser()
+    if not path.exists():
+        return str(fabric_config(host, settings).base_ssh_config.lookup(host.name).get("hostname", host.name))
+    return str(_parsed_ssh_config(path).lookup(host.name).get("hostname", host.name))
 
 
 def _drain(chan: paramiko.Channel) -> tuple[bytes, bytes]:
-    """Read stdout and stderr together, so that a chatty stderr cannot stall stdout."""
+    """Read stdout and stderr together, so that a chatty stderr cannot stall stdout, until the channel's EOF.
+
+    Not until the exit status: sshd may send it before the last of the output (a 100 kB answer came back
+    cut at 96 kB once in seven tries here), so only EOF says that nothing more will come.
+    """
     out, err = bytearray(), bytearray()
+    # paramiko's pipe for select(): readable while stdout or stderr holds data, and for good after EOF. Waiting
+    # on it instead of polling every 10 ms keeps 100 idle channels from waking the controller 10,000 times a
+    # second (bench/README.md).
+    ready = chan.fileno()
     while True:
         progressed = False
         if chan.recv_ready():
@@ -265,13 +343,9 @@ def _drain(chan: paramiko.Channel) -> tuple[bytes, bytes]:
         if chan.recv_stderr_ready():
             err += chan.recv_stderr(65536)
             progressed = True
-        if not progressed:
-            if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
-                break
-            chan.status_event.wait(0.01) if not chan.recv_ready() else None
-    # Anything that raced in after the exit status.
-    while chan.recv_ready():
-        out += chan.recv(65536)
-    while chan.recv_stderr_ready():
-        err += chan.recv_stderr(65536)
+        if progressed:
+            continue
+        if chan.eof_received or chan.closed:
+            break
+        select.select([ready], [], [], 1.0)
     return bytes(out), bytes(err)
