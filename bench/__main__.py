@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.measure import Measurement, run_measured
-from bench.report import table
+from bench.report import first_breakdown, per_host_line, scale_verdict, table
 from bench.tools import ROOT, TOOLS, Berth, Context, Tool, berth_argv
 from berth.pki import CertificateAuthority
 from berth.testbed import Testbed, TestbedError
@@ -65,15 +65,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeat", type=int, default=5, help="no-op converges per tool and N (default 5)")
     p.add_argument("--first-repeat", type=int, default=None, help="first converges per tool and N (default: --repeat)")
     p.add_argument("--tools", default="berth,ansible,pyinfra", help="tools to run, comma-separated")
-    p.add_argument("--ansible-repeat", type=int, default=None,
-                   help=f"first and no-op converges of ansible-playbook for {SLOW_FROM} hosts and more (default: "
-                        "--repeat and --first-repeat): one 100-host no-op of it takes about 8 minutes here")
+    p.add_argument("--ansible-repeat", default="",
+                   help="fewer first and no-op converges of ansible-playbook from N hosts on, N:K pairs, e.g. "
+                        "30:2,100:1 (default: --repeat and --first-repeat): one 100-host no-op of it takes minutes")
     p.add_argument("--out", default=str(BENCH / "RESULTS.md"), help="the Markdown report (default bench/RESULTS.md)")
     p.add_argument("--down", action="store_true", help="remove the testbed at the end")
     p.add_argument("--render", action="store_true",
                    help="run nothing: rewrite --out from the results.json beside it (after a change of report.py)")
     args = p.parse_args(argv)
     args.host_counts = [int(x) for x in args.hosts.split(",") if x.strip()]
+    try:
+        args.ansible_limits = sorted((int(n), int(k)) for n, _, k in
+                                     (pair.partition(":") for pair in args.ansible_repeat.split(",") if pair.strip()))
+    except ValueError:
+        p.error(f"--ansible-repeat: N:K pairs such as 30:2,100:1, got {args.ansible_repeat!r}")
     args.tool_names = [t.strip() for t in args.tools.split(",") if t.strip()]
     unknown = set(args.tool_names) - set(TOOLS)
     if unknown or args.tool_names[:1] != ["berth"]:
@@ -83,11 +88,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-SLOW_FROM = 100    # --ansible-repeat applies from this many hosts
+def ansible_repeat(args: argparse.Namespace, n: int) -> int | None:
+    """ansible-playbook's repetitions at ``n`` hosts under --ansible-repeat (None: as the other tools)."""
+    limits = [k for at_least, k in args.ansible_limits if n >= at_least]
+    return limits[-1] if limits else None
 
 
 def rotate(tools: list[Tool], rep: int, args: argparse.Namespace | None = None, n: int = 0) -> list[Tool]:
-    if args is not None and args.ansible_repeat is not None and n >= SLOW_FROM and rep >= args.ansible_repeat:
+    limit = ansible_repeat(args, n) if args is not None else None
+    if limit is not None and rep >= limit:
         tools = [t for t in tools if t.name != "ansible"]
     k = rep % len(tools)
     return tools[k:] + tools[:k]
@@ -333,6 +342,7 @@ def markdown(results: dict[str, Any]) -> str:
     for n in sorted(results["hosts"]):
         if any(r["n"] == n for r in results["runs"]):
             lines += [*table(results, n), ""]
+    lines += [*per_host_line(results), *first_breakdown(results), *scale_verdict(results)]
     lines += METHOD.splitlines()
     return "\n".join(lines).rstrip() + "\n"
 

@@ -210,6 +210,7 @@ def services(names):
 
 def probe(request):
     return {
+        "timings": {},
         "facts": facts(),
         "files": {f["path"]: file_state(f["path"], f.get("content", False)) for f in request.get("files", [])},
         "packages": packages(request.get("packages", [])),
@@ -674,10 +675,12 @@ def apply(request):
     applier = Applier()
     results = {"steps": [], "handlers": [], "error": None, "drain": None}
     drain = Drain(request["drain"]) if request.get("drain") else None
+    timings = results["timings"] = {}     # seconds, for the report (bench/README.md)
     try:
+        started = time.monotonic()
         if drain is not None:
             drain.run()         # before any step: a drain that times out has changed nothing
-        timings = results["timings"] = {}     # seconds, for the report (bench/README.md)
+            timings["drain"] = time.monotonic() - started
         started = time.monotonic()
         for step in request.get("steps", []):
             getattr(applier, step["op"])(step)
@@ -701,11 +704,13 @@ def apply(request):
         if request.get("upload_dir"):
             remove_upload_dir(request["upload_dir"])
         if drain is not None:
+            resumed = time.monotonic()
             try:
                 drain.resume(_ping_unix(drain.spec["socket"]))
             except (OSError, subprocess.SubprocessError) as exc:
                 drain.state["runner"] = "not resumed: %s" % exc
             results["drain"] = drain.state
+            timings["resume"] = time.monotonic() - resumed
             if results["error"] and drain.stopped_runner:
                 results["error"] += "; %s %s" % (drain.unit, drain.state["runner"])
     return results
@@ -725,9 +730,12 @@ ACTIONS = {"probe": probe, "apply": apply, "health": health}
 
 
 def main(raw):
+    started = time.monotonic()
     request = json.loads(raw)
     action = ACTIONS.get(request.get("action"))
     answer = action(request) if action else {"error": "unknown request %r" % request.get("action")}
+    if isinstance(answer.get("timings"), dict):
+        answer["timings"]["agent"] = time.monotonic() - started
     sys.stdout.write(json.dumps(answer))
 
 

@@ -112,6 +112,8 @@ class Converger:
             with clock("probe"):
                 found = run_agent(session, request)
             report.facts = found["facts"]
+            if "agent" in found.get("timings", {}):
+                report.timings["probe:agent"] = found["timings"]["agent"]
             with clock("plan"):
                 plan = make_plan(resources, handlers, found)
                 derived = self.context.plan_derived(host, states, found, plan)
@@ -159,7 +161,7 @@ class Converger:
                 request["drain"] = self._drain_request(plan.drains)
             with clock("apply"):
                 answer = run_agent(session, request)
-        report.timings.update(answer.get("timings", {}))
+        report.timings.update({("apply:agent" if k == "agent" else k): v for k, v in answer.get("timings", {}).items()})
         report.handlers = answer.get("handlers", [])
         report.drain = answer.get("drain")
         if answer.get("error"):
