@@ -65,3 +65,28 @@ def test_canonicalization_looks_at_every_stanza(tmp_path: Path) -> None:
     path = tmp_path / "ssh_config"
     path.write_text(text)
     assert dict(_parsed_ssh_config(path).lookup("r1")) == dict(paramiko.SSHConfig.from_text(text).lookup("r1"))
+
+
+def test_known_hosts_parsed_once_answer_as_paramikos_load(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from berth.ssh import _use_known_hosts
+
+    def make() -> str:
+        raw = ed25519.Ed25519PrivateKey.generate().public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        return raw.decode()
+
+    lines = [f"r{i},10.0.0.{i} {make()}" for i in range(1, 6)] + [f"r2 {make()}"]   # r2 twice: both kept
+    path = tmp_path / "known_hosts"
+    path.write_text("\n".join(lines) + "\n")
+    shared, plain = paramiko.SSHClient(), paramiko.SSHClient()
+    _use_known_hosts(shared, path)
+    plain.load_host_keys(str(path))
+    for name in ("r1", "10.0.0.3", "r2", "r9"):
+        assert shared.get_host_keys().lookup(name) == plain.get_host_keys().lookup(name)
+    other = paramiko.SSHClient()
+    _use_known_hosts(other, path)
+    other.get_host_keys().add("r9", "ssh-ed25519", shared.get_host_keys().lookup("r1")["ssh-ed25519"])
+    assert shared.get_host_keys().lookup("r9") is None
