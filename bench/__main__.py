@@ -65,6 +65,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeat", type=int, default=5, help="no-op converges per tool and N (default 5)")
     p.add_argument("--first-repeat", type=int, default=None, help="first converges per tool and N (default: --repeat)")
     p.add_argument("--tools", default="berth,ansible,pyinfra", help="tools to run, comma-separated")
+    p.add_argument("--ansible-first-repeat", default="",
+                   help="fewer first converges of ansible-playbook from N hosts on, N:K pairs (K may be 0; default: "
+                        "as --ansible-repeat)")
+    p.add_argument("--skip-warmup", default="",
+                   help="tools whose unmeasured warm-up is skipped, comma-separated: only for hosts on which they "
+                        "ran before (their no-ops must still report no change)")
     p.add_argument("--ansible-repeat", default="",
                    help="fewer first and no-op converges of ansible-playbook from N hosts on, N:K pairs, e.g. "
                         "30:2,100:1 (default: --repeat and --first-repeat): one 100-host no-op of it takes minutes")
@@ -75,10 +81,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.host_counts = [int(x) for x in args.hosts.split(",") if x.strip()]
     try:
-        args.ansible_limits = sorted((int(n), int(k)) for n, _, k in
-                                     (pair.partition(":") for pair in args.ansible_repeat.split(",") if pair.strip()))
+        args.ansible_limits = _pairs(args.ansible_repeat)
+        args.ansible_first_limits = _pairs(args.ansible_first_repeat) or args.ansible_limits
     except ValueError:
-        p.error(f"--ansible-repeat: N:K pairs such as 30:2,100:1, got {args.ansible_repeat!r}")
+        p.error(f"--ansible-repeat, --ansible-first-repeat: N:K pairs such as 30:2,100:1, got "
+                f"{args.ansible_repeat!r}, {args.ansible_first_repeat!r}")
+    args.skip_warmup = {t.strip() for t in args.skip_warmup.split(",") if t.strip()}
     args.tool_names = [t.strip() for t in args.tools.split(",") if t.strip()]
     unknown = set(args.tool_names) - set(TOOLS)
     if unknown or args.tool_names[:1] != ["berth"]:
@@ -88,14 +96,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def ansible_repeat(args: argparse.Namespace, n: int) -> int | None:
+def _pairs(text: str) -> list[tuple[int, int]]:
+    return sorted((int(n), int(k)) for n, _, k in (pair.partition(":") for pair in text.split(",") if pair.strip()))
+
+
+def ansible_repeat(args: argparse.Namespace, n: int, phase: str = "noop") -> int | None:
     """ansible-playbook's repetitions at ``n`` hosts under --ansible-repeat (None: as the other tools)."""
-    limits = [k for at_least, k in args.ansible_limits if n >= at_least]
+    pairs = args.ansible_first_limits if phase == "first" else args.ansible_limits
+    limits = [k for at_least, k in pairs if n >= at_least]
     return limits[-1] if limits else None
 
 
-def rotate(tools: list[Tool], rep: int, args: argparse.Namespace | None = None, n: int = 0) -> list[Tool]:
-    limit = ansible_repeat(args, n) if args is not None else None
+def rotate(tools: list[Tool], rep: int, args: argparse.Namespace | None = None, n: int = 0,
+           phase: str = "noop") -> list[Tool]:
+    limit = ansible_repeat(args, n, phase) if args is not None else None
     if limit is not None and rep >= limit:
         tools = [t for t in tools if t.name != "ansible"]
     k = rep % len(tools)
@@ -206,13 +220,16 @@ def bench_n(args: argparse.Namespace, bed: Testbed, tools: list[Tool], n: int, r
     m, outcome = measure(tools[0], ctx, f"n{n}-install")
     log(f"  install: {m.wall:.1f} s, {outcome.changed_hosts} host(s) changed")
     for tool in tools[1:]:
+        if tool.name in args.skip_warmup:
+            log(f"N={n}: no warm-up run of {tool.name} (--skip-warmup)")
+            continue
         log(f"N={n}: warm-up run of {tool.name} (must change nothing)")
         m, outcome = measure(tool, ctx, f"n{n}-warmup")
         if outcome.changes:
             raise BenchError(f"{tool.name}'s warm-up changed {outcome.changes} thing(s) after berth's converge: "
                              f"its desired state differs from berth's (log {WORK / 'logs'})")
     for rep in range(args.first_repeat):
-        for tool in rotate(tools, rep, args, n):
+        for tool in rotate(tools, rep, args, n, "first"):
             reset(bed, ctx.hosts)
             m, outcome = measure(tool, ctx, f"n{n}-first-{rep + 1}")
             if outcome.changed_hosts != n:
@@ -278,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {
         "command": command, "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
         "versions": versions(), "tools": args.tool_names, "hosts": args.host_counts, "repeat": args.repeat,
-        "first_repeat": args.first_repeat, "ansible_repeat": args.ansible_repeat, "runs": [],
+        "first_repeat": args.first_repeat, "ansible_repeat": args.ansible_repeat,
+        "ansible_first_repeat": args.ansible_first_repeat, "skip_warmup": sorted(args.skip_warmup), "runs": [],
     }
     tools = [TOOLS[name]() for name in args.tool_names]
     assert isinstance(tools[0], Berth)
