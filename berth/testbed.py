@@ -37,9 +37,11 @@ BASE_PACKAGES = "systemd,systemd-sysv,openssh-server,iproute2,sudo,ca-certificat
 # every host finds the .debs locally: a shared apt cache without lock contention.
 WARM_APT_PACKAGES = "docker.io"
 SSH_USER = "berth"
-# Memory each host may use (systemd, sshd, dockerd, containerd, an apt-get install): a ceiling, not a reservation,
-# so that 100 hosts on one machine cannot push it into swap or the OOM killer. BERTH_TESTBED_MEMORY overrides it.
-HOST_MEMORY = "768m"
+# Memory each host may use: a ceiling, not a reservation, so that one runaway host (a build in a smoke job's
+# dind, a stuck dpkg) cannot take the memory of the other 99. A converged host idles at about 50 MB with dockerd
+# and peaked at 520 MB during its dpkg run; a smoke job runs a second dockerd and a build. BERTH_TESTBED_MEMORY
+# overrides it.
+HOST_MEMORY = "1536m"
 # `docker run`s at once: dockerd serialises much of a container's creation, more only queue up there.
 START_CONCURRENCY = 8
 # Every host's systemd takes inotify instances, all counted against root; Linux's default (128) stops systemd
