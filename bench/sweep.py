@@ -56,12 +56,12 @@ def main(argv: list[str] | None = None) -> int:
             for label, root in (versions.items() if rep % 2 == 0 else reversed(versions.items())):
                 run_id = f"sweep-n{n}-{label}-{rep + 1}"
                 tool.clean(ctx, run_id)
-                argv, env = tool.command(ctx, run_id)
+                command, env = tool.command(ctx, run_id)
                 if root != ROOT:
                     env = dict(env, PYTHONPATH=str(root))
-                    argv = [str(BIN / "python"), "-m", "invoke", *argv[1:]]
+                    command = [str(BIN / "python"), "-m", "invoke", *command[1:]]
                 before = hosts_cpu(ctx.container_ids)
-                m = run_measured(argv, env=env, cwd=root, log=WORK / "logs" / f"{run_id}.log")
+                m = run_measured(command, env=env, cwd=root, log=WORK / "logs" / f"{run_id}.log")
                 host_cpu = hosts_cpu(ctx.container_ids) - before
                 outcome = tool.outcome(ctx, run_id, m)
                 if not outcome.ok or outcome.changes:
