@@ -10,8 +10,10 @@ from pathlib import Path
 from invoke import Collection, task
 from invoke.exceptions import Exit
 
-from berth import cli
-from berth.cli import console, exits_cleanly
+from berth.cli import app as cli
+from berth.cli import reports
+from berth.cli.app import console, exits_cleanly
+from berth.engine.options import RolloutOptions, RunOptions
 
 COMMON_HELP = {
     "limit": "hosts: a host, group, glob, or patterns joined by ',' (':' too); '!x' excludes, '&x' intersects",
@@ -49,9 +51,9 @@ def setup_runner(c, host="", limit="", check=False, diff=False, extra=None, inve
     cli.require(not (host and limit), "give --host or --limit, not both")
     project = cli.load_project(inventory, extra or [], vault_password_file)
     hosts = project.hosts(host or limit)
-    reports = cli.converge(project, hosts, check=check, diff=diff, accept_new=accept_new_host_keys,
-                           forks=forks or None, label="checking" if check else "converging", force=force,
-                           drain_timeout=drain_timeout, heavy_forks=heavy_forks or None)
+    options = RunOptions(check=check, diff=diff, forks=forks, force=force, drain_timeout=drain_timeout or None,
+                         accept_new_host_keys=accept_new_host_keys, heavy_forks=heavy_forks)
+    reports = cli.converge(project, hosts, options)
     cli.print_reports(reports, title="berth setup-runner" + (" --check" if check else ""))
     cli.write_json(json, [r.as_dict() for r in reports])
     code = cli.exit_code(reports)
@@ -79,9 +81,10 @@ def rollout(c, limit="", batch="25%", parallel=0, max_fail="", check=False, shar
             extra=None, inventory=None, vault_password_file=None, accept_new_host_keys=False, json="", heavy_forks=0):
     """Rolling converge: batches, a failure budget, health checks, drained restarts; --shard for CI."""
     project = cli.load_project(inventory, extra or [], vault_password_file)
-    result = cli.rollout(project, project.hosts(limit), batch=batch, parallel=parallel, max_fail=max_fail,
-                         shard=shard, check=check, force=force, drain_timeout=drain_timeout,
-                         accept_new=accept_new_host_keys, heavy_forks=heavy_forks or None)
+    run = RunOptions(check=check, force=force, drain_timeout=drain_timeout or None,
+                     accept_new_host_keys=accept_new_host_keys, heavy_forks=heavy_forks)
+    result = cli.rollout(project, project.hosts(limit),
+                         RolloutOptions(run, batch=batch, parallel=parallel, max_fail=max_fail, shard=shard))
     cli.print_rollout(result, title="berth rollout" + (" --check" if check else ""))
     cli.write_json(json, result.as_dict())
     code = result.exit_code()
@@ -97,10 +100,8 @@ def rollout(c, limit="", batch="25%", parallel=0, max_fail="", check=False, shar
 @exits_cleanly
 def verify(c, limit="", junit="", json="", inventory=None, vault_password_file=None, extra=None, forks=0):
     """Compliance checks of every role of each host (testinfra, CIS Docker Benchmark IDs); exit 2 on a failure."""
-    from berth import verify as verifying
-
     project = cli.load_project(inventory, extra or [], vault_password_file)
-    code = verifying.run(project, project.hosts(limit), forks=forks, junit=junit, json_path=json)
+    code = reports.verify(project, project.hosts(limit), forks=forks, junit=junit, json_path=json)
     if code:
         raise Exit(code=int(code))
 
@@ -118,8 +119,7 @@ def smoke(c, limit="", extra=None, runner="", keep=False, clean=False, registry=
     """A canary job per runner, as the Docker executor runs it: reach a daemon, build, push, pull by digest."""
     import os
 
-    from berth import smoke as smoking
-
+    from berth.gitlab import smoke as smoking
     project = cli.load_project(inventory, extra or [], vault_password_file)
     hosts = project.hosts(limit)
     if clean:
@@ -130,7 +130,7 @@ def smoke(c, limit="", extra=None, runner="", keep=False, clean=False, registry=
     cli.require(bool(target), "give --registry HOST:PORT or set BERTH_REGISTRY (the testbed's: .testbed/registry.env)")
     creds = smoking.Registry(target, os.environ.get("BERTH_REGISTRY_USER", ""),
                              os.environ.get("BERTH_REGISTRY_PASSWORD", ""))
-    code = smoking.run(project, hosts, creds, runner=runner, keep=keep, junit=junit, json_path=json)
+    code = reports.smoke(project, hosts, creds, runner=runner, keep=keep, junit=junit, json_path=json)
     if code:
         raise Exit(code=int(code))
 
@@ -147,7 +147,7 @@ def inventory_list(c, inventory=None, vault_password_file=None, extra=None, json
     """Print the group tree of the inventory (--json: as ansible-inventory --list)."""
     inv = cli.load_project(inventory, extra or [], vault_password_file).inventory
     if json:
-        from berth.inventory_json import list_json
+        from berth.inventory.listing import list_json
 
         cli.print_json(list_json(inv, cli.secrets()))
     else:
@@ -166,7 +166,7 @@ def inventory_show(c, host="", inventory=None, vault_password_file=None, extra=N
     project = cli.load_project(inventory, extra or [], vault_password_file)
     (h,) = project.hosts(host)[:1] or [None]
     if json:
-        from berth.inventory_json import host_json
+        from berth.inventory.listing import host_json
 
         cli.print_json(host_json(h, cli.secrets()))
         return
@@ -194,8 +194,7 @@ def vault_encrypt_string(c, name="", vault_password_file=None, vault_id=""):
     import getpass
     import sys
 
-    from berth import vault
-
+    from berth.inventory import vault
     passwords = vault.load_passwords(vault_password_file or [])
     cli.require(bool(passwords), "give --vault-password-file FILE or set ANSIBLE_VAULT_PASSWORD_FILE")
     chosen = next((p for p in passwords if p.vault_id == vault_id), passwords[0]) if vault_id else passwords[0]
@@ -257,7 +256,7 @@ def _ca(project, *, need_key=True):
     """The CA; read-only tasks (need_key=False) read its certificates only: no key file, no passphrase."""
     from rich.markup import escape
 
-    from berth.pki import CertificateAuthority
+    from berth.pki.ca import CertificateAuthority
 
     ca = CertificateAuthority.load(project.settings.pki_dir, passphrase=cli.ca_passphrase(), need_key=need_key)
     for line in ca.warnings:
@@ -269,7 +268,7 @@ def _ca(project, *, need_key=True):
 @exits_cleanly
 def certs_init(c, key_type="ec-p256", days=3650):
     """Create berth's CA in pki_dir (encrypted when BERTH_CA_PASSPHRASE is set); never overwrites one."""
-    from berth.pki import CertificateAuthority
+    from berth.pki.ca import CertificateAuthority
 
     settings = cli.load_settings()
     ca = CertificateAuthority.init(settings.pki_dir, key_type=key_type, days=days, passphrase=cli.ca_passphrase())
@@ -284,13 +283,19 @@ def certs_init(c, key_type="ec-p256", days=3650):
 @exits_cleanly
 def certs_status(c, limit="", clients=False, inventory=None, vault_password_file=None, extra=None, json=""):
     """The certificate each daemon serves on its TLS port: subject, SANs, expiry, issuer."""
-    from berth.pki import CertificateAuthority
+    from berth.pki.ca import CertificateAuthority
 
     project = cli.load_project(inventory, extra or [], vault_password_file)
     # Reads only: ca.pem and a client certificate ($DOCKER_CERT_PATH, or berth's own, renewed if the key is at hand).
     ca = CertificateAuthority.load_for_reading(project.settings.pki_dir, passphrase=cli.ca_passphrase())
-    rows = cli.client_rows(ca) if clients else cli.served_rows(project, ca, project.hosts(limit))
-    cli.print_rows(rows, title="berth certs.status" + (" --clients" if clients else ""))
+    from berth.cli import certs_view
+
+    if clients:
+        rows = cli.client_rows(ca)
+        certs_view.print_clients(rows, title="berth certs.status --clients")
+    else:
+        rows = cli.served_rows(project, ca, project.hosts(limit))
+        certs_view.print_served(rows, title="berth certs.status")
     cli.write_json(json, rows)
     if any(r.get("error") for r in rows):
         raise Exit(code=2)
@@ -304,8 +309,8 @@ def certs_status(c, limit="", clients=False, inventory=None, vault_password_file
 @exits_cleanly
 def certs_client(c, name="", days=7, out="", limit="", inventory=None, vault_password_file=None, extra=None):
     """Issue a client certificate for every daemon or a group: ca.pem, cert.pem, key.pem for DOCKER_CERT_PATH."""
-    from berth.pki import FLEET_ZONE
-    from berth.tls import write_client
+    from berth.pki.ca import FLEET_ZONE
+    from berth.pki.tls import write_client
 
     cli.require(bool(name), "give --name NAME")
     project = cli.load_project(inventory, extra or [], vault_password_file)
@@ -391,8 +396,8 @@ def certs_drop_old_ca(c):
 @exits_cleanly
 def demo(c):
     """The main job on the local testbed: hosts up, converged twice, verified, smoke-tested, TLS client lines."""
-    from berth.pki import CertificateAuthority
-    from berth.ssh import network_address
+    from berth.pki.ca import CertificateAuthority
+    from berth.transport.ssh import network_address
 
     console.rule("1. testbed: three runner hosts (systemd, sshd) on the local Docker engine")
     testbed_up(c, hosts=3)
@@ -405,14 +410,12 @@ def demo(c):
     console.rule("4. the same again: nothing to change, one SSH command per host")
     _converge_or_exit(c, project)
     console.rule("5. invoke verify --limit runners: compliance checks (testinfra, CIS Docker Benchmark)")
-    from berth import verify as verifying
-
-    verified = verifying.run(project, project.hosts("runners"), forks=0, junit="reports/compliance.xml",
+    verified = reports.verify(project, project.hosts("runners"), forks=0, junit="reports/compliance.xml",
                              json_path="reports/compliance.json")
     console.rule("6. invoke smoke --limit r1: a canary job per runner builds and pushes through its mode")
     import os
 
-    from berth import smoke as smoking
+    from berth.gitlab import smoke as smoking
     from berth.testbed import Testbed
 
     bed = Testbed(project.settings.root, log=lambda m: console.print(f"[dim]{m}[/]"))
@@ -420,7 +423,7 @@ def demo(c):
     bed.load_job_images(["r1"])
     registry = bed.registry_up()
     os.environ.update(registry)
-    smoked = smoking.run(project, project.hosts("r1"), smoking.Registry(
+    smoked = reports.smoke(project, project.hosts("r1"), smoking.Registry(
         registry["BERTH_REGISTRY"], registry["BERTH_REGISTRY_USER"], registry["BERTH_REGISTRY_PASSWORD"]),
         junit="reports/smoke.xml", json_path="reports/smoke.json")
     console.rule("7. reach r1's daemon from here with mutual TLS")
@@ -437,7 +440,7 @@ def demo(c):
 
 
 def _converge_or_exit(c, project):
-    reports = cli.converge(project, project.hosts("runners"), check=False, diff=False, accept_new=False)
+    reports = cli.converge(project, project.hosts("runners"), RunOptions())
     cli.print_reports(reports, title="berth setup-runner --limit runners")
     code = cli.exit_code(reports)
     if code:
@@ -452,8 +455,8 @@ def _converge_or_exit(c, project):
 @exits_cleanly
 def runner_remove(c, host="", name="", delete=False, inventory=None, vault_password_file=None, extra=None):
     """Remove a runner from a host's config.toml and unregister it; other runners stay byte-identical."""
-    from berth.runners import remove_from_host
-    from berth.ssh import Session
+    from berth.gitlab.runners import remove_from_host
+    from berth.transport.ssh import Session
 
     cli.require(bool(host) and bool(name), "give --host HOST and --name RUNNER")
     project = cli.load_project(inventory, extra or [], vault_password_file)

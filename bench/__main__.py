@@ -34,7 +34,7 @@ from typing import Any
 from bench.measure import Measurement, run_measured
 from bench.report import first_breakdown, per_host_line, scale_verdict, table
 from bench.tools import ROOT, TOOLS, Berth, Context, Tool, berth_argv
-from berth.pki import CertificateAuthority
+from berth.pki.ca import CertificateAuthority
 from berth.testbed import Testbed, TestbedError
 
 BENCH = Path(__file__).resolve().parent
@@ -251,7 +251,7 @@ def ensure_ca() -> None:
 
 
 def write_trust_bundles(ctx: Context) -> None:
-    """Each daemon's tlscacert is its own (its trust zones, berth.pki): one file per host for ansible and pyinfra."""
+    """Each daemon's tlscacert is its own (its trust zones, berth.pki.ca): one file per host for ansible and pyinfra."""
     ca = CertificateAuthority.load(ctx.pki_dir)
     ctx.ca_pem.mkdir(parents=True, exist_ok=True)
     for host in ctx.hosts:

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import quote
 
-from berth import vault
+from berth.inventory import vault
 
 MASK = "***"
 

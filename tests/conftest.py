@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from berth.pki import CertificateAuthority
+from berth.pki.ca import CertificateAuthority
 from berth.testbed import Testbed
 from tests.standins.gitlab_runner.build import build_deb
 

@@ -1,6 +1,6 @@
 """Role gitlab_runner: the runner service and its config.toml for dind, socket and remote runners.
 
-config.toml is merged as TOML (berth.runner_config) and applied with the runner's own reload
+config.toml is merged as TOML (berth.gitlab.runner_config) and applied with the runner's own reload
 (SIGHUP): a config change never restarts the runner, so no running job is cancelled. The exception is
 listen_address, read only at start: its change restarts the runner, gracefully (SIGQUIT, see the drop-in).
 """
@@ -10,22 +10,46 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from berth.certificates import HostCertificate
-from berth.errors import ConfigError
-from berth.gitlab_urls import VARIABLE, allowed_http
-from berth.inventory import Host
-from berth.paths import check_runner_config
-from berth.pki import host_zone
-from berth.resources import Directory, Drain, File, Handler, Packages, RoleState, Service, apt_source, drop_in
-from berth.roles import RoleContext, controller_files
-from berth.runner_config import package_pins, parse_runners
-from berth.runners import RELOAD_HANDLER, RELOAD_RUNNER, RESTART_HANDLER, RESTART_RUNNER, RunnerConfigFile
+from berth.gitlab.runner_config import OWNED_GLOBAL_KEYS, package_pins, parse_runners
+from berth.gitlab.runners import RELOAD_HANDLER, RELOAD_RUNNER, RESTART_HANDLER, RESTART_RUNNER, RunnerConfigFile
+from berth.gitlab.urls import VARIABLE, allowed_http
+from berth.inventory.paths import check_runner_config
+from berth.role import (
+    ConfigError,
+    Contribution,
+    Directory,
+    Drain,
+    File,
+    Handler,
+    Host,
+    HostCertificate,
+    Packages,
+    RoleContext,
+    RoleState,
+    Service,
+    apt_source,
+    controller_files,
+    drop_in,
+    host_zone,
+)
 
-GLOBALS = ("concurrent", "check_interval", "shutdown_timeout", "log_level", "log_format", "listen_address")
 # A systemd time span (systemd.time(7)): numbers with optional units; a bare number is seconds.
 _TIME_SPAN = re.compile(
     r"^\s*(?:\d+(?:\.\d+)?\s*(?:usec|us|msec|ms|seconds?|sec|s|minutes?|min|m|hours?|hr|h|days?|d|weeks?|w)?\s*)+$"
 )
+
+
+def contribute(host: Host) -> list[Contribution]:
+    """How this host's jobs use its Docker daemon, for role docker_engine's checks (CIS 5.5 privileged
+    containers for dind, 5.32 docker.sock mounted for socket): mode -> "runners a, b". Optional: a host
+    without docker_engine has no such checks."""
+    runners = host.vars.get("gitlab_runners")
+    by_mode: dict[str, list[str]] = {}
+    for runner in runners if isinstance(runners, list) else []:
+        if isinstance(runner, dict) and isinstance(runner.get("mode"), str):
+            by_mode.setdefault(runner["mode"], []).append(str(runner.get("name", "?")))
+    return [Contribution("docker.job_modes", mode, f"runners {', '.join(names)}", optional=True)
+            for mode, names in by_mode.items()]
 
 
 def declare(host: Host, ctx: RoleContext) -> RoleState:
@@ -35,7 +59,7 @@ def declare(host: Host, ctx: RoleContext) -> RoleState:
     config_dir = str(Path(check_runner_config(host)).parent)     # made 0700: berth's own directory only
     specs, warnings = parse_runners(
         v["gitlab_runners"], str(host.origins.get("gitlab_runners", "gitlab_runners")),
-        # privileged_form capabilities is a testbed device (see berth.runner_config); berth_testbed allows it.
+        # privileged_form capabilities is a testbed device (see berth.gitlab.runner_config); berth_testbed allows it.
         allow_capabilities=v["berth_testbed"] is True, insecure_http=insecure_http, config_dir=config_dir,
     )
     stop_timeout, stop_warnings = _stop_timeout(host)
@@ -51,7 +75,7 @@ def declare(host: Host, ctx: RoleContext) -> RoleState:
         state.resources.append(Service("gitlab-runner", enabled=True, running=True))
     config = RunnerConfigFile(
         path=v["gitlab_runner_config"],
-        globals_={key: v[f"gitlab_runner_{key}"] for key in GLOBALS if v[f"gitlab_runner_{key}"] is not None},
+        globals_={key: v[f"gitlab_runner_{key}"] for key in OWNED_GLOBAL_KEYS if v[f"gitlab_runner_{key}"] is not None},
         specs=specs, api_token_env=v["gitlab_runner_api_token_env"], api_timeout=float(v["gitlab_runner_api_timeout"]),
         insecure_http=insecure_http, backups=_backups(host),
         notify=(RELOAD_HANDLER,), notify_restart=(RESTART_HANDLER,),
@@ -64,7 +88,7 @@ def declare(host: Host, ctx: RoleContext) -> RoleState:
             File(f"{spec.remote_cert_dir}/ca.pem", ctx.ca().bundle_pem(), mode=0o444),
         ]
         # The jobs' client key is made on this host, like the daemons' server keys. Its certificate comes
-        # from the zone of remote_host's daemon: that daemon accepts it, no other does (berth.pki).
+        # from the zone of remote_host's daemon: that daemon accepts it, no other does (berth.pki.ca).
         state.derived.append(HostCertificate(
             cert_path=f"{spec.remote_cert_dir}/cert.pem", key_path=f"{spec.remote_cert_dir}/key.pem",
             common_name=f"{host.name}-{spec.name}", sans=[], purpose="client",
@@ -117,7 +141,7 @@ def _install(host: Host) -> list:
 
 
 def runner_packages(version: str, origin: str, *, drain: Drain | None = None) -> Packages:
-    """The pinned packages of one gitlab-runner release (see berth.runner_config.package_pins)."""
+    """The pinned packages of one gitlab-runner release (see berth.gitlab.runner_config.package_pins)."""
     pins, absent = package_pins(version, origin)
     return Packages(tuple(pins), versions=pins, absent=absent, drain=drain)
 

@@ -36,8 +36,8 @@ from typing import Any
 import pytest
 import yaml
 
-from berth import vault
-from berth.inventory import Inventory
+from berth.inventory import vault
+from berth.inventory.loader import Inventory
 
 CASES = Path(__file__).parent / "inventories"
 BIN = Path(sys.executable).parent

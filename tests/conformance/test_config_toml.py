@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from berth.runner_config import PRIVILEGED_FORMS, RegisteredToken, merge_config, parse_runners
+from berth.gitlab.runner_config import PRIVILEGED_FORMS, RegisteredToken, merge_config, parse_runners
 from tests.conformance.upstream import runner_tables
 
 URL = "https://gitlab.example.com"

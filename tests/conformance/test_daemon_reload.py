@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from berth.roles import RoleContext
+from berth.engine.roles import RoleContext
 from tests.conformance.upstream import load, reloaded_keys
 
 ROLE = RoleContext(roles_dir=Path(__file__).resolve().parents[2] / "roles").module("docker_engine")

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import yaml
 
-from berth.inventory import Host
-from berth.resources import File
-from berth.roles import RoleContext
+from berth.engine.resources import File
+from berth.engine.roles import RoleContext
+from berth.inventory.loader import Host
 from tests.conformance.upstream import load
 
 ROLES = Path(__file__).resolve().parents[2] / "roles"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from berth.gitlab_api import is_created_runner_token, is_registration_token
+from berth.gitlab.api import is_created_runner_token, is_registration_token
 from berth.redact import redact
 from tests.conformance.upstream import load
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from berth.runner_config import docker_settings, parse_runners
+from berth.gitlab.runner_config import docker_settings, parse_runners
 from tests.standins.gitlab_api import GitLabStandIn
 
 MARKER = "BERTHMARKER"                     # in every token the tests hand to berth

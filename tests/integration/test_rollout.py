@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from berth.resources import JOB_LABEL
+from berth.engine.resources import JOB_LABEL
 from tests.conftest import HOSTS, ROOT
 
 JOB_IMAGE = "berth-job:local"

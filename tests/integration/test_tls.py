@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from berth.pki import CertificateAuthority, cert_info
+from berth.pki.ca import CertificateAuthority, cert_info
 from tests.conftest import ROOT
 
 

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 import xmlschema
 
-from berth.pki import CertificateAuthority
+from berth.pki.ca import CertificateAuthority
 from tests.conftest import HOSTS, ROOT, Run
 
 SCHEMA = xmlschema.XMLSchema(ROOT / "tests" / "schemas" / "junit.xsd")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from berth.errors import ConfigError
-from berth.inventory import Origin
+from berth.inventory.layers import Origin
 from tests.security.conftest import LocalSession
 from tests.standins.gitlab_api import GitLabStandIn
 from tests.unit.test_runners import PAT, apply, make_host, plan_for, probe, registered_config
@@ -60,7 +60,7 @@ def test_a_moved_runner_token_never_goes_to_an_http_url(tmp_path: Path, gl: GitL
 
 
 def test_runner_remove_refuses_an_http_url_from_the_hosts_config(tmp_path: Path, gl: GitLabStandIn) -> None:
-    from berth.runners import remove_from_host
+    from berth.gitlab.runners import remove_from_host
 
     config = tmp_path / "config.toml"
     config.write_text(registered_config(gl.url))       # the host's config.toml points the token at http://

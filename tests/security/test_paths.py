@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from berth.engine.roles import RoleContext, declare_roles
 from berth.errors import ConfigError
-from berth.inventory import Host, Origin
-from berth.roles import RoleContext, declare_roles
+from berth.inventory.layers import Origin
+from berth.inventory.loader import Host
 from tests.unit.test_runners import make_host as runner_host
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,11 +49,11 @@ def test_docker_path_variables_are_confined(variable: str, value: str) -> None:
 
 @pytest.fixture(scope="module")
 def ctx_with_ca(tmp_path_factory: pytest.TempPathFactory) -> RoleContext:
-    from berth.pki import CertificateAuthority
+    from berth.pki.ca import CertificateAuthority
 
     pki = tmp_path_factory.mktemp("pki")
     CertificateAuthority.init(pki)
-    return RoleContext(ROOT / "roles", pki)
+    return RoleContext(ROOT / "roles", pki, ca_loader=CertificateAuthority.load)
 
 
 def test_the_defaults_pass(ctx_with_ca: RoleContext) -> None:

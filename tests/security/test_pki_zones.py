@@ -6,7 +6,7 @@ import json
 import stat
 from pathlib import Path
 
-from berth.pki import FLEET_ZONE, CertificateAuthority, generate_key_pem, host_zone, make_csr_pem
+from berth.pki.ca import FLEET_ZONE, CertificateAuthority, generate_key_pem, host_zone, make_csr_pem
 from tests.security.conftest import dockerd_like_context, handshake, server_pem
 
 

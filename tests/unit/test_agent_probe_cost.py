@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from berth import agent
+from berth.remote import agent
 
 
 @pytest.fixture

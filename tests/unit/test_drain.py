@@ -9,8 +9,8 @@ import threading
 from pathlib import Path
 from urllib.parse import unquote
 
-from berth import agent
-from berth.resources import JOB_LABEL
+from berth.engine.resources import JOB_LABEL
+from berth.remote import agent
 
 
 # -- the agent's drain ------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 import pytest
 
 from berth.errors import BerthError, ConfigError
-from berth.gitlab_api import CreatedRunner, GitLabAPI, GitLabAPIError, is_created_runner_token, is_registration_token
+from berth.gitlab.api import CreatedRunner, GitLabAPI, GitLabAPIError, is_created_runner_token, is_registration_token
 from berth.redact import redact
 
 try:

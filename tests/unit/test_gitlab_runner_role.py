@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 import yaml
 
+from berth.engine.plan import make_plan
+from berth.engine.resources import File, Packages
+from berth.engine.roles import RoleContext
 from berth.errors import ConfigError
-from berth.inventory import Host
-from berth.plan import make_plan
-from berth.resources import File, Packages
-from berth.roles import RoleContext
+from berth.inventory.loader import Host
 
 ROLES = Path(__file__).resolve().parents[2] / "roles"
 # As the inventory merges them: role defaults, then config/defaults.yml.

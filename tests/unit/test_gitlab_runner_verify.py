@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from berth.verify_plugin import Facts
+from berth.checks.plugin import Facts
 
 VERIFY = Path(__file__).resolve().parents[2] / "roles" / "gitlab_runner" / "verify"
 DEFAULTS = yaml.safe_load((VERIFY.parent / "defaults.yml").read_text())

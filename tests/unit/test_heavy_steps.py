@@ -14,14 +14,14 @@ from typing import Any
 
 import pytest
 
-from berth import engine
-from berth.engine import Converger, HostReport
+from berth.engine import converge as engine
+from berth.engine.converge import Converger, HostReport
+from berth.engine.fleet import HeavySteps
+from berth.engine.plan import make_plan
+from berth.engine.resources import File, Packages
 from berth.errors import ConfigError
-from berth.fleet import HeavySteps
-from berth.plan import make_plan
-from berth.resources import File, Packages
 from berth.settings import load_settings
-from berth.ssh import SSHSettings
+from berth.transport.ssh import SSHSettings
 
 NOTHING_FOUND: dict[str, Any] = {"files": {}, "services": {}, "packages": {}}
 
@@ -43,8 +43,9 @@ class Counter:
         self.inside = {"heavy": 0, "light": 0}
         self.most = {"heavy": 0, "light": 0}
 
-    def run_agent(self, session: Any, request: dict[str, Any]) -> dict[str, Any]:
-        kind = "heavy" if any(s["op"] == "packages" for s in request["steps"]) else "light"
+    def run_agent(self, session: Any, request: Any) -> dict[str, Any]:
+        steps = [s if isinstance(s, dict) else s.wire() for s in request.steps]
+        kind = "heavy" if any(s["op"] == "packages" for s in steps) else "light"
         with self.lock:
             self.inside[kind] += 1
             self.most[kind] = max(self.most[kind], self.inside[kind])
@@ -59,7 +60,7 @@ def apply_all(monkeypatch, converger: Converger, plans: list) -> Counter:
     counter = Counter(converger.heavy.limit if converger.heavy else 0)
     monkeypatch.setattr(engine, "run_agent", counter.run_agent)
     with ThreadPoolExecutor(max_workers=len(plans)) as pool:     # forks = every host at once
-        list(pool.map(lambda plan: converger._apply(None, plan, [], HostReport("h")), plans))
+        list(pool.map(lambda plan: converger._apply(None, plan, HostReport("h")), plans))
     return counter
 
 

@@ -1,4 +1,4 @@
-"""Tests for berth.inventory: YAML inventories, variable precedence with provenance, checks, select()."""
+"""Tests for berth.inventory.loader: YAML inventories, variable precedence with provenance, checks, select()."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from berth.errors import InventoryError
-from berth.inventory import GroupNode, Inventory, Origin
+from berth.inventory.layers import Origin
+from berth.inventory.loader import GroupNode, Inventory
 
 INVENTORY = "inventory/hosts.yml"
 

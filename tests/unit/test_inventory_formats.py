@@ -16,10 +16,11 @@ import pytest
 from invoke import MockContext
 from invoke.exceptions import Exit
 
-from berth import vault
 from berth.errors import InventoryError
-from berth.inventory import Inventory, Origin
-from berth.inventory_json import host_json, list_json
+from berth.inventory import vault
+from berth.inventory.layers import Origin
+from berth.inventory.listing import host_json, list_json
+from berth.inventory.loader import Inventory
 from tests.unit.test_inventory import write
 
 PASSWORD = "unit-test-password"

@@ -1,4 +1,4 @@
-"""Tests for berth.pki: real keys, real certificates, a real TLS handshake; no mocks."""
+"""Tests for berth.pki.ca: real keys, real certificates, a real TLS handshake; no mocks."""
 
 from __future__ import annotations
 
@@ -23,9 +23,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from berth import pki
 from berth.errors import PKIError
-from berth.pki import (
+from berth.pki import ca as pki
+from berth.pki.ca import (
     KEY_TYPES,
     CertificateAuthority,
     cert_info,

@@ -2,7 +2,7 @@
 
 gitlab-runner (executors/docker/docker.go isInAllowedPrivilegedImages) matches each pattern with
 github.com/bmatcuk/doublestar/v4 ``Match(pattern, name)`` against the service name exactly as the job
-wrote it (spec.Image.Name, before any normalisation). berth.doublestar follows doublestar v4's documented
+wrote it (spec.Image.Name, before any normalisation). berth.gitlab.doublestar follows doublestar v4's documented
 pattern syntax (its README "Patterns"); the smoke uses the same matcher.
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from berth.doublestar import match as doublestar_match
-from berth.runner_config import DIND_PRIVILEGED_SERVICES, RunnerSpec, docker_settings
+from berth.gitlab.doublestar import match as doublestar_match
+from berth.gitlab.runner_config import DIND_PRIVILEGED_SERVICES, RunnerSpec, docker_settings
 
 
 def test_the_matcher_follows_doublestar():

@@ -7,10 +7,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from berth.engine import HostReport, Status
-from berth.errors import ExitCode, OptionError
-from berth.inventory import Host
-from berth.rollout import (
+from berth.engine.converge import HostReport, Status
+from berth.engine.rollout import (
     Outcome,
     Rollout,
     Shard,
@@ -22,6 +20,8 @@ from berth.rollout import (
     resolve_shard,
     should_stop,
 )
+from berth.errors import ExitCode, OptionError
+from berth.inventory.loader import Host
 
 
 def hosts(*names: str) -> list[Host]:

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 
 from berth.errors import ConfigError
-from berth.runner_config import (
+from berth.gitlab.runner_config import (
     MODE_OWNED_KEYS,
     RegisteredToken,
     RunnerSpec,
@@ -22,7 +22,7 @@ from berth.runner_config import (
     runner_environment,
     runner_names,
 )
-from berth.yamlfile import parse_yaml
+from berth.inventory.yamlfile import parse_yaml
 
 ORIGIN = "inventory/group_vars/runners.yml:12"
 PATH = "/etc/gitlab-runner/config.toml"
@@ -482,7 +482,7 @@ def test_remove_is_not_fooled_by_a_header_inside_a_multiline_string():
 
 
 def test_remove_falls_back_to_tomlkit_when_the_line_scan_fails(monkeypatch):
-    monkeypatch.setattr("berth.runner_config._cut_block", lambda text, position: None)
+    monkeypatch.setattr("berth.gitlab.runner_config._cut_block", lambda text, position: None)
     text, removed = remove_runner(CONFIG, "build-dind")
     assert removed is not None and runner_names(text) == ["hand-shell", "build-socket"]
     assert runners_of(text)["build-socket"] == runners_of(CONFIG)["build-socket"]

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 import xmlschema
 
-from berth import doublestar
-from berth.runner_config import RunnerSpec, docker_settings, runner_environment
-from berth.smoke import (
+from berth.gitlab import doublestar
+from berth.gitlab.runner_config import RunnerSpec, docker_settings, runner_environment
+from berth.gitlab.smoke import (
     DEVIATION_PRIVILEGED,
     DEVIATION_SERVICE_CAPS,
     ICC_OFF,
@@ -34,7 +34,7 @@ from berth.smoke import (
 )
 
 SCHEMA = xmlschema.XMLSchema(Path(__file__).parents[1] / "schemas" / "junit.xsd")
-IMAGES = Path(__file__).parents[2] / "berth" / "testbed_images"
+IMAGES = Path(__file__).parents[2] / "berth" / "testbed" / "images"
 REGISTRY = Registry("registry:5000", "berth", "s3cret-pw")
 SERVICE = "docker:27.5-dind"
 
@@ -364,7 +364,6 @@ def test_cli_entrypoint_docker_tls_verify_alone_picks_2376(tmp_path):
 
 def test_job_images_label_changes_with_the_entrypoints(monkeypatch, tmp_path):
     from berth import testbed
-
     before = testbed.job_images_label()
     for script in ("docker-entrypoint.sh", "dockerd-entrypoint.sh"):
         shutil.copy(IMAGES / script, tmp_path / script)

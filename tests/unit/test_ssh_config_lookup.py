@@ -8,7 +8,7 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from berth.ssh import _parsed_ssh_config
+from berth.transport.ssh import _parsed_ssh_config
 
 CONFIG = """\
 Host bastion
@@ -71,7 +71,7 @@ def test_known_hosts_parsed_once_answer_as_paramikos_load(tmp_path: Path) -> Non
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
-    from berth.ssh import _use_known_hosts
+    from berth.transport.ssh import _use_known_hosts
 
     def make() -> str:
         raw = ed25519.Ed25519PrivateKey.generate().public_key().public_bytes(

@@ -8,11 +8,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from berth import agent, engine
-from berth.engine import Converger, HostReport
-from berth.plan import make_plan
-from berth.resources import File
-from berth.ssh import SSHSettings
+from berth.engine import converge as engine
+from berth.engine.converge import Converger, HostReport
+from berth.engine.plan import make_plan
+from berth.engine.resources import File
+from berth.remote import agent
+from berth.transport.ssh import SSHSettings
 
 
 def test_the_agent_times_steps_and_each_handler(tmp_path) -> None:
@@ -35,12 +36,12 @@ def test_the_agent_says_how_long_it_ran(capsys) -> None:
 
 def test_the_report_carries_the_apply_split(monkeypatch) -> None:
     def run_agent(session: Any, request: dict[str, Any]) -> dict[str, Any]:
-        return {"handlers": ["restart docker"], "timings": {"agent": 2.0, "handler:restart docker": 1.5}}
+        return {"handlers": ["restart docker"], "timings": {"agent": 2.0, "handler:restart docker": 1.5}, "protocol": 1}
 
     monkeypatch.setattr(engine, "run_agent", run_agent)
     report = HostReport("h")
     plan = make_plan([File("/etc/x", b"x")], [], {"files": {}, "services": {}, "packages": {}})
-    Converger(SSHSettings(), None)._apply(None, plan, [], report)
+    Converger(SSHSettings(), None)._apply(None, plan, report)
     timings = report.as_dict()["timings"]
     assert timings["apply:agent"] == 2.0 and timings["handler:restart docker"] == 1.5
     assert {"csr", "apply"} <= set(timings) and "heavy_wait" not in timings

@@ -56,7 +56,7 @@ def run_checks(tmp_path: Path) -> dict:
     context.write_text(json.dumps({"host": {"name": "r1", "groups": ["all"], "vars": {"docker_tls_port": 2376},
                                             "roles": ["demo"]}, "ssh": {}, "roles_dir": str(tmp_path / "roles")}))
     results = tmp_path / "results.json"
-    proc = subprocess.run([sys.executable, "-m", "pytest", str(verify), "-p", "berth.verify_plugin",
+    proc = subprocess.run([sys.executable, "-m", "pytest", str(verify), "-p", "berth.checks.plugin",
                            "-p", "no:pytest11.testinfra", "-p", "no:cacheprovider", "--import-mode=importlib",
                            "--rootdir", str(tmp_path), "-q", "--berth-context", str(context),
                            "--berth-results", str(results)], capture_output=True, text=True, cwd=tmp_path)

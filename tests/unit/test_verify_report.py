@@ -10,8 +10,8 @@ import pytest
 import xmlschema
 from rich.console import Console
 
+from berth.checks.verify import CheckResult, HostChecks, exit_code, host_status, junit_xml, problem_lines, table
 from berth.errors import ExitCode
-from berth.verify import CheckResult, HostResult, exit_code, host_status, junit_xml, problem_lines, table
 
 SCHEMA = xmlschema.XMLSchema(Path(__file__).parents[1] / "schemas" / "junit.xsd")
 
@@ -23,13 +23,13 @@ def check(name: str, status: str, message: str = "", cis: tuple[str, ...] = (),
                        file=f"roles/{role}/verify/test_{role}.py", seconds=0.01)
 
 
-def host(name: str, *checks: CheckResult, error: str | None = None) -> HostResult:
-    return HostResult(name, host_status(checks, error), list(checks), ssh_commands=1, seconds=1.25,
+def host(name: str, *checks: CheckResult, error: str | None = None) -> HostChecks:
+    return HostChecks(name, host_status(checks, error), checks=list(checks), commands=1, seconds=1.25,
                       started=1_800_000_000.0, finished=1_800_000_001.25, error=error)
 
 
 @pytest.fixture
-def results() -> list[HostResult]:
+def results() -> list[HostChecks]:
     return [
         host("r1", check("tls_file[key.pem]", "failed", "key.pem root:root 0644, want root:root 0400",
                          ("3.13", "3.14")),
@@ -108,8 +108,8 @@ def test_exit_codes(results):
 
 
 def test_a_roles_checks_are_picked_up_as_soon_as_its_verify_folder_exists(tmp_path):
-    from berth.inventory import Host
-    from berth.verify import verify_dirs
+    from berth.checks.verify import verify_dirs
+    from berth.inventory.loader import Host
 
     for role in ("docker_engine", "docker_tls", "gitlab_runner"):
         (tmp_path / role).mkdir()

@@ -1,0 +1,1 @@
+"""Compliance verification: the pytest plugin and the fleet-wide verify run."""

@@ -1,0 +1,1 @@
+"""GitLab and gitlab-runner: the API, config.toml, runner registration, the smoke job."""

@@ -1,0 +1,1 @@
+"""Ansible-style inventories: files, groups, variables with provenance, vault, templating."""

@@ -1,0 +1,1 @@
+"""berth's certificate authority and the host certificates it issues."""

@@ -1,0 +1,788 @@
+"""The remote half of berth: sent over SSH and run by the host's python3 (stdlib only, 3.9+).
+
+It is never installed on the host. berth sends this source and a JSON request on stdin in one
+SSH command, and reads one JSON answer from stdout. Three requests exist:
+
+- ``probe``: read-only. Facts about the host and the state of every declared resource.
+- ``apply``: an ordered list of steps, then the notified handlers, each guarded by a health check
+  that restores the files written in this run when the service does not come back. With a
+  ``drain`` (a handler will restart dockerd), the host is drained BEFORE the first step, so that
+  a drain that times out leaves the host exactly as it was.
+- ``health``: read-only. Do the daemons answer (unix socket /_ping, TCP ports accept)?
+
+Keeping the whole exchange to one command each is what keeps a no-op converge at one round trip.
+
+The request names its ``protocol`` (berth/engine/protocol.py holds the typed side; this file cannot import
+it) and the ``root`` every path is under ("/" on a host; berth.transport.local runs this file on the
+controller against a temporary directory). A request of another protocol, or naming a step this agent
+does not know, is refused before anything changes. Every command the agent runs goes through ``sh``
+and is looked up on PATH: the one seam where the local transport puts its stand-ins.
+"""
+
+import base64
+import grp
+import hashlib
+import json
+import os
+import pwd
+import re
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from urllib.parse import quote
+
+PROTOCOL = 1            # berth/engine/protocol.py PROTOCOL; a request without one is protocol 1
+ROOT = "/"              # the request's root: every path the agent reads or writes is under it
+
+
+def host_path(path):
+    """Where a host path is on this machine: itself on a host, under ROOT for the local transport."""
+    return path if ROOT == "/" else os.path.join(ROOT, path.lstrip("/"))
+
+
+def sh(argv, check=False, env=None, timeout=None):
+    """Run a command: the only way this agent starts a process (see the module docstring)."""
+    full_env = dict(os.environ, DEBIAN_FRONTEND="noninteractive", LC_ALL="C")
+    full_env.update(env or {})
+    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env, timeout=timeout)
+    out = proc.stdout.decode("utf-8", "replace")
+    if check and proc.returncode != 0:
+        raise StepFailed("%s exited %d: %s" % (" ".join(argv), proc.returncode, out.strip()[-2000:]))
+    return proc.returncode, out
+
+
+class StepFailed(Exception):
+    pass
+
+
+# -- probe ------------------------------------------------------------------------------------
+def file_state(path, want_content):
+    path = host_path(path)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return {"exists": False}
+    state = {
+        "exists": True,
+        "mode": st.st_mode & 0o7777,
+        "owner": _name(pwd.getpwuid, st.st_uid),
+        "group": _name(grp.getgrgid, st.st_gid),
+        "is_dir": os.path.isdir(path),
+        "is_link": os.path.islink(path),
+    }
+    if os.path.isfile(path):
+        with open(path, "rb") as fh:
+            data = fh.read()
+        state["sha256"] = hashlib.sha256(data).hexdigest()
+        if want_content:
+            state["content"] = base64.b64encode(data).decode()
+    return state
+
+
+def _name(lookup, ident):
+    try:
+        return lookup(ident)[0]
+    except KeyError:
+        return str(ident)
+
+
+def facts():
+    osr = {}
+    try:
+        with open(host_path("/etc/os-release")) as fh:
+            for line in fh:
+                key, _, value = line.strip().partition("=")
+                osr[key] = value.strip('"')
+    except OSError:
+        pass
+    addresses = []
+    code, out = sh(["ip", "-j", "addr", "show"])
+    if code == 0:
+        for link in json.loads(out or "[]"):
+            # Bridges dockerd itself creates come and go with it; they are not how clients reach the host.
+            if link.get("ifname", "").startswith(("docker", "br-", "veth")):
+                continue
+            for addr in link.get("addr_info", []):
+                if addr.get("scope") == "global":
+                    addresses.append(addr["local"])
+    code, arch = sh(["dpkg", "--print-architecture"])
+    return {
+        "os_id": osr.get("ID", ""),
+        "os_version": osr.get("VERSION_ID", ""),
+        "os_codename": osr.get("VERSION_CODENAME", ""),
+        "arch": arch.strip() if code == 0 else os.uname().machine,
+        "hostname": socket.gethostname(),
+        "fqdn": socket.getfqdn(),
+        "addresses": addresses,
+        "python": "%d.%d" % sys.version_info[:2],
+        "apt_lists_age": _apt_lists_age(),
+        "dockerd": dockerd_version(),
+    }
+
+
+# `dockerd --version` starts a 100 MB Go binary: about 40 ms of the host's CPU, a third of a no-op probe. Its
+# answer is kept here, root's alone (0700; tmpfs, so gone at reboot), for as long as the binary is the same file.
+VERSION_CACHE = "/run/berth/dockerd-version.json"
+
+
+def dockerd_version():
+    """`dockerd --version` ("Docker version 20.10.24+dfsg1, build 297e128"), or None without dockerd.
+
+    The plan needs it before the apply: a dockerd older than 23 cannot check daemon.json itself.
+    """
+    dockerd = _which("dockerd")
+    if dockerd is None:
+        return None
+    try:
+        st = os.stat(dockerd)
+    except OSError:
+        return None
+    key = [os.path.realpath(dockerd), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+    cached = _read_version_cache()
+    if cached.get("key") == key:
+        return cached.get("version")
+    try:
+        code, out = sh([dockerd, "--version"], timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    version = out.strip() if code == 0 else None
+    if version is not None:
+        _write_version_cache({"key": key, "version": version})
+    return version
+
+
+def _read_version_cache():
+    try:
+        st = os.lstat(os.path.dirname(VERSION_CACHE))
+        # Trusted only in a directory that root owns and nobody else can write to.
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0 or stat.S_IMODE(st.st_mode) & 0o077:
+            return {}
+        with open(VERSION_CACHE) as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_version_cache(entry):
+    if os.geteuid() != 0:
+        return
+    try:
+        os.makedirs(os.path.dirname(VERSION_CACHE), mode=0o700, exist_ok=True)
+        tmp = VERSION_CACHE + ".%d" % os.getpid()
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600), "w") as fh:
+            json.dump(entry, fh)
+        os.rename(tmp, VERSION_CACHE)
+    except OSError:
+        pass
+
+
+def _which(name):
+    # sbin too: Debian's docker.io installs /usr/sbin/dockerd, and a non-login PATH may lack it.
+    return shutil.which(name, path=os.environ.get("PATH", "") + ":/usr/local/sbin:/usr/sbin:/sbin:/usr/bin")
+
+
+def _apt_lists_age():
+    lists = host_path("/var/lib/apt/lists")
+    try:
+        stamps = [os.stat(os.path.join(lists, n)).st_mtime for n in os.listdir(lists) if n.endswith("Packages")]
+    except OSError:
+        stamps = []
+    return time.time() - max(stamps) if stamps else None
+
+
+def packages(names):
+    if not names:
+        return {}
+    _, out = sh(["dpkg-query", "-W", "-f", "${Package}\t${db:Status-Abbrev}\t${Version}\n", *list(names)])
+    found = {name: None for name in names}
+    for line in out.splitlines():
+        parts = line.split("\t")
+        if len(parts) == 3 and parts[0] in found and parts[1].startswith("ii"):
+            found[parts[0]] = parts[2]
+    return found
+
+
+def services(names):
+    result = {}
+    # One systemctl for every unit (a block each, in the order asked, blank lines between): each systemctl
+    # costs the host about 9 ms of CPU, systemd's answer included, whatever the number of units.
+    _, out = sh(["systemctl", "show", "-p", "ActiveState,UnitFileState,LoadState", *names]) if names else (0, "")
+    blocks = [b for b in out.split("\n\n") if b.strip()]
+    if len(blocks) != len(names):
+        blocks = [sh(["systemctl", "show", "-p", "ActiveState,UnitFileState,LoadState", n])[1] for n in names]
+    for i, name in enumerate(names):
+        props = dict(line.split("=", 1) for line in blocks[i].splitlines() if "=" in line)
+        result[name] = {
+            "active": props.get("ActiveState") == "active",
+            "enabled": props.get("UnitFileState") in ("enabled", "enabled-runtime", "static", "alias"),
+            "loaded": props.get("LoadState") == "loaded",
+        }
+    return result
+
+
+def probe(request):
+    return {
+        "timings": {},
+        "facts": facts(),
+        "files": {f["path"]: file_state(f["path"], f.get("content", False)) for f in request.get("files", [])},
+        "packages": packages(request.get("packages", [])),
+        "services": services(request.get("services", [])),
+    }
+
+
+# -- apply ------------------------------------------------------------------------------------
+APT_INSTALL = ["apt-get", "install", "-y", "-qq", "--no-install-recommends",
+               "-o", "Dpkg::Options::=--force-confold", "-o", "DPkg::Lock::Timeout=300"]
+
+
+def apt_install_commands(step):
+    """The apt-get runs of a packages step.
+
+    A pinned version ("name=1.2-1") is what the inventory wants even when it is older than the installed
+    one, and apt-get -y refuses any downgrade without --allow-downgrades (apt-get(8)). "name-" removes a
+    package in the same run (apt-get(8), install). A removed package may have held files of a pinned one
+    (dpkg keeps a file with the installed package that Replaces the one being unpacked, and deletes it
+    with that package; tried with dpkg 1.21 on Debian 12), so the pinned ones are then reinstalled.
+    """
+    names = list(step.get("install", []))
+    debs = list(step.get("debs", []))
+    remove = list(step.get("remove", []))
+    reinstall = list(step.get("reinstall", [])) if remove else []
+    pinned = any("=" in name for name in names + reinstall)
+    base = APT_INSTALL + (["--allow-downgrades"] if pinned else [])
+    commands = []
+    if names or debs or remove:
+        commands.append(base + debs + names + [name + "-" for name in remove])
+    if reinstall:
+        commands.append([*base, "--reinstall", *reinstall])
+    return commands
+
+
+class Applier:
+    def __init__(self):
+        self.written = []          # (path, previous bytes or None), for rollback
+        self.staged = []           # (write step, candidate path): checked and moved into place after all steps
+        self.log = []
+
+    def write(self, step):
+        path = host_path(step["path"])
+        data = base64.b64decode(step["content"]) if step.get("content") is not None else None
+        previous = None
+        if os.path.isfile(path):
+            with open(path, "rb") as fh:
+                previous = fh.read()
+        if data is not None and step.get("validate"):
+            # The candidate goes beside the real file (same file system: the rename is atomic). It is checked
+            # after the other steps, when the files it names (TLS certificates) are in place too.
+            candidate = path + CANDIDATE_SUFFIX
+            self._atomic(candidate, data, step["mode"], step["owner"], step["group"])
+            self.staged.append((step, candidate))
+        elif data is not None:
+            self._backup(step, previous)
+            self.written.append((step["path"], previous))
+            self._atomic(path, data, step["mode"], step["owner"], step["group"])
+        else:
+            os.chown(path, pwd.getpwnam(step["owner"]).pw_uid, grp.getgrnam(step["group"]).gr_gid)
+            os.chmod(path, step["mode"])
+
+    @staticmethod
+    def _backup(step, previous):
+        if step.get("backup") and previous is not None:
+            stamp = time.strftime("%Y%m%dT%H%M%S")
+            Applier._atomic(host_path(step["path"]) + "." + stamp + ".bak", previous, 0o600, "root", "root")
+            prune_backups(host_path(step["path"]), int(step.get("backup_keep", DEFAULT_BACKUPS)))
+
+    def commit_staged(self):
+        """Check each candidate (dockerd --validate where dockerd can), then rename it over the real file.
+
+        A candidate dockerd refuses fails the host with dockerd's own message; the files this run wrote
+        are put back first, so the host keeps the configuration it runs with.
+        """
+        staged, self.staged = self.staged, []
+        for step, candidate in staged:
+            error = VALIDATORS[step["validate"]](candidate)
+            if error is not None:
+                for _, other in staged:
+                    os.unlink(other) if os.path.exists(other) else None
+                restored = self.restore()
+                raise StepFailed("%s: %s%s; %s unchanged" % (
+                    step["path"], error, "; restored " + ", ".join(restored) if restored else "", step["path"]))
+        for step, candidate in staged:
+            path = host_path(step["path"])
+            previous = None
+            if os.path.isfile(path):
+                with open(path, "rb") as fh:
+                    previous = fh.read()
+            self._backup(step, previous)
+            self.written.append((step["path"], previous))
+            os.rename(candidate, path)
+
+    def restore(self):
+        """Put back every file this run wrote or removed; returns their paths."""
+        for logical, previous in reversed(self.written):
+            path = host_path(logical)
+            if previous is None:
+                os.unlink(path) if os.path.exists(path) else None
+            else:
+                with open(path, "wb") as fh:
+                    fh.write(previous)
+        return [p for p, _ in self.written]
+
+    @staticmethod
+    def _atomic(path, data, mode, owner, group):
+        # Temp file beside the target, then rename: readers see the old or the new file, never half.
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".berth-tmp",
+                                   dir=os.path.dirname(path) or "/")
+        try:
+            os.fchmod(fd, mode)
+            os.fchown(fd, pwd.getpwnam(owner).pw_uid, grp.getgrnam(group).gr_gid)
+            os.write(fd, data)
+            os.fsync(fd)
+            os.close(fd)
+            os.rename(tmp, path)
+        except BaseException:
+            os.close(fd) if _is_open(fd) else None
+            os.unlink(tmp) if os.path.exists(tmp) else None
+            raise
+
+    def install_key(self, step):
+        """Swap a freshly made key into place, remembering the old one for a rollback (it stays on the host)."""
+        path = host_path(step["path"])
+        previous = None
+        if os.path.isfile(path):
+            with open(path, "rb") as fh:
+                previous = fh.read()
+        self.written.append((step["path"], previous))
+        src = host_path(step["src"])
+        os.chown(src, 0, 0)
+        os.chmod(src, 0o400)
+        os.rename(src, path)
+
+    def directory(self, step):
+        path = host_path(step["path"])
+        if not os.path.isdir(path):
+            os.makedirs(path, mode=step["mode"])
+        os.chown(path, pwd.getpwnam(step["owner"]).pw_uid, grp.getgrnam(step["group"]).gr_gid)
+        os.chmod(path, step["mode"])
+
+    def remove(self, step):
+        path = host_path(step["path"])
+        if os.path.isfile(path):
+            with open(path, "rb") as fh:
+                self.written.append((step["path"], fh.read()))
+            os.unlink(path)
+
+    def packages(self, step):
+        if step.get("debs"):
+            check_upload_dir(step.get("upload_dir"), step["debs"])
+        max_age = step.get("cache_valid_time", 3600)
+        age = _apt_lists_age()
+        # A pinned version that is not installed yet may be newer than the lists, however fresh they are.
+        pinned = any("=" in name for name in step.get("install", []))
+        if step.get("update") or pinned or age is None or age > max_age:
+            sh(["apt-get", "update", "-qq"], check=True)
+        debs = set(step.get("debs", []))
+        for argv in apt_install_commands(step):
+            sh([host_path(a) if a in debs else a for a in argv], check=True)
+
+    def service(self, step):
+        name = step["name"]
+        if step.get("enabled") is not None:
+            sh(["systemctl", "enable" if step["enabled"] else "disable", name], check=True)
+        if step.get("running") is True:
+            # A unit still stopping (gitlab-runner finishing its jobs after SIGQUIT, e.g. after a drain that
+            # timed out) holds a plain `start` until its jobs end: queue the start instead of waiting.
+            block = ["--no-block"] if unit_state(name) == "deactivating" else []
+            sh(["systemctl", "start", *block, name], check=True)
+        elif step.get("running") is False:
+            sh(["systemctl", "stop", name], check=True)
+
+    def command(self, step):
+        code, out = sh(["sh", "-c", step["cmd"]])
+        if code != 0:
+            raise StepFailed("%s: %s" % (step.get("name", step["cmd"]), out.strip()[-2000:]))
+        return out
+
+    # -- handlers -----------------------------------------------------------------------------
+    def handler(self, step):
+        """Run a handler; if its health check fails, restore this run's files and try again."""
+        if not step.get("health"):
+            self.command(step)
+            return {"name": step["name"], "ok": True}
+        sh(["sh", "-c", step["cmd"]])
+        waited = time.monotonic()
+        error = self.healthy(step["health"])
+        if error is None:
+            return {"name": step["name"], "ok": True, "health": time.monotonic() - waited}
+        reason = self.journal_error(step.get("unit")) or error
+        if not step.get("rollback"):
+            raise StepFailed("%s: %s" % (step["name"], reason))
+        self.restore()
+        sh(["systemctl", "daemon-reload"])
+        if step.get("unit"):
+            sh(["systemctl", "reset-failed", step["unit"]])
+        sh(["sh", "-c", step["cmd"]])
+        recovered = self.healthy(step["health"]) is None
+        raise StepFailed(
+            "%s failed: %s; the previous %s %s restored%s" % (
+                step["name"], reason, ", ".join(p for p, _ in self.written) or "configuration",
+                "was" if len(self.written) == 1 else "were",
+                " and the service is running again" if recovered else ", BUT THE SERVICE IS STILL DOWN",
+            )
+        )
+
+    @staticmethod
+    def healthy(health):
+        deadline = time.time() + health.get("timeout", 30)
+        while True:
+            last = None
+            if health.get("unix"):
+                last = _ping_unix(host_path(health["unix"]))
+            for hostport in health.get("tcp", []):
+                last = last or _tcp_open(hostport[0], hostport[1])
+            if last is None or time.time() > deadline:
+                return last
+            time.sleep(0.3)
+
+    @staticmethod
+    def journal_error(unit):
+        if not unit:
+            return None
+        _, out = sh(["journalctl", "-u", unit, "-n", "40", "--no-pager", "-o", "cat"])
+        lines = [ln for ln in out.splitlines() if ln.strip()]
+        for marker in ("failed to start daemon", "unable to configure", "level=fatal", "level=error"):
+            hits = [ln for ln in lines if marker in ln]
+            if hits:
+                return hits[-1].strip()
+        return lines[-1].strip() if lines else None
+
+
+# -- daemon.json --------------------------------------------------------------------------------
+CANDIDATE_SUFFIX = ".berth-new"
+VALIDATE_SINCE = (23, 0)     # moby v23.0.0 cmd/dockerd/options.go adds the "validate" flag
+
+
+def validate_daemon_json(path):
+    """dockerd's verdict on a daemon.json: None if it is accepted or this dockerd cannot judge, else its error.
+
+    moby cmd/dockerd/docker.go: `dockerd --validate --config-file F` loads F as a start would (unknown keys,
+    value types, conflicts with its own flags, TLS files) and exits 0 printing "configuration OK", or prints
+    the error and exits 1. Before 23 the flag does not exist; there the controller's key table warned
+    (berth/docker/daemon_keys.py) and the restart's health check judges. The flags of the systemd unit are not on
+    this command line, so a conflict with them shows only at the restart (and is rolled back there).
+    """
+    dockerd = _which("dockerd")
+    if dockerd is None:
+        return None
+    match = re.search(r"version (\d+)\.(\d+)", dockerd_version() or "")
+    if match is None or (int(match.group(1)), int(match.group(2))) < VALIDATE_SINCE:
+        return None
+    code, out = sh([dockerd, "--validate", "--config-file", path], timeout=120)
+    if code == 0:
+        return None
+    return "dockerd --validate refused it: %s" % (out.strip()[-1500:] or "exit %d" % code)
+
+
+VALIDATORS = {"dockerd": validate_daemon_json}
+
+
+# -- drain ------------------------------------------------------------------------------------
+# A runtime drop-in (under /run: gone at reboot) that makes `systemctl stop` graceful for the runner:
+# SIGQUIT is gitlab-runner's "finish running jobs, take no new ones, then exit" (its docs,
+# commands/_index.md), and systemd must wait for that. A bare `systemctl kill -s SIGQUIT` is not
+# enough: the packaged unit has Restart=always, so systemd would start the runner again as soon as it
+# exited, and it would take new jobs while dockerd restarts.
+DRAIN_DROPIN = "/run/systemd/system/%s.service.d/zz-berth-drain.conf"
+DRAIN_DROPIN_TEXT = b"# berth: drained before a disruptive change (removed when the runner resumes)\n" \
+    b"[Service]\nKillSignal=SIGQUIT\nTimeoutStopSec=infinity\n"
+
+
+class Drain:
+    """Before a dockerd restart: the runner takes no new jobs and its running jobs end."""
+
+    def __init__(self, spec):
+        self.spec = spec
+        self.unit = spec.get("runner_unit")
+        self.stopped_runner = False
+        self.state = {"forced": bool(spec.get("force")), "runner": "absent", "jobs": 0, "waited": 0.0,
+                      "resumed": False}  # type: dict
+
+    def run(self):
+        jobs = job_containers(host_path(self.spec["socket"]), self.spec["job_label"])
+        self.state["jobs"] = len(jobs)
+        if self.spec.get("force"):
+            return          # --force: the restart goes ahead; the answer says how many jobs it hit
+        self._stop_runner()
+        started = time.time()
+        deadline = started + float(self.spec["timeout"])
+        quiet = 0
+        while True:
+            jobs = job_containers(host_path(self.spec["socket"]), self.spec["job_label"])
+            self.state["jobs"] = max(self.state["jobs"], len(jobs))
+            # The runner exits only when all its jobs are done; between two containers of one job none
+            # runs for a moment, hence two quiet polls in a row when there is no runner to watch.
+            busy = bool(jobs) or (self.stopped_runner and unit_state(self.unit) not in ("inactive", "failed"))
+            quiet = 0 if busy else quiet + 1
+            if quiet >= 2:
+                break
+            if time.time() >= deadline:
+                self.state["waited"] = round(time.time() - started, 1)
+                what = "%d job container(s) still running (%s)" % (len(jobs), ", ".join(
+                    "%s job %s" % (c["Id"][:12], c.get("Labels", {}).get(self.spec["job_label"], "?"))
+                    for c in jobs)) if jobs else "%s still finishing its jobs" % self.unit
+                raise StepFailed("drain timed out after %gs: %s; nothing was changed"
+                                 % (float(self.spec["timeout"]), what))
+            time.sleep(float(self.spec.get("interval", 1.0)))
+        self.state["waited"] = round(time.time() - started, 1)
+
+    def _stop_runner(self):
+        if not self.unit:
+            return
+        _, out = sh(["systemctl", "show", "-p", "LoadState,ActiveState", self.unit])
+        props = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+        if props.get("LoadState") != "loaded":
+            return
+        if props.get("ActiveState") not in ("active", "activating", "reloading"):
+            self.state["runner"] = "inactive"      # stopped by someone else: left as it is
+            return
+        path = host_path(DRAIN_DROPIN % self.unit)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        Applier._atomic(path, DRAIN_DROPIN_TEXT, 0o644, "root", "root")
+        sh(["systemctl", "daemon-reload"], check=True)
+        sh(["systemctl", "stop", "--no-block", self.unit], check=True)
+        self.stopped_runner = True
+        self.state["runner"] = "stopped"
+
+    def resume(self, daemon_error):
+        """Start the runner again, unless dockerd is down (it would only fail the jobs it took)."""
+        if not self.stopped_runner:
+            return
+        if daemon_error:
+            self.state["runner"] = "left stopped: %s" % daemon_error
+            return
+        stopping = unit_state(self.unit) == "deactivating"
+        if not stopping:
+            dropin = host_path(DRAIN_DROPIN % self.unit)
+            os.unlink(dropin) if os.path.exists(dropin) else None
+            sh(["systemctl", "daemon-reload"])
+        # else the drain timed out and the runner still finishes its jobs: its stop stays graceful (the
+        # drop-in goes at reboot), and --no-block lets systemd start it once those jobs are done.
+        code, out = sh(["systemctl", "start", "--no-block", self.unit])
+        self.state["resumed"] = code == 0
+        if code != 0:
+            self.state["runner"] = "not resumed: %s" % out.strip()[-300:]
+        else:
+            self.state["runner"] = "resumes when its running jobs end" if stopping else "resumed"
+
+
+def unit_state(unit):
+    _, out = sh(["systemctl", "show", "-p", "ActiveState", "--value", unit])
+    return out.strip()
+
+
+def job_containers(socket_path, label):
+    """Running containers that carry the label, from the Docker API on the unix socket (no CLI needed)."""
+    query = "/containers/json?filters=" + quote(json.dumps({"label": [label]}))
+    try:
+        return json.loads(_docker_get(socket_path, query))
+    except (OSError, ValueError):
+        return []           # no daemon answers: nothing of it runs that a restart could stop
+
+
+def _docker_get(socket_path, path):
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.settimeout(10)
+    try:
+        conn.connect(socket_path)
+        # HTTP/1.0: the daemon answers without chunked encoding and closes the connection.
+        conn.sendall(("GET %s HTTP/1.0\r\nHost: docker\r\n\r\n" % path).encode())
+        data = b""
+        while True:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        conn.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    if b" 200 " not in head.split(b"\r\n")[0]:
+        raise ValueError(head[:200])
+    return body.decode()
+
+
+def _is_open(fd):
+    try:
+        os.fstat(fd)
+        return True
+    except OSError:
+        return False
+
+
+def _ping_unix(path):
+    try:
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn.settimeout(3)
+        conn.connect(path)
+        conn.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+        reply = conn.recv(4096)
+        conn.close()
+    except OSError as exc:
+        return "%s does not answer (%s)" % (path, exc)
+    return None if reply.startswith(b"HTTP/1.") and b" 200 " in reply.split(b"\r\n")[0] else "bad /_ping reply"
+
+
+def _tcp_open(host, port):
+    try:
+        socket.create_connection((host, port), timeout=3).close()
+    except OSError as exc:
+        return "nothing listens on %s:%s (%s)" % (host, port, exc)
+    return None
+
+
+DEFAULT_BACKUPS = 3
+
+
+def prune_backups(path, keep):
+    """Keep the newest ``keep`` backups of ``path``: an old config.toml still holds the tokens of runners
+    removed since. The timestamped names sort in time order."""
+    folder, name = os.path.split(path)
+    pattern = re.compile(re.escape(name) + r"\.\d{8}T\d{6}\.bak$")
+    backups = sorted(f for f in os.listdir(folder or "/") if pattern.match(f))
+    for old in backups[:max(len(backups) - max(keep, 1), 0)]:
+        victim = os.path.join(folder, old)
+        if os.path.isfile(victim) and not os.path.islink(victim):
+            os.unlink(victim)
+
+
+UPLOAD_ROOT = "/var/tmp"       # berth/engine/plan.py UPLOAD_ROOT
+
+
+def _upload_dir_problem(path):
+    """Why ``path`` is not the private directory berth's SFTP client made for this apply (None: it is)."""
+    if os.path.dirname(path) != UPLOAD_ROOT or not os.path.basename(path).startswith("berth-"):
+        return "%s is not a berth upload directory" % path
+    try:
+        st = os.lstat(host_path(path))
+    except OSError as exc:
+        return "%s: %s" % (path, exc)
+    owners = {0, int(os.environ.get("SUDO_UID", 0))}     # root, or the SSH user sudo runs us for
+    if not stat.S_ISDIR(st.st_mode) or stat.S_IMODE(st.st_mode) & 0o077 or st.st_uid not in owners:
+        return "%s is not a private directory of the SSH user (a symlink, or open to others)" % path
+    return None
+
+
+def check_upload_dir(path, debs):
+    """Refuse to install packages from anywhere but the private upload directory of this apply."""
+    problem = _upload_dir_problem(path or "")
+    if problem is None and any(os.path.dirname(d) != path or os.path.islink(host_path(d)) for d in debs):
+        problem = "a package is not a plain file inside %s" % path
+    if problem:
+        raise StepFailed("uploaded packages: %s; nothing installed" % problem)
+
+
+def remove_upload_dir(path):
+    # rmtree neither follows a symlink at the top (lstat first) nor inside; a foreign path is left alone.
+    if _upload_dir_problem(path) is None:
+        shutil.rmtree(host_path(path), ignore_errors=True)
+
+
+def apply(request):
+    applier = Applier()
+    results = {"steps": [], "handlers": [], "error": None, "drain": None}  # type: dict
+    drain = Drain(request["drain"]) if request.get("drain") else None
+    timings = results["timings"] = {}     # seconds, for the report (bench/README.md)
+    try:
+        started = time.monotonic()
+        if drain is not None:
+            drain.run()         # before any step: a drain that times out has changed nothing
+            timings["drain"] = time.monotonic() - started
+        started = time.monotonic()
+        for step in request.get("steps", []):
+            getattr(applier, step["op"])(step)     # a name of STEPS: main refused any other
+            results["steps"].append(step.get("id"))
+        timings["steps"], started = time.monotonic() - started, time.monotonic()
+        applier.commit_staged()
+        timings["validate"] = time.monotonic() - started
+        for handler in request.get("handlers", []):
+            started = time.monotonic()
+            done = applier.handler(handler)
+            results["handlers"].append(done["name"])
+            timings["handler:" + done["name"]] = time.monotonic() - started - done.get("health", 0.0)
+            if "health" in done:
+                timings["health:" + done["name"]] = done["health"]
+    except (StepFailed, OSError, KeyError, subprocess.SubprocessError) as exc:
+        results["error"] = str(exc)
+    finally:
+        for _, candidate in applier.staged:    # a step failed before they were checked
+            os.unlink(candidate) if os.path.exists(candidate) else None
+        # Uploaded .deb files belong to this apply alone: removed even when it ended before installing them.
+        if request.get("upload_dir"):
+            remove_upload_dir(request["upload_dir"])
+        if drain is not None:
+            resumed = time.monotonic()
+            try:
+                drain.resume(_ping_unix(host_path(drain.spec["socket"])))
+            except (OSError, subprocess.SubprocessError) as exc:
+                drain.state["runner"] = "not resumed: %s" % exc
+            results["drain"] = drain.state
+            timings["resume"] = time.monotonic() - resumed
+            if results["error"] and drain.stopped_runner:
+                results["error"] += "; %s %s" % (drain.unit, drain.state["runner"])
+    return results
+
+
+def health(request):
+    """Each check as a handler's health check would run it, with the request's (short) timeout."""
+    problems = []
+    for check in request.get("checks", []):
+        error = Applier.healthy(dict(check, timeout=request.get("timeout", check.get("timeout", 10))))
+        if error:
+            problems.append(error)
+    return {"error": "; ".join(problems) or None}
+
+
+ACTIONS = {"probe": probe, "apply": apply, "health": health}
+# The steps an apply may name (berth/engine/protocol.py STEP_OPS), each an Applier method.
+STEPS = ("write", "install_key", "directory", "remove", "packages", "service")
+
+
+def refusal(request):
+    """Why this agent will not run the request (None: it will). Checked before anything changes."""
+    version = request.get("protocol", 1)
+    if version != PROTOCOL:
+        return ("the controller speaks agent protocol %r, this agent speaks %d: use the same berth release "
+                "for the controller and its agent" % (version, PROTOCOL))
+    if request.get("action") not in ACTIONS:
+        return "unknown request %r (this agent knows %s)" % (request.get("action"), ", ".join(sorted(ACTIONS)))
+    unknown = [s.get("op") for s in request.get("steps", []) if s.get("op") not in STEPS]
+    if unknown:
+        return "unknown step %s (this agent knows %s); nothing was changed" % (
+            ", ".join(repr(op) for op in unknown), ", ".join(STEPS))
+    root = request.get("root", "/")
+    if not isinstance(root, str) or not os.path.isabs(root):
+        return "root must be an absolute path, got %r" % (root,)
+    return None
+
+
+def main(raw):
+    global ROOT
+    started = time.monotonic()
+    request = json.loads(raw)
+    problem = refusal(request)
+    if problem is not None:
+        answer = {"error": problem, "refused": True}
+    else:
+        ROOT = request.get("root", "/")
+        answer = ACTIONS[request["action"]](request)
+    if isinstance(answer.get("timings"), dict):
+        answer["timings"]["agent"] = time.monotonic() - started
+    answer["protocol"] = PROTOCOL
+    sys.stdout.write(json.dumps(answer))
+
+
+if __name__ == "__main__":
+    main(sys.stdin.read())

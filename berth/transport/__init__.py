@@ -1,0 +1,1 @@
+"""How berth reaches hosts: SSH sessions, the command counter, the stdin bootstrap."""

@@ -1,0 +1,371 @@
+"""One SSH session per host: ssh_config honoured, known_hosts enforced, every command counted.
+
+Fabric's defaults are wrong for a provisioning tool: inside an Invoke task a Connection reads no
+ssh_config (its config is cloned lazily; fabric#2111), and Connection.__init__ always sets paramiko's
+AutoAddPolicy, so every connection, ProxyJump hops included, accepts any host key silently (fabric#1804).
+Here the ssh_config is loaded explicitly and every hop's host key policy is strict unless the operator asks
+for ``accept-new`` (OpenSSH's meaning: unknown keys are added, changed keys are refused).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import shlex
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import fabric
+import paramiko
+from paramiko.ssh_exception import NoValidConnectionsError
+
+from berth.errors import HostFailed, HostUnreachable
+from berth.inventory.loader import Host
+from berth.transport.base import CommandResult
+
+__all__ = ["HOST_KEY_POLICIES", "CommandResult", "SSHSettings", "Session", "fabric_config", "network_address"]
+
+HOST_KEY_POLICIES = ("strict", "accept-new")
+
+
+@dataclass(frozen=True)
+class SSHSettings:
+    ssh_config: Path | None = None           # None: ~/.ssh/config when it exists
+    host_key_checking: str = "strict"        # or "accept-new"
+    connect_timeout: float = 10.0
+
+
+class _AcceptNewPolicy(paramiko.MissingHostKeyPolicy):
+    """OpenSSH's StrictHostKeyChecking=accept-new: remember unknown keys, never accept changed ones."""
+
+    _lock = threading.Lock()
+
+    def __init__(self, known_hosts: Path) -> None:
+        self.known_hosts = known_hosts
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        with self._lock:
+            self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
+            with self.known_hosts.open("a") as fh:
+                fh.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+        client.get_host_keys().add(hostname, key.get_name(), key)
+
+
+@dataclass
+class Session:
+    """An open SSH session to one inventory host. Not thread-safe; one per worker."""
+
+    host: Host
+    settings: SSHSettings = field(default_factory=SSHSettings)
+    commands: int = 0
+    _cx: fabric.Connection | None = None
+    connected_in: float = 0.0     # seconds the connection and authentication took (the report's "connect")
+    agent_root: str = "/"
+
+    # -- connecting ----------------------------------------------------------------------------
+    def open(self) -> Session:
+        if self._cx is not None:
+            return self
+        started = time.monotonic()
+        cfg = fabric_config(self.host, self.settings)
+        lookup = cfg.base_ssh_config.lookup(self.host.name)
+        kwargs: dict = {}
+        if self.host.key_file:
+            kwargs["key_filename"] = os.path.expanduser(str(self.host.key_file))
+        cx = fabric.Connection(
+            self.host.address if self.host.vars.get("ansible_host") else self.host.name,
+            user=self.host.user, port=self.host.port, config=cfg, connect_kwargs=kwargs,
+            connect_timeout=self.settings.connect_timeout,
+        )
+        known_hosts = _known_hosts(cfg, self.host.name)
+        strict = self.settings.host_key_checking == "strict" and lookup.get("stricthostkeychecking") != "accept-new"
+        # Every hop is checked like the last one: Fabric gives ProxyJump hops paramiko's AutoAddPolicy.
+        known = _check_host_keys(cx, known_hosts, strict)
+        try:
+            cx.open()
+        except paramiko.BadHostKeyException as exc:
+            hop = exc.hostname
+            raise HostUnreachable(
+                f"{self.host.name}: the host key of {hop}{_via(cx, hop)} CHANGED ({exc.key.get_name()}); it is not "
+                f"the one in {known.get(hop, known_hosts)}. If the host was rebuilt, remove the old key "
+                f"(ssh-keygen -R {hop} -f {known.get(hop, known_hosts)}); "
+                "otherwise someone may be intercepting the connection."
+            ) from None
+        except paramiko.SSHException as exc:
+            if "not found in known_hosts" in str(exc):
+                hop = _hop_named_in(str(exc)) or cx.host
+                raise HostUnreachable(
+                    f"{self.host.name}: the host key of {hop}{_via(cx, hop)} is unknown (not in "
+                    f"{known.get(hop, known_hosts)}); strict host key checking refuses it. Add it to known_hosts, "
+                    "or pass --accept-new-host-keys to trust it on first use."
+                ) from None
+            raise HostUnreachable(f"{self.host.name}: SSH to {cx.host}:{cx.port} failed: {exc}") from None
+        except (TimeoutError, NoValidConnectionsError, OSError) as exc:
+            raise HostUnreachable(
+                f"{self.host.name}: cannot connect to {cx.host}:{cx.port} ({exc.__class__.__name__}: {exc})"
+            ) from None
+        # A drain can keep one command silent for many minutes: keepalives stop NAT and firewalls
+        # from dropping the idle connection meanwhile.
+        transport = cx.client.get_transport()
+        if transport is not None:
+            transport.set_keepalive(30)
+        self._cx = cx
+        self.connected_in = time.monotonic() - started
+        return self
+
+    def close(self) -> None:
+        if self._cx is not None:
+            self._cx.close()
+            self._cx = None
+
+    def __enter__(self) -> Session:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def is_root(self) -> bool:
+        assert self._cx is not None
+        return self._cx.user == "root"
+
+    # -- commands ------------------------------------------------------------------------------
+    def run(
+        self, command: str, *, stdin: bytes | None = None, sudo: bool = True, timeout: float | None = 600
+    ) -> CommandResult:
+        """Run one command (as root through ``sudo -n`` for a non-root user), feeding ``stdin`` if given.
+
+        Every call is one SSH round trip and is counted: that count is the figure berth reports.
+        """
+        self.open()
+        assert self._cx is not None
+        if sudo and not self.is_root:
+            command = "sudo -n -- sh -c " + shlex.quote(command)
+        self.commands += 1
+        try:
+            chan = self._cx.client.get_transport().open_session(timeout=self.settings.connect_timeout)
+            chan.settimeout(timeout)
+            chan.exec_command(command)
+            if stdin is not None:
+                chan.sendall(stdin)
+            chan.shutdown_write()
+            stdout, stderr = _drain(chan)
+            code = chan.recv_exit_status()
+            chan.close()
+        except (TimeoutError, paramiko.SSHException, OSError) as exc:
+            raise HostUnreachable(f"{self.host.name}: the SSH session broke during a command ({exc})") from None
+        return CommandResult(code, stdout.decode(errors="replace"), stderr.decode(errors="replace"))
+
+    def put_private(self, directory: str, files: list[tuple[bytes, str]]) -> None:
+        """Upload ``files`` (data, path inside ``directory``) into a directory made now, mode 0700.
+
+        The directory's name is random (berth/engine/plan.py) and SFTP mkdir fails if anything, a symlink included,
+        is already there, so nobody else can have prepared it, and 0700 keeps others from adding or swapping
+        files in it before root installs them. Counted as one command per file.
+        """
+        self.open()
+        assert self._cx is not None
+        sftp = self._cx.sftp()
+        try:
+            sftp.mkdir(directory, mode=0o700)
+        except OSError as exc:
+            raise HostFailed(f"{self.host.name}: cannot make the upload directory {directory} ({exc}); "
+                             "it must not exist before berth makes it. Nothing was changed") from None
+        try:
+            for data, remote_path in files:
+                if not remote_path.startswith(directory + "/"):
+                    raise HostFailed(f"{self.host.name}: {remote_path} is outside the upload directory {directory}")
+                self.commands += 1
+                with sftp.open(remote_path, "wbx") as fh:     # x: O_EXCL, never onto something already there
+                    fh.set_pipelined(True)
+                    fh.write(data)
+        except BaseException:
+            _remove_quietly(sftp, directory, [p for _, p in files])   # the agent that would remove it never runs
+            raise
+
+
+def _remove_quietly(sftp: paramiko.SFTPClient, directory: str, paths: list[str]) -> None:
+    for path in paths:
+        with contextlib.suppress(OSError):
+            sftp.remove(path)
+    with contextlib.suppress(OSError):
+        sftp.rmdir(directory)
+
+
+def _known_hosts(cfg: fabric.Config, name: str) -> Path:
+    lookup = cfg.base_ssh_config.lookup(name)
+    return Path(lookup.get("userknownhostsfile", "~/.ssh/known_hosts").split()[0]).expanduser()
+
+
+def _check_host_keys(cx: fabric.Connection, known_hosts: Path, strict: bool) -> dict[str, Path]:
+    """Load known_hosts into ``cx`` and every ProxyJump hop before it, each refusing unknown keys when strict.
+
+    Returns each hop's known_hosts file by the name paramiko reports it under (``host`` or ``[host]:port``).
+    """
+    files: dict[str, Path] = {}
+    hop: object = cx
+    while isinstance(hop, fabric.Connection):
+        hop_known = known_hosts if hop is cx else _known_hosts(hop.config, hop.original_host)
+        if hop_known.exists() and strict:
+            _use_known_hosts(hop.client, hop_known)
+        elif hop_known.exists():
+            hop.client.load_host_keys(str(hop_known))      # accept-new adds to it: this client's own copy
+        hop.client.set_missing_host_key_policy(paramiko.RejectPolicy() if strict else _AcceptNewPolicy(hop_known))
+        files[hop.host if hop.port == 22 else f"[{hop.host}]:{hop.port}"] = hop_known
+        hop = hop.gateway
+    return files
+
+
+def _use_known_hosts(client: paramiko.SSHClient, path: Path) -> None:
+    """``client.load_host_keys(path)``, with the file parsed once per run and version of it.
+
+    paramiko's HostKeys.load compares each line with every line before it, so loading a fleet's known_hosts
+    for every connection cost O(hosts^3) in all (a second of controller CPU at 100 hosts). Strict checking
+    only reads the entries, so every client can share them.
+    """
+    st = path.stat()
+    key = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+    with _parsed_lock:
+        shared = _known.get(key)
+        if shared is None:
+            shared = _known[key] = paramiko.HostKeys()
+            shared.load(str(path))
+    client._host_keys_filename = str(path)
+    client.get_host_keys()._entries.extend(shared._entries)
+
+
+_known: dict[tuple[str, int, int, int], paramiko.HostKeys] = {}
+
+
+def _hop_named_in(message: str) -> str | None:
+    """The host paramiko's RejectPolicy names ("Server '[h]:p' not found in known_hosts")."""
+    start = message.find("'")
+    end = message.find("'", start + 1)
+    return message[start + 1:end] if 0 <= start < end else None
+
+
+def _via(cx: fabric.Connection, hop: str) -> str:
+    return "" if hop in (cx.host, f"[{cx.host}]:{cx.port}") else f" (a ProxyJump hop to {cx.host})"
+
+
+def fabric_config(host: Host, settings: SSHSettings) -> fabric.Config:
+    """A Fabric config with the host's ssh_config loaded (berth_ssh_config, else ~/.ssh/config)."""
+    named = settings.ssh_config or host.vars.get("berth_ssh_config")
+    path = Path(named).expanduser() if named else Path("~/.ssh/config").expanduser()
+    if named and not path.exists():
+        raise HostUnreachable(
+            f"{host.name}: the ssh_config {path} (berth_ssh_config, {host.origins.get('berth_ssh_config')}) "
+            "does not exist; for the testbed run `invoke testbed.up`"
+        )
+    # An explicit SSHConfig object: Fabric then loads no file itself (as set_runtime_ssh_path did, no system
+    # or user file either) and Connection looks the host up in it.
+    cfg = fabric.Config(lazy=True, ssh_config=_parsed_ssh_config(path) if path.exists() else None)
+    cfg.timeouts.connect = settings.connect_timeout
+    return cfg
+
+
+class _SharedSSHConfig(paramiko.SSHConfig):
+    """One parsed ssh_config for every host of a run, each host looked up once.
+
+    Fabric parsed the file again for every connection and paramiko scans every stanza on every lookup (and
+    shlex-splits each Host line again), so a run over N hosts with an N-stanza ssh_config cost O(N^2): at
+    100 testbed hosts that was most of the controller's CPU (bench/README.md). The answers are paramiko's
+    (OpenSSH's rules) over the stanzas that can apply; only work that cannot change them is saved.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._answers: dict[str, paramiko.SSHConfigDict] = {}
+        self._index: dict[str, list[int]] | None = None    # plain Host name -> its stanzas
+        self._always: list[int] = []
+
+    def lookup(self, hostname: str) -> paramiko.SSHConfigDict:
+        with self._lock:
+            answer = self._answers.get(hostname)
+        if answer is None:
+            answer = paramiko.SSHConfig.lookup(self._view(hostname), hostname)
+            with self._lock:
+                self._answers[hostname] = answer
+        # A copy: callers may change their answer (its lists too), never another host's.
+        return paramiko.SSHConfigDict({k: list(v) if isinstance(v, list) else v for k, v in answer.items()})
+
+    def _view(self, hostname: str) -> paramiko.SSHConfig:
+        """The stanzas that can apply to ``hostname``, in file order: those whose Host patterns are all plain
+        names other than it cannot (OpenSSH: a stanza applies when one pattern matches and no negated one
+        does), so a lookup reads a handful of stanzas, not one per host of the fleet. Everything with a
+        wildcard, a Match, or canonicalization (which changes the name looked up) is always kept."""
+        with self._lock:
+            if self._index is None:
+                self._index, self._always = {}, []
+                canonical = any("canonicalizehostname" in c["config"] for c in self._config)
+                for position, context in enumerate(self._config):
+                    patterns = context.get("host", [])
+                    literal = patterns and not context.get("matches") and not canonical and all(
+                        not p.startswith("!") and not set(p) & set("*?[") for p in patterns)
+                    for name in patterns if literal else ():
+                        self._index.setdefault(name, []).append(position)
+                    if not literal:
+                        self._always.append(position)
+            positions = sorted({*self._always, *self._index.get(hostname, ())})
+        view = paramiko.SSHConfig()
+        view._config = [self._config[i] for i in positions]
+        return view
+
+
+_parsed: dict[tuple[str, int, int, int], _SharedSSHConfig] = {}
+_parsed_lock = threading.Lock()
+
+
+def _parsed_ssh_config(path: Path) -> _SharedSSHConfig:
+    """``path`` parsed once per process and version of the file (its inode, size and mtime)."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+    with _parsed_lock:
+        parsed = _parsed.get(key)
+        if parsed is None:
+            parsed = _parsed[key] = _SharedSSHConfig()
+            with path.open() as fh:
+                parsed.parse(fh)
+    return parsed
+
+
+def network_address(host: Host, settings: SSHSettings) -> str:
+    """The address other protocols (the TLS port) reach the host at: ansible_host, else ssh_config's HostName."""
+    if host.vars.get("ansible_host"):
+        return str(host.vars["ansible_host"])
+    named = settings.ssh_config or host.vars.get("berth_ssh_config")
+    path = Path(named).expanduser() if named else Path("~/.ssh/config").expanduser()
+    if not path.exists():
+        return str(fabric_config(host, settings).base_ssh_config.lookup(host.name).get("hostname", host.name))
+    return str(_parsed_ssh_config(path).lookup(host.name).get("hostname", host.name))
+
+
+def _drain(chan: paramiko.Channel) -> tuple[bytes, bytes]:
+    """Read stdout and stderr together, so that a chatty stderr cannot stall stdout, until the channel's EOF.
+
+    Not until the exit status: sshd may send it before the last of the output (a 100 kB answer came back
+    cut at 96 kB once in seven tries here), so only EOF says that nothing more will come.
+    """
+    out, err = bytearray(), bytearray()
+    # paramiko's pipe for select(): readable while stdout or stderr holds data, and for good after EOF. Waiting
+    # on it instead of polling every 10 ms keeps 100 idle channels from waking the controller 10,000 times a
+    # second (bench/README.md).
+    ready = chan.fileno()
+    while True:
+        progressed = False
+        if chan.recv_ready():
+            out += chan.recv(65536)
+            progressed = True
+        if chan.recv_stderr_ready():
+            err += chan.recv_stderr(65536)
+            progressed = True
+        if progressed:
+            continue
+        if chan.eof_received or chan.closed:
+            break
+        select.select([ready], [], [], 1.0)
+    return bytes(out), bytes(err)
