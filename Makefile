@@ -34,8 +34,13 @@ $(VENV)/.bench-installed: $(VENV)/.installed
 	$(BIN)/pip install -q -e '.[dev,bench]'
 	touch $@
 
+# 100 hosts too (about 6 GB of memory, an hour and a half on 2 CPUs; bench/README.md):
+#   make bench BENCH_HOSTS=100,30,10,1 BENCH_ARGS='--repeat 3 --ansible-repeat 30:2,100:1'
+BENCH_HOSTS ?= 1,10,30
+BENCH_ARGS  ?= --repeat 5
+
 bench: setup $(VENV)/.bench-installed
-	$(BIN)/python -m bench --hosts 1,10,30 --repeat 5
+	$(BIN)/python -m bench --hosts $(BENCH_HOSTS) $(BENCH_ARGS)
 
 clean:
 	-$(BIN)/invoke testbed.down

@@ -38,18 +38,21 @@ DRAIN_HELP = {
           "check": "plan only: change nothing, exit 6 when changes are pending",
           "diff": "show file diffs (secrets redacted)",
           "forks": "hosts converged at once (default: config/berth.yml)",
+          "heavy_forks": "of those, hosts installing packages at once (default: package_concurrency in "
+                         "config/berth.yml, 10)",
           "accept_new_host_keys": "trust unknown host keys on first use (changed keys are still refused)",
           **DRAIN_HELP},
 )
 @exits_cleanly
 def setup_runner(c, host="", limit="", check=False, diff=False, extra=None, inventory=None, forks=0,
-                 vault_password_file=None, accept_new_host_keys=False, json="", force=False, drain_timeout=0):
+                 vault_password_file=None, accept_new_host_keys=False, json="", force=False, drain_timeout=0,
+                 heavy_forks=0):
     """Converge hosts with all their roles (Docker Engine, TLS, gitlab-runner)."""
     cli.require(not (host and limit), "give --host or --limit, not both")
     project = cli.load_project(inventory, extra or [], vault_password_file)
     hosts = project.hosts(host or limit)
     options = RunOptions(check=check, diff=diff, forks=forks, force=force, drain_timeout=drain_timeout or None,
-                         accept_new_host_keys=accept_new_host_keys)
+                         accept_new_host_keys=accept_new_host_keys, heavy_forks=heavy_forks)
     reports = cli.converge(project, hosts, options)
     cli.print_reports(reports, title="berth setup-runner" + (" --check" if check else ""))
     cli.write_json(json, [r.as_dict() for r in reports])
@@ -63,6 +66,8 @@ def setup_runner(c, host="", limit="", check=False, diff=False, extra=None, inve
     help={**COMMON_HELP,
           "batch": "hosts per batch: N, or P% of the hosts rolled out (at least 1; default 25%)",
           "parallel": "hosts converged at once within a batch (default: forks in config/berth.yml)",
+          "heavy_forks": "of those, hosts installing packages at once (default: package_concurrency in "
+                         "config/berth.yml, 10)",
           "max_fail": "failed or unreachable hosts tolerated, N or P%; beyond it no further batch starts "
                       "(0: stop at the first). Default: stop when every host of a batch failed",
           "check": "plan only, batch by batch: change nothing, exit 6 when changes are pending",
@@ -73,11 +78,11 @@ def setup_runner(c, host="", limit="", check=False, diff=False, extra=None, inve
 )
 @exits_cleanly
 def rollout(c, limit="", batch="25%", parallel=0, max_fail="", check=False, shard="", force=False, drain_timeout=0,
-            extra=None, inventory=None, vault_password_file=None, accept_new_host_keys=False, json=""):
+            extra=None, inventory=None, vault_password_file=None, accept_new_host_keys=False, json="", heavy_forks=0):
     """Rolling converge: batches, a failure budget, health checks, drained restarts; --shard for CI."""
     project = cli.load_project(inventory, extra or [], vault_password_file)
     run = RunOptions(check=check, force=force, drain_timeout=drain_timeout or None,
-                     accept_new_host_keys=accept_new_host_keys)
+                     accept_new_host_keys=accept_new_host_keys, heavy_forks=heavy_forks)
     result = cli.rollout(project, project.hosts(limit),
                          RolloutOptions(run, batch=batch, parallel=parallel, max_fail=max_fail, shard=shard))
     cli.print_rollout(result, title="berth rollout" + (" --check" if check else ""))

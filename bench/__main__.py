@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.measure import Measurement, run_measured
-from bench.report import table
+from bench.report import first_breakdown, per_host_line, scale_verdict, table
 from bench.tools import ROOT, TOOLS, Berth, Context, Tool, berth_argv
 from berth.pki.ca import CertificateAuthority
 from berth.testbed import Testbed, TestbedError
@@ -65,12 +65,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeat", type=int, default=5, help="no-op converges per tool and N (default 5)")
     p.add_argument("--first-repeat", type=int, default=None, help="first converges per tool and N (default: --repeat)")
     p.add_argument("--tools", default="berth,ansible,pyinfra", help="tools to run, comma-separated")
+    p.add_argument("--ansible-first-repeat", default="",
+                   help="fewer first converges of ansible-playbook from N hosts on, N:K pairs (K may be 0; default: "
+                        "as --ansible-repeat)")
+    p.add_argument("--skip-warmup", default="",
+                   help="tools whose unmeasured warm-up is skipped, comma-separated: only for hosts on which they "
+                        "ran before (their no-ops must still report no change)")
+    p.add_argument("--ansible-repeat", default="",
+                   help="fewer first and no-op converges of ansible-playbook from N hosts on, N:K pairs, e.g. "
+                        "30:2,100:1 (default: --repeat and --first-repeat): one 100-host no-op of it takes minutes")
     p.add_argument("--out", default=str(BENCH / "RESULTS.md"), help="the Markdown report (default bench/RESULTS.md)")
     p.add_argument("--down", action="store_true", help="remove the testbed at the end")
     p.add_argument("--render", action="store_true",
                    help="run nothing: rewrite --out from the results.json beside it (after a change of report.py)")
     args = p.parse_args(argv)
     args.host_counts = [int(x) for x in args.hosts.split(",") if x.strip()]
+    try:
+        args.ansible_limits = _pairs(args.ansible_repeat)
+        args.ansible_first_limits = _pairs(args.ansible_first_repeat) or args.ansible_limits
+    except ValueError:
+        p.error(f"--ansible-repeat, --ansible-first-repeat: N:K pairs such as 30:2,100:1, got "
+                f"{args.ansible_repeat!r}, {args.ansible_first_repeat!r}")
+    args.skip_warmup = {t.strip() for t in args.skip_warmup.split(",") if t.strip()}
     args.tool_names = [t.strip() for t in args.tools.split(",") if t.strip()]
     unknown = set(args.tool_names) - set(TOOLS)
     if unknown or args.tool_names[:1] != ["berth"]:
@@ -80,7 +96,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def rotate(tools: list[Tool], rep: int) -> list[Tool]:
+def _pairs(text: str) -> list[tuple[int, int]]:
+    return sorted((int(n), int(k)) for n, _, k in (pair.partition(":") for pair in text.split(",") if pair.strip()))
+
+
+def ansible_repeat(args: argparse.Namespace, n: int, phase: str = "noop") -> int | None:
+    """ansible-playbook's repetitions at ``n`` hosts under --ansible-repeat (None: as the other tools)."""
+    pairs = args.ansible_first_limits if phase == "first" else args.ansible_limits
+    limits = [k for at_least, k in pairs if n >= at_least]
+    return limits[-1] if limits else None
+
+
+def rotate(tools: list[Tool], rep: int, args: argparse.Namespace | None = None, n: int = 0,
+           phase: str = "noop") -> list[Tool]:
+    limit = ansible_repeat(args, n, phase) if args is not None else None
+    if limit is not None and rep >= limit:
+        tools = [t for t in tools if t.name != "ansible"]
     k = rep % len(tools)
     return tools[k:] + tools[:k]
 
@@ -91,10 +122,38 @@ def reset(bed: Testbed, hosts: list[str]) -> None:
         list(pool.map(lambda h: bed.exec(h, "rm", "-f", *RESET_FILES), hosts))
 
 
+CGROUP_CPU = Path("/sys/fs/cgroup/cpuacct/docker")        # cgroup v1 (this machine); v2 below
+CGROUP2 = Path("/sys/fs/cgroup/system.slice")
+
+
+def hosts_cpu(container_ids: list[str]) -> float:
+    """CPU seconds used so far by the testbed hosts' containers, all their processes (sshd, sudo, python3,
+    systemd answering systemctl, dockerd): what a tool's run costs the hosts. 0 when the cgroup is unreadable."""
+    total = 0.0
+    for cid in container_ids:
+        try:
+            total += int((CGROUP_CPU / cid / "cpuacct.usage").read_text()) / 1e9
+        except OSError:
+            try:
+                stat = (CGROUP2 / f"docker-{cid}.scope" / "cpu.stat").read_text().split()
+                total += int(stat[stat.index("usage_usec") + 1]) / 1e6
+            except (OSError, ValueError):
+                pass
+    return total
+
+
+def container_ids(bed: Testbed, hosts: list[str]) -> list[str]:
+    names = [bed.container_name(h) for h in hosts]
+    return subprocess.run(["docker", "inspect", "-f", "{{.Id}}", *names], capture_output=True, text=True,
+                          check=True).stdout.split()
+
+
 def measure(tool: Tool, ctx: Context, run_id: str) -> tuple[Measurement, Any]:
     tool.clean(ctx, run_id)
     argv, env = tool.command(ctx, run_id)
+    host_cpu = hosts_cpu(ctx.container_ids)
     m = run_measured(argv, env=env, cwd=ROOT, log=WORK / "logs" / f"{run_id}-{tool.name}.log")
+    m.host_cpu = hosts_cpu(ctx.container_ids) - host_cpu
     outcome = tool.outcome(ctx, run_id, m)
     if not outcome.ok:
         raise BenchError(f"{tool.name} ({run_id}) failed: {outcome.problem}; log: {WORK / 'logs' / run_id}*")
@@ -113,41 +172,35 @@ def record(results: dict[str, Any], n: int, phase: str, rep: int, tool: Tool, m:
         "n": n, "phase": phase, "rep": rep, "tool": tool.name, "wall": round(m.wall, 3), "cpu": round(m.cpu, 3),
         "tree_mb": round(m.tree_mb, 1), "process_mb": round(m.process_mb, 1), "changes": outcome.changes,
         "changed_hosts": outcome.changed_hosts, "ssh": outcome.ssh, "load1": round(os.getloadavg()[0], 1),
+        "host_cpu": round(m.host_cpu, 3), "phases": phase_split(outcome.timings),
     })
     per_host = sum(outcome.ssh.values()) / n
     log(f"  N={n} {phase:5} rep {rep + 1} {tool.name:8} {m.wall:7.2f} s  cpu {m.cpu:6.2f} s  "
-        f"tree {m.tree_mb:6.0f} MB  ssh/host {per_host:5.1f}  changes {outcome.changes}")
+        f"hosts' cpu {m.host_cpu:6.2f} s  tree {m.tree_mb:6.0f} MB  ssh/host {per_host:5.1f}  "
+        f"changes {outcome.changes}  load {os.getloadavg()[0]:.1f}")
 
 
-INOTIFY_INSTANCES = Path("/proc/sys/fs/inotify/max_user_instances")
-
-
-def raise_inotify_limit(wanted: int = 1024) -> None:
-    """Every testbed host's systemd takes several inotify instances, all counted against root: Linux's default
-    limit (128) stops systemd from booting in the 20th container or so ("Failed to create inotify object: Too
-    many open files"). Raise it (machine-wide, a limit only) when it is lower than ``wanted``."""
-    current = int(INOTIFY_INSTANCES.read_text())
-    if current < wanted:
-        INOTIFY_INSTANCES.write_text(f"{wanted}\n")
-        log(f"fs.inotify.max_user_instances raised from {current} to {wanted} (systemd in many containers)")
+def phase_split(timings: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """berth's per-host timings (its JSON report) as the median and the largest over the hosts, per phase."""
+    phases: dict[str, list[float]] = {}
+    for per_host in timings.values():
+        for phase, seconds in per_host.items():
+            phases.setdefault(phase, []).append(seconds)
+    return {phase: {"median": round(statistics.median(v), 3), "max": round(max(v), 3), "hosts": len(v)}
+            for phase, v in phases.items()}
 
 
 def testbed_up(bed: Testbed, n: int) -> list[Any]:
-    """Hosts r1..rN, started at most 10 at a time: many systemd boots at once on 2 CPUs can pass up()'s timeout."""
-    if n > 10:
-        raise_inotify_limit()
-    running = len([h for h in bed.status() if h.state == "running"])
-    for target in [*range(running + 10, n, 10), n]:
-        log(f"testbed up: {target} hosts")
-        try:
-            hosts = bed.up(target)
-        except TestbedError as exc:
-            stuck = [h.name for h in bed.status() if not _booted(bed, h.name)]
-            log(f"testbed: {str(exc).splitlines()[0]}; starting {', '.join(stuck)} again")
-            for name in stuck:
-                subprocess.run(["docker", "rm", "-f", bed.container_name(name)], capture_output=True)
-            hosts = bed.up(target)
-    return hosts
+    """Hosts r1..rN (berth.testbed starts them in parallel, raises the inotify limit, caps each host's memory)."""
+    log(f"testbed up: {n} hosts")
+    try:
+        return bed.up(n)
+    except TestbedError as exc:
+        stuck = [h.name for h in bed.status() if not _booted(bed, h.name)]
+        log(f"testbed: {str(exc).splitlines()[0]}; starting {', '.join(stuck)} again")
+        for name in stuck:
+            subprocess.run(["docker", "rm", "-f", bed.container_name(name)], capture_output=True)
+        return bed.up(n)
 
 
 def _booted(bed: Testbed, host: str) -> bool:
@@ -159,6 +212,7 @@ def bench_n(args: argparse.Namespace, bed: Testbed, tools: list[Tool], n: int, r
     started = testbed_up(bed, n)
     ctx = Context(WORK, [h.name for h in started], {h.name: h.address for h in started}, WORK / "ca",
                   WORK / "pki")
+    ctx.container_ids = container_ids(bed, ctx.hosts)
     write_trust_bundles(ctx)
     for tool in tools:
         tool.prepare(ctx)
@@ -166,13 +220,16 @@ def bench_n(args: argparse.Namespace, bed: Testbed, tools: list[Tool], n: int, r
     m, outcome = measure(tools[0], ctx, f"n{n}-install")
     log(f"  install: {m.wall:.1f} s, {outcome.changed_hosts} host(s) changed")
     for tool in tools[1:]:
+        if tool.name in args.skip_warmup:
+            log(f"N={n}: no warm-up run of {tool.name} (--skip-warmup)")
+            continue
         log(f"N={n}: warm-up run of {tool.name} (must change nothing)")
         m, outcome = measure(tool, ctx, f"n{n}-warmup")
         if outcome.changes:
             raise BenchError(f"{tool.name}'s warm-up changed {outcome.changes} thing(s) after berth's converge: "
                              f"its desired state differs from berth's (log {WORK / 'logs'})")
     for rep in range(args.first_repeat):
-        for tool in rotate(tools, rep):
+        for tool in rotate(tools, rep, args, n, "first"):
             reset(bed, ctx.hosts)
             m, outcome = measure(tool, ctx, f"n{n}-first-{rep + 1}")
             if outcome.changed_hosts != n:
@@ -180,7 +237,7 @@ def bench_n(args: argparse.Namespace, bed: Testbed, tools: list[Tool], n: int, r
             check_converged(ctx, f"{tool.name}'s first converge")
             record(results, n, "first", rep, tool, m, outcome)
     for rep in range(args.repeat):
-        for tool in rotate(tools, rep):
+        for tool in rotate(tools, rep, args, n):
             m, outcome = measure(tool, ctx, f"n{n}-noop-{rep + 1}")
             if outcome.changes:
                 raise BenchError(f"{tool.name}: a no-op converge changed {outcome.changes} thing(s)")
@@ -238,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {
         "command": command, "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
         "versions": versions(), "tools": args.tool_names, "hosts": args.host_counts, "repeat": args.repeat,
-        "first_repeat": args.first_repeat, "runs": [],
+        "first_repeat": args.first_repeat, "ansible_repeat": args.ansible_repeat,
+        "ansible_first_repeat": args.ansible_first_repeat, "skip_warmup": sorted(args.skip_warmup), "runs": [],
     }
     tools = [TOOLS[name]() for name in args.tool_names]
     assert isinstance(tools[0], Berth)
@@ -302,6 +360,7 @@ def markdown(results: dict[str, Any]) -> str:
     for n in sorted(results["hosts"]):
         if any(r["n"] == n for r in results["runs"]):
             lines += [*table(results, n), ""]
+    lines += [*per_host_line(results), *first_breakdown(results), *scale_verdict(results)]
     lines += METHOD.splitlines()
     return "\n".join(lines).rstrip() + "\n"
 

@@ -31,6 +31,7 @@ class Measurement:
     tree_mb: float
     process_mb: float
     output: str
+    host_cpu: float = 0.0       # CPU seconds of the testbed hosts meanwhile (set by the bench)
 
 
 def _status_kb(pid: int) -> tuple[int, int]:

@@ -13,7 +13,7 @@ import os
 import re
 import sys
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.measure import Measurement
@@ -32,6 +32,7 @@ class Outcome:
     ssh: dict[str, int]
     ok: bool
     problem: str = ""
+    timings: dict[str, dict[str, float]] = field(default_factory=dict)     # berth's per host and phase
 
 
 @dataclass
@@ -43,6 +44,7 @@ class Context:
     addresses: dict[str, str]       # host -> IP on the testbed network
     ca_pem: Path            # a folder: <host>.pem, each daemon's tlscacert
     pki_dir: Path
+    container_ids: list[str] = field(default_factory=list)     # the hosts' containers (their CPU is measured)
 
     @property
     def n(self) -> int:
@@ -81,6 +83,19 @@ class Berth(Tool):
 
     name = "berth"
 
+    def prepare(self, ctx: Context) -> None:
+        """hosts.yml for r1..rN beside bench/inventory/group_vars (the desired state), written for this N."""
+        folder = berth_inventory(ctx).parent
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "hosts.yml").write_text(
+            "# Written by the bench for these hosts; the variables are bench/inventory/group_vars.\n"
+            + json.dumps({"all": {"vars": {"berth_ssh_config": ".testbed/ssh_config"},
+                                  "children": {"runners": {"hosts": {h: None for h in ctx.hosts}}}}}, indent=1) + "\n")
+        link = folder / "group_vars"
+        if not link.is_symlink():
+            link.unlink(missing_ok=True)
+            link.symlink_to(BENCH / "inventory" / "group_vars")
+
     def command(self, ctx: Context, run_id: str) -> tuple[list[str], dict[str, str]]:
         return berth_argv(ctx, self.report(ctx, run_id)), ctx.base_env()
 
@@ -98,12 +113,16 @@ class Berth(Tool):
         bad = [f"{r['host']}: {r['status']} {r.get('error') or ''}" for r in rows
                if r["status"] not in ("ok", "changed")]
         return Outcome(sum(1 for r in rows if r["changed"]), sum(r["changed"] for r in rows),
-                       {r["host"]: r["ssh_commands"] for r in rows}, m.code == 0 and not bad, "; ".join(bad))
+                       {r["host"]: r["ssh_commands"] for r in rows}, m.code == 0 and not bad, "; ".join(bad),
+                       {r["host"]: r.get("timings", {}) for r in rows})
+
+
+def berth_inventory(ctx: Context) -> Path:
+    return ctx.work / "inventory" / "hosts.yml"
 
 
 def berth_argv(ctx: Context, report: Path | None = None, *, check: bool = False) -> list[str]:
-    argv = [str(BIN / "invoke"), "setup-runner", "--inventory", str(BENCH / "inventory" / "hosts.yml"),
-            "--limit", ",".join(ctx.hosts), "--forks", str(ctx.n)]
+    argv = [str(BIN / "invoke"), "setup-runner", "--inventory", str(berth_inventory(ctx)), "--forks", str(ctx.n)]
     if check:
         argv.append("--check")
     if report is not None:

@@ -18,6 +18,7 @@ class Settings:
     roles_dir: Path
     pki_dir: Path
     forks: int = 10
+    package_concurrency: int = 10     # hosts installing packages at once, whatever forks is
     host_key_checking: str = "strict"
     connect_timeout: float = 10.0
     connect_attempts: int = 3
@@ -36,8 +37,8 @@ def load_settings(root: Path | None = None) -> Settings:
             raw = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: {exc}") from None
-    known = {"inventory", "roles_dir", "pki_dir", "forks", "host_key_checking", "connect_timeout",
-             "connect_attempts"}
+    known = {"inventory", "roles_dir", "pki_dir", "forks", "package_concurrency", "host_key_checking",
+             "connect_timeout", "connect_attempts"}
     unknown = set(raw) - known
     if unknown:
         raise ConfigError(f"{path}: unknown settings {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
@@ -50,7 +51,15 @@ def load_settings(root: Path | None = None) -> Settings:
         roles_dir=root / raw.get("roles_dir", "roles"),
         pki_dir=Path(os.environ.get("BERTH_PKI_DIR") or root / raw.get("pki_dir", ".berth/pki")),
         forks=int(raw.get("forks", 10)),
+        package_concurrency=_positive(path, raw, "package_concurrency", 10),
         host_key_checking=checking,
         connect_timeout=float(raw.get("connect_timeout", 10)),
         connect_attempts=max(1, int(raw.get("connect_attempts", 3))),
     )
+
+
+def _positive(path: Path, raw: dict, key: str, default: int) -> int:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{path}: {key} must be a whole number of at least 1, got {value!r}")
+    return value

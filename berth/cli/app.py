@@ -21,7 +21,7 @@ from rich.table import Table
 from rich.tree import Tree
 
 from berth.engine.converge import Converger, HostReport
-from berth.engine.fleet import run_parallel
+from berth.engine.fleet import HeavySteps, run_parallel
 from berth.engine.options import RolloutOptions, RunOptions
 from berth.engine.plan import Plan
 from berth.engine.results import HostResult, Status
@@ -132,7 +132,9 @@ def make_converger(project: Project, options: RunOptions) -> Converger:
         console.print("[bold yellow]--force:[/] dockerd restarts will NOT wait for running CI jobs; "
                       "those jobs are killed")
     ssh = project.ssh("accept-new" if options.accept_new_host_keys else None)
-    return Converger(ssh, project.role_context(read_only=options.check), options,
+    require(options.heavy_forks >= 0, "--heavy-forks must be at least 1")
+    heavy = HeavySteps(options.heavy_forks or project.settings.package_concurrency)
+    return Converger(ssh, project.role_context(read_only=options.check), options, heavy=heavy,
                      log=lambda line: console.print(f"[yellow]{safe(line)}[/]", soft_wrap=True))
 
 

@@ -18,13 +18,15 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from berth.engine.fleet import HeavySteps
 from berth.engine.options import RunOptions
 from berth.engine.plan import Change, Plan, make_plan, probe_request
 from berth.engine.protocol import (
@@ -106,6 +108,9 @@ class HostReport(HostResult):
     notes: list[str] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)
     drain: dict[str, Any] | None = None      # the agent's account of a drain: runner, jobs, waited, forced
+    # Where the host's time went, in seconds (bench/README.md): connect, probe, plan, csr, upload, heavy_wait,
+    # apply (the round trip), and the agent's own split of it: drain, steps, validate, handler:NAME, health:NAME.
+    timings: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -113,6 +118,7 @@ class HostReport(HostResult):
             "changes": [{"kind": c.kind, "target": c.target, "summary": c.summary} for c in self.changes],
             "handlers": self.handlers, "ssh_commands": self.commands, "seconds": round(self.seconds, 3),
             "error": self.error, "notes": self.notes, "drain": self.drain,
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
         }
 
 
@@ -180,6 +186,7 @@ class Converger:
     # How a host is reached: an SSH session; berth.transport.local's for tests without hosts.
     connect: Callable[[Host], HostSession] | None = None
     log: Callable[[str], None] | None = None   # told at once when an apply waits (for another apply, for apt)
+    heavy: HeavySteps | None = None      # bounds the applies with package installs, apart from forks
 
     @property
     def check(self) -> bool:
@@ -197,16 +204,26 @@ class Converger:
         report = HostReport(host.name)
         started = time.monotonic()
         session = self.session(host)
+        clock = _Clock(report.timings)
         try:
-            states = declare_roles(host, self.context)
-            resources: list[Resource] = [r for s in states for r in s.resources]
-            handlers: list[Handler] = [h for s in states for h in s.handlers]
-            with role_code(self.context.roles_dir):
-                derived = [d for s in states for d in s.derived]
-                request = probe_request(resources, derived)
-            found = ProbeAnswer.from_wire(self._probe(session, request))
+            with clock("plan"):
+                states = declare_roles(host, self.context)
+                resources: list[Resource] = [r for s in states for r in s.resources]
+                handlers: list[Handler] = [h for s in states for h in s.handlers]
+                with role_code(self.context.roles_dir):
+                    derived = [d for s in states for d in s.derived]
+                    request = probe_request(resources, derived)
+            with clock("probe"):
+                raw = self._probe(session, request)
+            # The connection is made by the probe's command: its time is the session's, not the probe's.
+            connect = getattr(session, "connected_in", 0.0)
+            report.timings["connect"] = connect
+            report.timings["probe"] -= connect
+            if "agent" in (raw.get("timings") or {}):
+                report.timings["probe:agent"] = raw["timings"]["agent"]
+            found = ProbeAnswer.from_wire(raw)
             report.facts = found.facts
-            with role_code(self.context.roles_dir):      # notify rules and derived plans are role code
+            with clock("plan"), role_code(self.context.roles_dir):    # notify rules and derived plans are role code
                 plan = make_plan(resources, handlers, found, derived=derived, host=host, ctx=self.context)
             report.changes = plan.changes
             report.notes = plan.notes
@@ -235,19 +252,30 @@ class Converger:
 
     def _apply(self, session: HostSession, plan: Plan, report: HostReport, expect: Expectation,
                host: Host) -> None:
-        for prepare in plan.prepare:
-            plan.steps += prepare(session)
-        if plan.uploads:
-            session.put_private(plan.upload_dir, plan.uploads)
-        request = ApplyRequest(
-            steps=tuple(plan.steps), handlers=tuple(handler_call(h) for h in plan.handlers),
-            drain=self._drain_request(plan.drains) if plan.drains else None,
-            upload_dir=plan.upload_dir if plan.uploads else None,     # the agent removes it when the apply ends
-            lock=lock_request(host), expect=expect,
-            apt_lock_timeout=seconds_var(host, "berth_apt_lock_timeout"),
-        )
-        answer = ApplyAnswer.from_wire(run_agent(session, request,
-                                                 on_event=lambda e: self._tell(event_text(host.name, e))))
+        clock = _Clock(report.timings)
+        with clock("csr"):
+            for prepare in plan.prepare:
+                plan.steps += prepare(session)
+        heavy = self.heavy is not None and HeavySteps.is_heavy(
+            [s if isinstance(s, dict) else s.wire() for s in plan.steps], plan.uploads)
+        with (self.heavy.hold(heavy) if self.heavy is not None else nullcontext(lambda: 0.0)) as waited:
+            if heavy:
+                report.timings["heavy_wait"] = waited()
+            if plan.uploads:
+                with clock("upload"):
+                    session.put_private(plan.upload_dir, plan.uploads)
+            request = ApplyRequest(
+                steps=tuple(plan.steps), handlers=tuple(handler_call(h) for h in plan.handlers),
+                drain=self._drain_request(plan.drains) if plan.drains else None,
+                upload_dir=plan.upload_dir if plan.uploads else None,     # the agent removes it when the apply ends
+                lock=lock_request(host), expect=expect,
+                apt_lock_timeout=seconds_var(host, "berth_apt_lock_timeout"),
+            )
+            with clock("apply"):
+                answer = ApplyAnswer.from_wire(run_agent(session, request,
+                                                         on_event=lambda e: self._tell(event_text(host.name, e))))
+        report.timings.update({("apply:agent" if k == "agent" else k): v
+                               for k, v in (answer.extra.get("timings") or {}).items()})
         report.handlers = answer.handlers
         report.drain = answer.drain
         if answer.waited:
@@ -295,6 +323,21 @@ class Converger:
             return str(exc), session.commands
         finally:
             session.close()
+
+
+class _Clock:
+    """``with clock("probe"):`` adds the block's wall time to ``timings["probe"]``."""
+
+    def __init__(self, timings: dict[str, float]) -> None:
+        self.timings = timings
+
+    @contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.timings[phase] = self.timings.get(phase, 0.0) + time.monotonic() - started
 
 
 def handler_call(handler: Handler) -> HandlerCall:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from typing import TypeVar
 
 from rich.console import Console
@@ -54,3 +56,39 @@ def run_parallel(
         if not own:
             shown.remove_task(task)
     return [results[h.name] for h in hosts]
+
+
+# Plan steps that are heavy for the hosts' package mirror or registry and for the hosts themselves (dpkg).
+HEAVY_OPS = frozenset({"packages"})
+
+
+class HeavySteps:
+    """At most ``limit`` hosts at once in an apply with heavy steps (package installs, uploaded .debs).
+
+    ``forks`` bounds the hosts converged at once; a first rollout of a large fleet with forks 100 would
+    otherwise run dpkg on 100 hosts together and stampede their mirror. The plan is made on the controller,
+    so whether an apply is heavy is known before it starts: light applies (configuration files, restarts)
+    never wait here.
+    """
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"the heavy-step concurrency must be at least 1, got {limit}")
+        self.limit = limit
+        self._slots = threading.BoundedSemaphore(limit)
+
+    @staticmethod
+    def is_heavy(steps: Sequence[object], uploads: Sequence[object] = ()) -> bool:
+        ops = (step.get("op") if isinstance(step, dict) else getattr(step, "op", None) for step in steps)
+        return bool(uploads) or any(op in HEAVY_OPS for op in ops)
+
+    @contextmanager
+    def hold(self, heavy: bool) -> Iterator[Callable[[], float]]:
+        """A slot for a heavy apply (none for a light one); yields how long the caller waited for it."""
+        started = time.monotonic()
+        if not heavy:
+            yield lambda: 0.0
+            return
+        with self._slots:
+            waited = time.monotonic() - started
+            yield lambda: waited

@@ -17,6 +17,7 @@ class RunOptions:
     force: bool = False                 # dockerd restarts do not wait for running CI jobs
     drain_timeout: float | None = None  # seconds to wait for running jobs; None: each handler's own
     accept_new_host_keys: bool = False  # OpenSSH accept-new: trust unknown keys on first use, never changed ones
+    heavy_forks: int = 0                # hosts installing packages at once; 0: config/berth.yml's package_concurrency
 
     @property
     def label(self) -> str:

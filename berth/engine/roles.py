@@ -62,6 +62,7 @@ class RoleContext:
     warn: Callable[[str], None] | None = None     # told once, e.g. "the CA key is not encrypted"
     ca_loader: Callable[..., Any] | None = None   # (pki_dir, passphrase=, need_key=) -> the CA
     _modules: dict[str, ModuleType] = field(default_factory=dict)
+    _envs: dict[str, jinja2.Environment] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _ca: Any = None
 
@@ -80,10 +81,14 @@ class RoleContext:
             return self._modules[name]
 
     def render(self, role: str, template: str, variables: dict[str, Any]) -> bytes:
-        env = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(self.roles_dir / role / "templates"),
-            undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False,
-        )
+        # One environment per role for the whole run: it compiles each template once, not once per host.
+        with self._lock:
+            env = self._envs.get(role)
+            if env is None:
+                env = self._envs[role] = jinja2.Environment(
+                    loader=jinja2.FileSystemLoader(self.roles_dir / role / "templates"),
+                    undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False,
+                )
         try:
             return env.get_template(template).render(**variables).encode()
         except jinja2.UndefinedError as exc:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import secrets
 import shutil
 import subprocess
@@ -36,6 +37,17 @@ BASE_PACKAGES = "systemd,systemd-sysv,openssh-server,iproute2,sudo,ca-certificat
 # every host finds the .debs locally: a shared apt cache without lock contention.
 WARM_APT_PACKAGES = "docker.io"
 SSH_USER = "berth"
+# Memory each host may use: a ceiling, not a reservation, so that one runaway host (a build in a smoke job's
+# dind, a stuck dpkg) cannot take the memory of the other 99. A converged host idles at about 50 MB with dockerd
+# and peaked at 520 MB during its dpkg run; a smoke job runs a second dockerd and a build. BERTH_TESTBED_MEMORY
+# overrides it.
+HOST_MEMORY = "1536m"
+# `docker run`s at once: dockerd serialises much of a container's creation, more only queue up there.
+START_CONCURRENCY = 8
+# Every host's systemd takes inotify instances, all counted against root; Linux's default (128) stops systemd
+# from booting in the 20th container or so ("Failed to create inotify object: Too many open files").
+INOTIFY_INSTANCES = Path("/proc/sys/fs/inotify/max_user_instances")
+INOTIFY_PER_HOST = 10
 
 # Runs inside the debootstrapped tree (chroot). Host keys are removed: each host makes its own.
 CUSTOMIZE = r"""
@@ -237,12 +249,31 @@ class Testbed:
             if name not in wanted or host.state != "running":
                 _docker("rm", "-f", host.container)
         started = [name for name in wanted if name not in existing or existing[name].state != "running"]
-        for name in started:
-            self._run_host(name, tag)
-        self._wait_booted(started)
+        if started:
+            self._raise_inotify_limit(count)
+            began = time.monotonic()
+            with ThreadPoolExecutor(max_workers=START_CONCURRENCY) as pool:
+                list(pool.map(lambda name: self._run_host(name, tag), started))
+            # Many systemd boots at once share the CPUs: the time allowed grows with their number.
+            self._wait_booted(started, timeout=90 + 2 * len(started))
+            self.log(f"{len(started)} host(s) started and booted in {time.monotonic() - began:.0f} s")
         hosts = [h for h in self.status() if h.name in wanted]
         self._write_client_files(hosts)
         return hosts
+
+    def _raise_inotify_limit(self, count: int) -> None:
+        """Raise fs.inotify.max_user_instances (a machine-wide limit only) when ``count`` hosts need more."""
+        wanted = max(1024, INOTIFY_PER_HOST * (count + 1))
+        try:
+            current = int(INOTIFY_INSTANCES.read_text())
+            if current < wanted:
+                INOTIFY_INSTANCES.write_text(f"{wanted}\n")
+                self.log(f"fs.inotify.max_user_instances raised from {current} to {wanted} (systemd in many hosts)")
+        except (OSError, ValueError) as exc:
+            if count > 10:
+                raise TestbedError(
+                    f"{count} hosts need fs.inotify.max_user_instances >= {wanted}, and it could not be raised "
+                    f"({exc}); as root: sysctl fs.inotify.max_user_instances={wanted}") from None
 
     def down(self) -> list[str]:
         names = [c for c in _docker("ps", "-aq", "--filter", f"label={self.label}").stdout.split()]
@@ -258,10 +289,10 @@ class Testbed:
             "ps", "-a", "--filter", f"label={self.label}",
             "--format", '{{.Label "berth.testbed.host"}}\t{{.Names}}\t{{.State}}',
         ).stdout
-        hosts = []
-        for line in out.splitlines():
-            name, container, state = line.split("\t")
-            hosts.append(TestbedHost(name, container, self._address(container) if state == "running" else "", state))
+        rows = [line.split("\t") for line in out.splitlines()]
+        running = [container for _, container, state in rows if state == "running"]
+        addresses = self._addresses(running) if running else {}
+        hosts = [TestbedHost(name, container, addresses.get(container, ""), state) for name, container, state in rows]
         return sorted(hosts, key=lambda h: int(h.name[1:]) if h.name[1:].isdigit() else 0)
 
     # -- what smoke tests need: job images and a registry -----------------------------------------
@@ -348,6 +379,7 @@ class Testbed:
             "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
             "--cgroupns=host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
             "--tmpfs", "/run", "--tmpfs", "/run/lock",
+            "--memory", os.environ.get("BERTH_TESTBED_MEMORY", HOST_MEMORY),
             "-v", f"{self.key_file.with_suffix('.pub')}:/home/{SSH_USER}/.ssh/authorized_keys:ro",
             image,
         )
@@ -355,20 +387,26 @@ class Testbed:
     def _wait_booted(self, names: Sequence[str], timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
         pending = list(names)
+
+        def booted(name: str) -> bool:
+            probe = "systemctl is-active ssh >/dev/null && test -s /etc/ssh/ssh_host_ed25519_key.pub"
+            return self.exec(name, "sh", "-c", probe, check=False).returncode == 0
+
         while pending:
-            for name in list(pending):
-                probe = self.exec(
-                    name, "sh", "-c",
-                    "systemctl is-active ssh >/dev/null && test -s /etc/ssh/ssh_host_ed25519_key.pub",
-                    check=False,
-                )
-                if probe.returncode == 0:
-                    pending.remove(name)
+            with ThreadPoolExecutor(max_workers=START_CONCURRENCY) as pool:
+                done = dict(zip(pending, pool.map(booted, pending), strict=True))
+            pending = [name for name in pending if not done[name]]
             if pending and time.monotonic() > deadline:
                 logs = self.exec(pending[0], "journalctl", "-b", "-n", "20", "--no-pager", check=False).stdout
                 raise TestbedError(f"testbed host(s) {', '.join(pending)} did not boot in {timeout:.0f}s:\n{logs}")
             if pending:
                 time.sleep(0.5)
+
+    def _addresses(self, containers: Sequence[str]) -> dict[str, str]:
+        """Every container's address in one `docker inspect` (one call per host costs seconds at 100 hosts)."""
+        fmt = f"{{{{.Name}}}}\t{{{{(index .NetworkSettings.Networks \"{self.network}\").IPAddress}}}}"
+        out = _docker("inspect", "-f", fmt, *containers).stdout
+        return {name.lstrip("/"): address for name, _, address in (line.partition("\t") for line in out.splitlines())}
 
     def _address(self, container: str) -> str:
         fmt = f"{{{{(index .NetworkSettings.Networks \"{self.network}\").IPAddress}}}}"
@@ -376,8 +414,11 @@ class Testbed:
 
     def _write_client_files(self, hosts: Sequence[TestbedHost]) -> None:
         known, config = [], []
-        for host in hosts:
-            key = self.exec(host.name, "cat", "/etc/ssh/ssh_host_ed25519_key.pub").stdout.split()
+        with ThreadPoolExecutor(max_workers=START_CONCURRENCY) as pool:
+            keys = list(pool.map(lambda h: self.exec(h.name, "cat", "/etc/ssh/ssh_host_ed25519_key.pub").stdout,
+                                 hosts))
+        for host, line in zip(hosts, keys, strict=True):
+            key = line.split()
             known.append(f"{host.name},{host.address} {key[0]} {key[1]}")
             config.append(
                 f"Host {host.name}\n  HostName {host.address}\n  User {SSH_USER}\n"

@@ -17,9 +17,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import select
 import shlex
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,12 +140,14 @@ class Session:
     settings: SSHSettings = field(default_factory=SSHSettings)
     commands: int = 0
     _cx: fabric.Connection | None = None
+    connected_in: float = 0.0     # seconds the connection and authentication took (the report's "connect")
     agent_root: str = "/"
 
     # -- connecting ----------------------------------------------------------------------------
     def open(self) -> Session:
         if self._cx is not None:
             return self
+        started = time.monotonic()
         cfg = fabric_config(self.host, self.settings)
         lookup = cfg.base_ssh_config.lookup(self.host.name)
         kwargs: dict = {}
@@ -175,6 +179,7 @@ class Session:
         if transport is not None:
             transport.set_keepalive(30)
         self._cx = cx
+        self.connected_in = time.monotonic() - started
         return self
 
     def _connect(self, cx: fabric.Connection, known: dict[str, Path], known_hosts: Path, target: str) -> None:
@@ -315,12 +320,35 @@ def _check_host_keys(cx: fabric.Connection, known_hosts: Path, strict: bool) -> 
     hop: object = cx
     while isinstance(hop, fabric.Connection):
         hop_known = known_hosts if hop is cx else _known_hosts(hop.config, hop.original_host)
-        if hop_known.exists():
-            hop.client.load_host_keys(str(hop_known))
+        if hop_known.exists() and strict:
+            _use_known_hosts(hop.client, hop_known)
+        elif hop_known.exists():
+            hop.client.load_host_keys(str(hop_known))      # accept-new adds to it: this client's own copy
         hop.client.set_missing_host_key_policy(paramiko.RejectPolicy() if strict else _AcceptNewPolicy(hop_known))
         files[hop.host if hop.port == 22 else f"[{hop.host}]:{hop.port}"] = hop_known
         hop = hop.gateway
     return files
+
+
+def _use_known_hosts(client: paramiko.SSHClient, path: Path) -> None:
+    """``client.load_host_keys(path)``, with the file parsed once per run and version of it.
+
+    paramiko's HostKeys.load compares each line with every line before it, so loading a fleet's known_hosts
+    for every connection cost O(hosts^3) in all (a second of controller CPU at 100 hosts). Strict checking
+    only reads the entries, so every client can share them.
+    """
+    st = path.stat()
+    key = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+    with _parsed_lock:
+        shared = _known.get(key)
+        if shared is None:
+            shared = _known[key] = paramiko.HostKeys()
+            shared.load(str(path))
+    client._host_keys_filename = str(path)
+    client.get_host_keys()._entries.extend(shared._entries)
+
+
+_known: dict[tuple[str, int, int, int], paramiko.HostKeys] = {}
 
 
 def _hop_named_in(message: str) -> str | None:
@@ -336,7 +364,6 @@ def _via(cx: fabric.Connection, hop: str) -> str:
 
 def fabric_config(host: Host, settings: SSHSettings) -> fabric.Config:
     """A Fabric config with the host's ssh_config loaded (berth_ssh_config, else ~/.ssh/config)."""
-    cfg = fabric.Config(lazy=True)
     named = settings.ssh_config or host.vars.get("berth_ssh_config")
     path = Path(named).expanduser() if named else Path("~/.ssh/config").expanduser()
     if named and not path.exists():
@@ -344,27 +371,103 @@ def fabric_config(host: Host, settings: SSHSettings) -> fabric.Config:
             f"{host.name}: the ssh_config {path} (berth_ssh_config, {host.origins.get('berth_ssh_config')}) "
             "does not exist; for the testbed run `invoke testbed.up`"
         )
-    if path.exists():
-        cfg.set_runtime_ssh_path(str(path))
-        cfg.load_ssh_config()
+    # An explicit SSHConfig object: Fabric then loads no file itself (as set_runtime_ssh_path did, no system
+    # or user file either) and Connection looks the host up in it.
+    cfg = fabric.Config(lazy=True, ssh_config=_parsed_ssh_config(path) if path.exists() else None)
     cfg.timeouts.connect = settings.connect_timeout
     return cfg
+
+
+class _SharedSSHConfig(paramiko.SSHConfig):
+    """One parsed ssh_config for every host of a run, each host looked up once.
+
+    Fabric parsed the file again for every connection and paramiko scans every stanza on every lookup (and
+    shlex-splits each Host line again), so a run over N hosts with an N-stanza ssh_config cost O(N^2): at
+    100 testbed hosts that was most of the controller's CPU (bench/README.md). The answers are paramiko's
+    (OpenSSH's rules) over the stanzas that can apply; only work that cannot change them is saved.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._answers: dict[str, paramiko.SSHConfigDict] = {}
+        self._index: dict[str, list[int]] | None = None    # plain Host name -> its stanzas
+        self._always: list[int] = []
+
+    def lookup(self, hostname: str) -> paramiko.SSHConfigDict:
+        with self._lock:
+            answer = self._answers.get(hostname)
+        if answer is None:
+            answer = paramiko.SSHConfig.lookup(self._view(hostname), hostname)
+            with self._lock:
+                self._answers[hostname] = answer
+        # A copy: callers may change their answer (its lists too), never another host's.
+        return paramiko.SSHConfigDict({k: list(v) if isinstance(v, list) else v for k, v in answer.items()})
+
+    def _view(self, hostname: str) -> paramiko.SSHConfig:
+        """The stanzas that can apply to ``hostname``, in file order: those whose Host patterns are all plain
+        names other than it cannot (OpenSSH: a stanza applies when one pattern matches and no negated one
+        does), so a lookup reads a handful of stanzas, not one per host of the fleet. Everything with a
+        wildcard, a Match, or canonicalization (which changes the name looked up) is always kept."""
+        with self._lock:
+            if self._index is None:
+                self._index, self._always = {}, []
+                canonical = any("canonicalizehostname" in c["config"] for c in self._config)
+                for position, context in enumerate(self._config):
+                    patterns = context.get("host", [])
+                    literal = patterns and not context.get("matches") and not canonical and all(
+                        not p.startswith("!") and not set(p) & set("*?[") for p in patterns)
+                    for name in patterns if literal else ():
+                        self._index.setdefault(name, []).append(position)
+                    if not literal:
+                        self._always.append(position)
+            positions = sorted({*self._always, *self._index.get(hostname, ())})
+        view = paramiko.SSHConfig()
+        view._config = [self._config[i] for i in positions]
+        return view
+
+
+_parsed: dict[tuple[str, int, int, int], _SharedSSHConfig] = {}
+_parsed_lock = threading.Lock()
+
+
+def _parsed_ssh_config(path: Path) -> _SharedSSHConfig:
+    """``path`` parsed once per process and version of the file (its inode, size and mtime)."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+    with _parsed_lock:
+        parsed = _parsed.get(key)
+        if parsed is None:
+            parsed = _parsed[key] = _SharedSSHConfig()
+            with path.open() as fh:
+                parsed.parse(fh)
+    return parsed
 
 
 def network_address(host: Host, settings: SSHSettings) -> str:
     """The address other protocols (the TLS port) reach the host at: ansible_host, else ssh_config's HostName."""
     if host.vars.get("ansible_host"):
         return str(host.vars["ansible_host"])
-    return str(fabric_config(host, settings).base_ssh_config.lookup(host.name).get("hostname", host.name))
+    named = settings.ssh_config or host.vars.get("berth_ssh_config")
+    path = Path(named).expanduser() if named else Path("~/.ssh/config").expanduser()
+    if not path.exists():
+        return str(fabric_config(host, settings).base_ssh_config.lookup(host.name).get("hostname", host.name))
+    return str(_parsed_ssh_config(path).lookup(host.name).get("hostname", host.name))
 
 
 def _drain(chan: paramiko.Channel, on_line: Callable[[str], None] | None = None) -> tuple[bytes, bytes]:
-    """Read stdout and stderr together, so that a chatty stderr cannot stall stdout.
+    """Read stdout and stderr together, so that a chatty stderr cannot stall stdout, until the channel's EOF.
 
-    ``on_line`` gets each complete stderr line as it arrives (the agent's events: it waits for a lock).
+    Not until the exit status: sshd may send it before the last of the output (a 100 kB answer came back
+    cut at 96 kB once in seven tries here), so only EOF says that nothing more will come. ``on_line`` gets
+    each complete stderr line as it arrives (the agent's events: it waits for a lock).
     """
     out, err = bytearray(), bytearray()
     told = 0
+    # paramiko's pipe for select(): readable while stdout or stderr holds data, and for good after EOF. Waiting
+    # on it instead of polling every 10 ms keeps 100 idle channels from waking the controller 10,000 times a
+    # second (bench/README.md).
+    ready = chan.fileno()
     while True:
         progressed = False
         if chan.recv_ready():
@@ -379,13 +482,9 @@ def _drain(chan: paramiko.Channel, on_line: Callable[[str], None] | None = None)
                     for line in bytes(err[told:end]).decode(errors="replace").splitlines():
                         on_line(line)
                     told = end + 1
-        if not progressed:
-            if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
-                break
-            chan.status_event.wait(0.01) if not chan.recv_ready() else None
-    # Anything that raced in after the exit status.
-    while chan.recv_ready():
-        out += chan.recv(65536)
-    while chan.recv_stderr_ready():
-        err += chan.recv_stderr(65536)
+        if progressed:
+            continue
+        if chan.eof_received or chan.closed:
+            break
+        select.select([ready], [], [], 1.0)
     return bytes(out), bytes(err)

@@ -88,6 +88,13 @@ class Channel:
     def recv_stderr_ready(self) -> bool:
         return False
 
+    # Session reads until EOF (paramiko: eof_received), waiting on fileno() with select() meanwhile.
+    eof_received = True
+    closed = False
+
+    def fileno(self) -> int:
+        return 0
+
     def exit_status_ready(self) -> bool:
         return True
 

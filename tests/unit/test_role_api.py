@@ -204,7 +204,8 @@ def test_a_misspelt_handler_fails_the_host_naming_the_role_and_the_handler(conve
 
 def test_the_cli_converge_reports_every_host_when_one_role_is_broken(converge_roles, tmp_path, monkeypatch):
     class Project:
-        settings = type("S", (), {"forks": 2, "roles_dir": tmp_path / "roles", "host_key_checking": "yes",
+        settings = type("S", (), {"forks": 2, "package_concurrency": 10, "roles_dir": tmp_path / "roles",
+                                  "host_key_checking": "yes",
                                   "connect_timeout": 5.0})()
 
         def ssh(self, policy: str | None = None) -> SSHSettings:

@@ -1,0 +1,74 @@
+"""What a no-op probe costs the host: dockerd's version is read once per dockerd binary (berth/agent.py).
+
+The fake dockerd is a shell script that counts its runs; the cache lives where root alone can write.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from berth.remote import agent
+
+
+@pytest.fixture
+def dockerd(tmp_path: Path, monkeypatch) -> Path:
+    if os.geteuid() != 0:
+        pytest.fail("the version cache is root's: run the unit tests as root (make test does)")
+    script = tmp_path / "bin" / "dockerd"
+    script.parent.mkdir()
+    script.write_text(f"#!/bin/sh\necho run >> {tmp_path}/runs\necho 'Docker version 27.5.1, build 9f9e405'\n")
+    script.chmod(0o755)
+    cache = tmp_path / "run-berth"
+    monkeypatch.setattr(agent, "_which", lambda name: str(script))
+    monkeypatch.setattr(agent, "VERSION_CACHE", str(cache / "dockerd-version.json"))
+    return script
+
+
+def runs(script: Path) -> int:
+    path = script.parent.parent / "runs"
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def test_the_version_is_read_once_per_binary(dockerd: Path) -> None:
+    assert agent.dockerd_version() == "Docker version 27.5.1, build 9f9e405"
+    assert agent.dockerd_version() == "Docker version 27.5.1, build 9f9e405"
+    assert runs(dockerd) == 1
+    cache = Path(agent.VERSION_CACHE)
+    assert (cache.parent.stat().st_mode & 0o777, cache.stat().st_mode & 0o777) == (0o700, 0o600)
+
+
+def test_a_replaced_binary_is_asked_again(dockerd: Path) -> None:
+    agent.dockerd_version()
+    dockerd.write_text(dockerd.read_text().replace("27.5.1", "28.0.0"))
+    assert agent.dockerd_version() == "Docker version 28.0.0, build 9f9e405"
+    assert runs(dockerd) == 2
+
+
+def test_a_cache_others_could_write_is_not_believed(dockerd: Path) -> None:
+    agent.dockerd_version()
+    cache = Path(agent.VERSION_CACHE)
+    cache.write_text(cache.read_text().replace("27.5.1", "99.0.0"))
+    cache.parent.chmod(0o777)
+    assert agent.dockerd_version() == "Docker version 27.5.1, build 9f9e405"
+    assert runs(dockerd) == 2
+
+
+def test_services_are_read_in_one_systemctl(monkeypatch) -> None:
+    calls: list[list[str]] = []
+    blocks = {"docker": "LoadState=loaded\nActiveState=active\nUnitFileState=enabled",
+              "nosuch": "LoadState=not-found\nActiveState=inactive\nUnitFileState=",
+              "containerd": "LoadState=loaded\nActiveState=inactive\nUnitFileState=disabled"}
+
+    def sh(argv, **kw):
+        calls.append(argv)
+        return 0, "\n\n".join(blocks[name] for name in argv[4:]) + "\n"
+
+    monkeypatch.setattr(agent, "sh", sh)
+    found = agent.services(["docker", "nosuch", "containerd"])
+    assert len(calls) == 1
+    assert found == {"docker": {"active": True, "enabled": True, "loaded": True},
+                     "nosuch": {"active": False, "enabled": False, "loaded": False},
+                     "containerd": {"active": False, "enabled": False, "loaded": True}}
