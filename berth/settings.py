@@ -20,6 +20,7 @@ class Settings:
     forks: int = 10
     host_key_checking: str = "strict"
     connect_timeout: float = 10.0
+    connect_attempts: int = 3
 
     @property
     def config_defaults(self) -> Path:
@@ -35,7 +36,8 @@ def load_settings(root: Path | None = None) -> Settings:
             raw = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: {exc}") from None
-    known = {"inventory", "roles_dir", "pki_dir", "forks", "host_key_checking", "connect_timeout"}
+    known = {"inventory", "roles_dir", "pki_dir", "forks", "host_key_checking", "connect_timeout",
+             "connect_attempts"}
     unknown = set(raw) - known
     if unknown:
         raise ConfigError(f"{path}: unknown settings {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
@@ -50,4 +52,5 @@ def load_settings(root: Path | None = None) -> Settings:
         forks=int(raw.get("forks", 10)),
         host_key_checking=checking,
         connect_timeout=float(raw.get("connect_timeout", 10)),
+        connect_attempts=max(1, int(raw.get("connect_attempts", 3))),
     )
