@@ -11,6 +11,7 @@ from tests.conftest import Run
 
 HOST = "r3"
 MIRROR = "https://mirror.example.test:5000"
+OTHER = "https://other.example.test"
 CA = "/etc/docker/certs.d/mirror.example.test:5000/ca.crt"
 DAEMON_JSON = "/etc/docker/daemon.json"
 MIRROR_CHECKS = {"registry_mirror/dockerd_uses_the_declared_mirrors", "registry_mirror/mirror_ca_certificates"}
@@ -45,15 +46,17 @@ def test_drifted_mirror_fails_verify_until_a_converge_repairs_it(mirror_vars, be
     ids = {c["id"] for c in verified.host(HOST)["checks"]}
     assert ids >= MIRROR_CHECKS and failed(verified) == set()
 
-    # Drift: the mirror taken out of daemon.json and dockerd reloaded; the CA made world-writable.
+    # Drift: another mirror in daemon.json, applied by a reload (a reload leaves a REMOVED key in effect: moby
+    # daemon/reload.go IsValueSet), and the CA made world-writable.
     testbed.exec(HOST, "python3", "-c", f"import json; d = json.load(open('{DAEMON_JSON}')); "
-                                        f"d.pop('registry-mirrors'); open('{DAEMON_JSON}', 'w').write(json.dumps(d))")
+                                        f"d['registry-mirrors'] = ['{OTHER}']; "
+                                        f"open('{DAEMON_JSON}', 'w').write(json.dumps(d))")
     testbed.exec(HOST, "systemctl", "reload", "docker")
     testbed.exec(HOST, "chmod", "0666", CA)
     drifted = berth("verify", "--limit", HOST, "-e", mirror_vars)
     assert drifted.code == 2, drifted.output
     assert failed(drifted) == MIRROR_CHECKS | {"docker_engine/daemon_json_as_declared", "docker_engine/file[certs.d]"}
-    assert "no mirror" in next(c["message"] for c in drifted.host(HOST)["checks"]
+    assert f"{OTHER}/" in next(c["message"] for c in drifted.host(HOST)["checks"]
                                if c["id"] == "registry_mirror/dockerd_uses_the_declared_mirrors")
 
     plan = berth("setup-runner", "--limit", HOST, "-e", mirror_vars, "--check")
@@ -61,5 +64,6 @@ def test_drifted_mirror_fails_verify_until_a_converge_repairs_it(mirror_vars, be
     repair = berth("setup-runner", "--limit", HOST, "-e", mirror_vars)
     assert repair.code == 0, repair.output
     assert {c["target"] for c in repair.host(HOST)["changes"]} == {DAEMON_JSON, CA}
+    assert repair.host(HOST)["handlers"] == ["reload docker"]
     again = berth("verify", "--limit", HOST, "-e", mirror_vars)
     assert again.code == 0 and failed(again) == set(), again.output
