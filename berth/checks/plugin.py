@@ -36,6 +36,7 @@ import testinfra.host
 from berth.errors import HostFailed, HostUnreachable
 from berth.inventory.loader import Host
 from berth.pki.tls import ClientIdentity, Served, client_context, probe_port
+from berth.settings import RolePath
 from berth.transport.ssh import Session, SSHSettings
 
 FACTS_SOURCE = (Path(__file__).parents[1] / "remote" / "facts.py").read_text()
@@ -229,8 +230,9 @@ def inventory_host(berth_context: dict[str, Any]) -> Host:
 
 
 @pytest.fixture(scope="session")
-def roles_dir(berth_context: dict[str, Any]) -> Path:
-    return Path(berth_context["roles_dir"])
+def roles_dir(berth_context: dict[str, Any]) -> RolePath:
+    """Where the host's roles are found (the project's roles/, then berth's): RoleContext(roles_dir) takes it."""
+    return RolePath.of(berth_context["roles_dir"])
 
 
 @pytest.fixture(scope="session")

@@ -32,6 +32,7 @@ from rich.table import Table
 from berth.engine.fleet import run_parallel
 from berth.errors import BerthError, ExitCode
 from berth.inventory.loader import Host
+from berth.settings import RolePath
 
 PASSED, RISK, FAILED, ERROR, UNREACHABLE = "passed", "risk", "failed", "error", "unreachable"
 CELL = {PASSED: "[green]pass[/]", RISK: "[yellow]risk[/]", FAILED: "[bold red]FAIL[/]", ERROR: "[bold red]ERROR[/]",
@@ -74,9 +75,10 @@ class HostResult:
         return data
 
 
-def verify_dirs(host: Host, roles_dir: Path) -> list[Path]:
+def verify_dirs(host: Host, roles_dir: RolePath | Path) -> list[Path]:
     """The verify/ folders of the host's roles, in role order. A role without one has no checks yet."""
-    return [roles_dir / role / "verify" for role in host.roles if (roles_dir / role / "verify").is_dir()]
+    found = [RolePath.of(roles_dir).find(role) for role in host.roles]
+    return [folder / "verify" for folder in found if folder is not None and (folder / "verify").is_dir()]
 
 
 def host_status(checks: Sequence[CheckResult], error: str | None = None) -> str:
@@ -103,7 +105,7 @@ class Verifier:
     """Runs the checks of hosts; safe to share between worker threads (one process per host)."""
 
     root: Path
-    roles_dir: Path
+    roles_dir: RolePath | Path
     ssh: dict[str, Any]                     # host_key_checking, connect_timeout
     workdir: Path
     identity: Path | None = None            # the controller's client certificate folder (role docker_tls)
@@ -118,7 +120,8 @@ class Verifier:
         except BerthError as exc:
             controller["address_error"] = str(exc)
         return {"host": {"name": host.name, "groups": host.groups, "vars": host.vars, "roles": host.roles},
-                "ssh": self.ssh, "roles_dir": str(self.roles_dir), "controller": controller}
+                "ssh": self.ssh, "roles_dir": [str(d) for d in RolePath.of(self.roles_dir).dirs],
+                "controller": controller}
 
     def run(self, host: Host) -> HostResult:
         result = HostResult(host.name, started=time.time())
@@ -160,7 +163,7 @@ class Verifier:
         result.ssh_commands = data["ssh_commands"]
 
 
-def verify(hosts: Sequence[Host], *, root: Path, roles_dir: Path, ssh: dict[str, Any], forks: int,
+def verify(hosts: Sequence[Host], *, root: Path, roles_dir: RolePath | Path, ssh: dict[str, Any], forks: int,
            identity: Path | None) -> list[HostResult]:
     with tempfile.TemporaryDirectory(prefix="berth-verify-") as tmp:
         verifier = Verifier(root, roles_dir, ssh, Path(tmp), identity)
@@ -286,7 +289,7 @@ def run(project: Any, hosts: Sequence[Host], *, forks: int = 0, junit: str = "",
     ssh = {"host_key_checking": project.settings.host_key_checking,
            "connect_timeout": project.settings.connect_timeout}
     began = time.monotonic()
-    results = verify(hosts, root=project.settings.root, roles_dir=project.settings.roles_dir, ssh=ssh,
+    results = verify(hosts, root=project.settings.root, roles_dir=project.settings.role_path, ssh=ssh,
                      forks=forks or project.settings.forks, identity=identity)
     seconds = time.monotonic() - began
     cli.console.print(table(results))

@@ -1,4 +1,5 @@
-"""Roles: folders under ``roles/`` with ``defaults.yml``, ``templates/``, ``role.py`` and ``verify/``.
+"""Roles: folders with ``defaults.yml``, ``templates/``, ``role.py`` and ``verify/``, found on the role path
+(the project's ``roles/``, then the roles berth ships; berth.settings.RolePath).
 
 ``role.py`` defines ``declare(host, ctx) -> RoleState``: the wanted state as data, computed from
 the host's merged variables. Roles never talk to hosts; the engine does.
@@ -19,13 +20,14 @@ import jinja2
 from berth.engine.resources import RoleState
 from berth.errors import ConfigError
 from berth.inventory.loader import Host
+from berth.settings import RolePath
 
 
 @dataclass
 class RoleContext:
     """What roles may use besides the host: their templates, and the CA when a role needs one."""
 
-    roles_dir: Path
+    roles_dir: RolePath | Path                    # a RolePath, or one folder of roles
     pki_dir: Path | None = None
     ca_passphrase: bytes | None = None
     read_only: bool = False                       # --check: the CA is loaded from its certificates, no key
@@ -35,13 +37,19 @@ class RoleContext:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _ca: Any = None
 
+    def folder(self, name: str) -> Path:
+        """The role's folder: the first on the role path (a project's role overrides a shipped one)."""
+        roles = RolePath.of(self.roles_dir)
+        found = roles.find(name)
+        if found is None or not (found / "role.py").is_file():
+            known = [n for n, p in roles.roles().items() if (p / "role.py").is_file()]
+            raise ConfigError(f"unknown role '{name}' (roles in {roles}: {', '.join(known)})")
+        return found
+
     def module(self, name: str) -> ModuleType:
         with self._lock:
             if name not in self._modules:
-                path = self.roles_dir / name / "role.py"
-                if not path.exists():
-                    known = sorted(p.name for p in self.roles_dir.iterdir() if (p / "role.py").exists())
-                    raise ConfigError(f"unknown role '{name}' (roles in {self.roles_dir}: {', '.join(known)})")
+                path = self.folder(name) / "role.py"
                 spec = importlib.util.spec_from_file_location(f"berth_role_{name}", path)
                 assert spec and spec.loader
                 module = importlib.util.module_from_spec(spec)
@@ -51,7 +59,7 @@ class RoleContext:
 
     def render(self, role: str, template: str, variables: dict[str, Any]) -> bytes:
         env = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(self.roles_dir / role / "templates"),
+            loader=jinja2.FileSystemLoader(self.folder(role) / "templates"),
             undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False,
         )
         try:

@@ -241,9 +241,18 @@ def test_matches_ansible_vault_output() -> None:
 # -- the command line ---------------------------------------------------------------------------------
 
 
+def shipped_defaults() -> dict:
+    """The variables every host gets from berth's own config/defaults.yml."""
+    import yaml
+
+    from berth import shipped
+
+    return yaml.safe_load(shipped.config_defaults().read_text())
+
+
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    write(tmp_path, {"config/berth.yml": "inventory: inventory/hosts.yml\n", "config/defaults.yml": "x: 1\n"})
+    write(tmp_path, {"berth.yml": "inventory: inventory/hosts.yml\n"})
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("ANSIBLE_VAULT_PASSWORD_FILE", raising=False)
     return tmp_path
@@ -274,7 +283,7 @@ def test_show_json_masks_decrypted_values(project: Path, capsys: pytest.CaptureF
     tasks.inventory_show(MockContext(), host="h1", json=True,
                          vault_password_file=[str(project / "pass-default.txt")])
     out = json.loads(capsys.readouterr().out)
-    assert out == {"token": "***", "url": "https://***@x", "x": 1}    # userinfo masked whole
+    assert out == {**shipped_defaults(), "token": "***", "url": "https://***@x"}    # userinfo masked whole
 
 
 def test_list_json_has_ansible_inventorys_shape(tmp_path: Path) -> None:
@@ -341,7 +350,7 @@ def test_list_json_with_repeated_inventory_option(project: Path, capsys: pytest.
     out = json.loads(capsys.readouterr().out)
     assert out["all"] == {"children": ["ungrouped", "web", "db"]}
     assert out["web"] == {"hosts": ["w1"]} and out["db"] == {"hosts": ["d1"]}
-    assert out["_meta"]["hostvars"]["d1"] == {"port": 5432, "x": 1}
+    assert out["_meta"]["hostvars"]["d1"] == {**shipped_defaults(), "port": 5432}
 
 
 def test_templates_cannot_change_the_inventory(tmp_path: Path) -> None:
