@@ -213,7 +213,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def berth_context(pytestconfig: pytest.Config) -> dict[str, Any]:
     path = pytestconfig.getoption("berth_context")
     if not path:
-        raise pytest.UsageError("run the checks with `invoke verify` (--berth-context is missing)")
+        raise pytest.UsageError("run the checks with `berth verify` (--berth-context is missing)")
     return json.loads(Path(path).read_text())
 
 

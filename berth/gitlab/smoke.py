@@ -649,7 +649,7 @@ def run(project: Any, hosts: list[Host], registry: Registry, *, runner: str = ""
         for warning in r.warnings:
             cli.console.print(f"[yellow]{r.host} {r.runner} warning[/]: {escape(warning)}", soft_wrap=True)
     if keep:
-        cli.console.print("containers kept for inspection (label berth.smoke); remove them with `invoke smoke --clean`")
+        cli.console.print("containers kept for inspection (label berth.smoke); remove them with `berth smoke --clean`")
     cli.write_junit(junit, junit_xml(results))   # redacted like the console (berth/redact.py)
     cli.write_json(json_path, [r.as_dict() for r in results])
     if any(r.status == "unreachable" for r in results):

@@ -259,7 +259,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_wrong_password_exits_4_and_prints_no_secret(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    import tasks
+    from berth.cli import tasks
 
     pw = passwords(project, "not-the-password")
     assert pw
@@ -274,7 +274,7 @@ def test_wrong_password_exits_4_and_prints_no_secret(project: Path, capsys: pyte
 
 
 def test_show_json_masks_decrypted_values(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    import tasks
+    from berth.cli import tasks
 
     passwords(project)
     write(project, {"inventory/hosts.yml":
@@ -300,7 +300,7 @@ def test_list_json_has_ansible_inventorys_shape(tmp_path: Path) -> None:
 
 def test_encrypt_string_task(project: Path, monkeypatch: pytest.MonkeyPatch,
                              capsys: pytest.CaptureFixture[str]) -> None:
-    import tasks
+    from berth.cli import tasks
 
     passwords(project)
     monkeypatch.setattr("sys.stdin", io.StringIO("value-to-hide\n"))
@@ -343,7 +343,7 @@ def test_inventory_scripts_are_refused(tmp_path: Path) -> None:
 
 
 def test_list_json_with_repeated_inventory_option(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    import tasks
+    from berth.cli import tasks
 
     write(project, {"one.ini": "[web]\nw1\n", "two/hosts.yml": "db:\n  hosts:\n    d1: {port: 5432}\n"})
     tasks.inventory_list(MockContext(), inventory=["one.ini", "two"], json=True)
@@ -361,7 +361,7 @@ def test_templates_cannot_change_the_inventory(tmp_path: Path) -> None:
 
 def test_show_prints_template_and_value(project: Path, capsys: pytest.CaptureFixture[str],
                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    import tasks
+    from berth.cli import tasks
 
     monkeypatch.setenv("COLUMNS", "200")
     write(project, {"inventory/hosts.yml": "all:\n  hosts:\n    h1:\n      san: '{{ inventory_hostname }}.lan'\n"})
