@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -32,7 +33,15 @@ def sh(*argv: str | Path, cwd: Path, env: dict[str, str] | None = None, timeout:
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A venv holding berth from the wheel only (its dependencies from the configured index): its bin/."""
     work = tmp_path_factory.mktemp("wheel")
-    built = sh(sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", work, ROOT, cwd=work)
+    # Built from a copy of what git tracks: a build/ folder left in the checkout could add stale files.
+    tracked = sh("git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", cwd=ROOT)
+    assert tracked.returncode == 0, tracked.stderr
+    source = work / "source"
+    for name in filter(None, tracked.stdout.split("\0")):
+        if (ROOT / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, source / name)
+    built = sh(sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", work, source, cwd=work)
     assert built.returncode == 0, built.stderr
     (wheel,) = work.glob("berth-*.whl")
     venv = work / "venv"

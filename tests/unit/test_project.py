@@ -94,6 +94,20 @@ def test_relative_settings_are_resolved_against_the_project_not_the_cwd(
     assert load_settings().root == root.resolve()
 
 
+def test_the_inventorys_ssh_config_is_the_projects(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from berth.cli.app import load_project
+
+    root = tmp_path / "fleet"
+    write_project(root)
+    (root / "inventory" / "group_vars" / "all.yml").write_text("berth_ssh_config: .ssh/config\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("BERTH_PROJECT", str(root))
+    (host,) = load_project().hosts("all")
+    assert host.vars["berth_ssh_config"] == str(root.resolve() / ".ssh/config")
+
+
 def test_the_command_works_from_a_subdirectory_of_the_project(tmp_path: Path) -> None:
     root = tmp_path / "fleet"
     write_project(root)
