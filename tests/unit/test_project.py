@@ -114,6 +114,9 @@ def test_the_command_works_from_a_subdirectory_of_the_project(tmp_path: Path) ->
     run = berth("inventory.list", "--json", cwd=root / "inventory" / "group_vars")
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["runners"] == {"hosts": ["runner-1.example.com"]}
+    flagged = berth("--project", "fleet", "inventory.list", "--json", cwd=tmp_path)     # from outside it
+    assert flagged.returncode == 0, flagged.stderr
+    assert json.loads(flagged.stdout) == json.loads(run.stdout)
 
 
 # -- roles: the project's, then berth's --------------------------------------------------------------
