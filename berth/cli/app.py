@@ -35,7 +35,8 @@ from berth.engine.rollout import (
 )
 from berth.errors import BerthError, ExitCode, OptionError
 from berth.files import write_atomic
-from berth.inventory.loader import Host, Inventory, vault
+from berth.inventory import vault
+from berth.inventory.loader import Host, Inventory
 from berth.redact import environment_secrets, redact, redact_data, redact_xml
 from berth.settings import Settings, load_settings
 from berth.transport.ssh import SSHSettings

@@ -239,8 +239,14 @@ def certs_status(c, limit="", clients=False, inventory=None, vault_password_file
     project = cli.load_project(inventory, extra or [], vault_password_file)
     # Reads only: ca.pem and a client certificate ($DOCKER_CERT_PATH, or berth's own, renewed if the key is at hand).
     ca = CertificateAuthority.load_for_reading(project.settings.pki_dir, passphrase=cli.ca_passphrase())
-    rows = cli.client_rows(ca) if clients else cli.served_rows(project, ca, project.hosts(limit))
-    cli.print_rows(rows, title="berth certs.status" + (" --clients" if clients else ""))
+    from berth.cli import certs_view
+
+    if clients:
+        rows = cli.client_rows(ca)
+        certs_view.print_clients(rows, title="berth certs.status --clients")
+    else:
+        rows = cli.served_rows(project, ca, project.hosts(limit))
+        certs_view.print_served(rows, title="berth certs.status")
     cli.write_json(json, rows)
     if any(r.get("error") for r in rows):
         raise Exit(code=2)

@@ -36,7 +36,8 @@ from typing import Any
 import pytest
 import yaml
 
-from berth.inventory.loader import Inventory, vault
+from berth.inventory import vault
+from berth.inventory.loader import Inventory
 
 CASES = Path(__file__).parent / "inventories"
 BIN = Path(sys.executable).parent

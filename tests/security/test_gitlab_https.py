@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from berth.errors import ConfigError
-from berth.inventory.loader import Origin
+from berth.inventory.layers import Origin
 from tests.security.conftest import LocalSession
 from tests.standins.gitlab_api import GitLabStandIn
 from tests.unit.test_runners import PAT, apply, make_host, plan_for, probe, registered_config

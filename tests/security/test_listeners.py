@@ -14,7 +14,8 @@ import yaml
 
 from berth.checks.plugin import Facts
 from berth.errors import ConfigError
-from berth.inventory.loader import Host, Origin
+from berth.inventory.layers import Origin
+from berth.inventory.loader import Host
 
 ROOT = Path(__file__).resolve().parents[2]
 ENGINE_DEFAULTS = yaml.safe_load((ROOT / "roles/docker_engine/defaults.yml").read_text())

@@ -10,7 +10,8 @@ import yaml
 
 from berth.engine.roles import RoleContext, declare_roles
 from berth.errors import ConfigError
-from berth.inventory.loader import Host, Origin
+from berth.inventory.layers import Origin
+from berth.inventory.loader import Host
 from tests.unit.test_runners import make_host as runner_host
 
 ROOT = Path(__file__).resolve().parents[2]

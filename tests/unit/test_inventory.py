@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from berth.errors import InventoryError
-from berth.inventory.loader import GroupNode, Inventory, Origin
+from berth.inventory.layers import Origin
+from berth.inventory.loader import GroupNode, Inventory
 
 INVENTORY = "inventory/hosts.yml"
 

@@ -17,8 +17,10 @@ from invoke import MockContext
 from invoke.exceptions import Exit
 
 from berth.errors import InventoryError
+from berth.inventory import vault
+from berth.inventory.layers import Origin
 from berth.inventory.listing import host_json, list_json
-from berth.inventory.loader import Inventory, Origin, vault
+from berth.inventory.loader import Inventory
 from tests.unit.test_inventory import write
 
 PASSWORD = "unit-test-password"

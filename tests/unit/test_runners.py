@@ -27,7 +27,8 @@ from berth.engine.plan import make_plan
 from berth.engine.roles import RoleContext, declare_roles
 from berth.errors import HostFailed
 from berth.gitlab.runners import RELOAD_RUNNER, RESTART_RUNNER, SYSTEM_ID_RE, runner_system_id
-from berth.inventory.loader import Host, Origin
+from berth.inventory.layers import Origin
+from berth.inventory.loader import Host
 
 try:
     from tests.standins.gitlab_api import GitLabStandIn
