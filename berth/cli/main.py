@@ -57,4 +57,10 @@ program = BerthProgram(name="berth", binary="berth", version=__version__, namesp
 
 
 def main() -> None:
-    program.run(sys.argv)
+    try:
+        program.run(sys.argv)
+    except BrokenPipeError:
+        # `berth --list | head`: the reader left early. Python's advice: point stdout at devnull so that the
+        # flush at exit does not fail again, and exit without a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(int(ExitCode.ERROR))
