@@ -18,7 +18,7 @@ from berth.settings import load_settings
 
 
 def _root() -> Path:
-    """This project's directory (berth.yml here, or --project's): the testbed belongs to it, not to the cwd."""
+    """This project's directory (the nearest berth.yml upward, or $BERTH_PROJECT): the testbed belongs to it."""
     return load_settings().root
 
 
@@ -121,7 +121,6 @@ def _converge_or_exit(c, project):
     code = cli.exit_code(reports)
     if code:
         raise Exit(code=int(code))
-
 
 
 testbed_ns = Collection("testbed")
