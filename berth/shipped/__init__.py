@@ -1,5 +1,6 @@
-"""What berth ships besides its code: the roles (roles/ in the repository) and the default variables
-(config/defaults.yml). The one way to find them, installed from a wheel or editable (`pip install -e .`)."""
+"""What berth ships besides its code: the roles (roles/ in the repository), the default variables
+(config/defaults.yml) and the testbed's job-image scripts. The one way to find them, installed from a wheel
+or editable (`pip install -e .`)."""
 
 from __future__ import annotations
 
@@ -22,3 +23,8 @@ def roles_dir() -> Path:
 def config_defaults() -> Path:
     """The variables every host gets, above role defaults and below the inventory."""
     return _folder("berth.shipped.config") / "defaults.yml"
+
+
+def testbed_images() -> Path:
+    """The entrypoints of the testbed's docker:cli/docker:dind equivalents (berth/testbed/images)."""
+    return _folder("berth.testbed") / "images"
