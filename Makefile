@@ -21,6 +21,8 @@ demo: setup
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 unit: $(VENV)/.installed
 	$(BIN)/pytest -q tests/unit

@@ -12,8 +12,10 @@ from invoke import Collection, task
 from invoke.exceptions import Exit
 
 from berth.cli import app as cli
+from berth.cli import reports
 from berth.cli.app import console, exits_cleanly
 from berth.cli.tasks import certs_client, certs_init, collection
+from berth.engine.options import RunOptions
 from berth.settings import load_settings
 
 
@@ -84,10 +86,9 @@ def demo(c):
     console.rule("4. the same again: nothing to change, one SSH command per host")
     _converge_or_exit(c, project)
     console.rule("5. invoke verify --limit runners: compliance checks (testinfra, CIS Docker Benchmark)")
-    from berth.checks import verify as verifying
-    reports = project.settings.root / "reports"
-    verified = verifying.run(project, project.hosts("runners"), forks=0, junit=str(reports / "compliance.xml"),
-                             json_path=str(reports / "compliance.json"))
+    out = project.settings.root / "reports"
+    verified = reports.verify(project, project.hosts("runners"), forks=0, junit=str(out / "compliance.xml"),
+                              json_path=str(out / "compliance.json"))
     console.rule("6. invoke smoke --limit r1: a canary job per runner builds and pushes through its mode")
     import os
 
@@ -99,9 +100,9 @@ def demo(c):
     bed.load_job_images(["r1"])
     registry = bed.registry_up()
     os.environ.update(registry)
-    smoked = smoking.run(project, project.hosts("r1"), smoking.Registry(
+    smoked = reports.smoke(project, project.hosts("r1"), smoking.Registry(
         registry["BERTH_REGISTRY"], registry["BERTH_REGISTRY_USER"], registry["BERTH_REGISTRY_PASSWORD"]),
-        junit=str(reports / "smoke.xml"), json_path=str(reports / "smoke.json"))
+        junit=str(out / "smoke.xml"), json_path=str(out / "smoke.json"))
     console.rule("7. reach r1's daemon from here with mutual TLS")
     folder = (project.settings.root / ".berth" / "clients" / "demo").resolve()
     certs_client(c, name="demo", days=30, out=str(folder))
@@ -116,7 +117,7 @@ def demo(c):
 
 
 def _converge_or_exit(c, project):
-    reports = cli.converge(project, project.hosts("runners"), check=False, diff=False, accept_new=False)
+    reports = cli.converge(project, project.hosts("runners"), RunOptions())
     cli.print_reports(reports, title="berth setup-runner --limit runners")
     code = cli.exit_code(reports)
     if code:

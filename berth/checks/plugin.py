@@ -10,6 +10,8 @@ the checks of that host:
 - ``host``: a testinfra Host for anything else (``host.file(p).mode`` ...). It runs over the same
   berth SSH session (ssh_config, strict known_hosts, sudo), and every command it sends is counted;
   prefer ``facts``: each testinfra property is one more SSH round trip;
+- ``contributions``: what the host's roles contribute to shared documents (berth/engine/contributions.py),
+  computed from the host's variables as a converge computes them: an owner's checks compare with them;
 - ``controller``: the controller's side of a TLS port (berth's client certificate, berth's CA);
 - ``accept_risk(reason)`` and ``deviation(cis_id, message)`` for controls broken on purpose.
 
@@ -20,12 +22,11 @@ written as JSON for berth.checks.verify, which merges the hosts into the table, 
 
 from __future__ import annotations
 
-import base64
 import json
 import socket
 import ssl
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,103 +34,18 @@ import pytest
 import testinfra.backend.base
 import testinfra.host
 
+from berth.checks.facts import Facts, FactsRequest
+from berth.engine.contributions import Contributions
+from berth.engine.roles import RoleContext
 from berth.errors import HostFailed, HostUnreachable
 from berth.inventory.loader import Host
 from berth.pki.tls import ClientIdentity, Served, client_context, probe_port
 from berth.settings import RolePath
+from berth.transport.bootstrap import HostScript
 from berth.transport.ssh import Session, SSHSettings
 
-FACTS_SOURCE = (Path(__file__).parents[1] / "remote" / "facts.py").read_text()
-REQUEST_MARK = "\n#--berth-request--\n"
-# Source and request travel on stdin, as for berth's agent: nothing is installed on the host.
-FACTS_COMMAND = (
-    "python3 -c \"import sys; s = sys.stdin.read(); c, _, r = s.partition('\\n#--berth-request--\\n'); "
-    "g = {'__name__': 'berth_verify_facts'}; exec(compile(c, 'berth-verify-facts', 'exec'), g); g['main'](r)\""
-)
-
-
-# -- what the checks see -------------------------------------------------------------------------
-@dataclass
-class FactsRequest:
-    """What one host's checks want to know; filled by every role's pytest_berth_verify_facts."""
-
-    files: dict[str, bool] = field(default_factory=dict)      # path -> read the content too
-    globs: list[str] = field(default_factory=list)
-    units: list[str] = field(default_factory=list)
-    packages: list[str] = field(default_factory=list)
-    commands: dict[str, str] = field(default_factory=dict)
-
-    def file(self, path: str, *, content: bool = False) -> None:
-        """Stat ``path``; ``content`` reads it too: only for public files, never for keys."""
-        self.files[path] = self.files.get(path, False) or content
-
-    def glob(self, pattern: str) -> None:
-        self.globs.append(pattern)
-
-    def unit(self, *names: str) -> None:
-        self.units += [n for n in names if n not in self.units]
-
-    def package(self, *names: str) -> None:
-        self.packages += [n for n in names if n not in self.packages]
-
-    def command(self, name: str, command: str) -> None:
-        """A read-only shell command run as root; its rc, stdout and stderr come back as facts.command(name)."""
-        self.commands[name] = command
-
-    def as_json(self) -> dict[str, Any]:
-        return {"files": [{"path": p, "content": c} for p, c in self.files.items()], "globs": self.globs,
-                "units": self.units, "packages": self.packages, "commands": self.commands}
-
-
-@dataclass(frozen=True)
-class FileFacts:
-    path: str
-    exists: bool
-    mode: int = 0
-    owner: str = ""
-    group: str = ""
-    type: str = ""
-    content: bytes | None = None
-
-    def describe(self) -> str:
-        return f"{self.path} {self.owner}:{self.group} {self.mode:04o}" if self.exists else f"{self.path} missing"
-
-
-@dataclass(frozen=True)
-class CommandFacts:
-    rc: int
-    stdout: str
-    stderr: str
-
-
-class Facts:
-    """The answer of the one facts command of a host."""
-
-    def __init__(self, answer: dict[str, Any]) -> None:
-        self.raw = answer
-        self.host: dict[str, Any] = answer["host"]
-
-    def file(self, path: str) -> FileFacts:
-        state = self.raw["files"].get(path)
-        if state is None:
-            raise KeyError(f"{path} was not requested: add request.file({path!r}) to pytest_berth_verify_facts")
-        if not state["exists"]:
-            return FileFacts(path, False)
-        content = base64.b64decode(state["content"]) if "content" in state else None
-        return FileFacts(path, True, state["mode"], state["owner"], state["group"], state["type"], content)
-
-    def glob(self, pattern: str) -> list[str]:
-        return self.raw["globs"][pattern]
-
-    def unit(self, name: str) -> dict[str, str]:
-        return self.raw["units"][name]
-
-    def package(self, name: str) -> str | None:
-        """The installed version, or None."""
-        return self.raw["packages"][name]
-
-    def command(self, name: str) -> CommandFacts:
-        return CommandFacts(**self.raw["commands"][name])
+# Source and request travel on stdin, as for berth's agent (berth/transport/bootstrap.py).
+FACTS = HostScript(Path(__file__).parents[1] / "remote" / "facts.py", "berth_verify_facts")
 
 
 class BerthBackend(testinfra.backend.base.BaseBackend):
@@ -236,6 +152,12 @@ def roles_dir(berth_context: dict[str, Any]) -> RolePath:
 
 
 @pytest.fixture(scope="session")
+def contributions(inventory_host: Host, roles_dir: Path) -> Contributions:
+    """What the host's roles contribute to shared documents (docker.daemon_json, docker.job_modes...)."""
+    return RoleContext(roles_dir).contributions(inventory_host)
+
+
+@pytest.fixture(scope="session")
 def ssh_session(berth_context: dict[str, Any], inventory_host: Host, pytestconfig: pytest.Config) -> Iterator[Session]:
     ssh = berth_context["ssh"]
     session = Session(inventory_host, SSHSettings(host_key_checking=ssh["host_key_checking"],
@@ -250,8 +172,7 @@ def facts(ssh_session: Session, host_vars: dict[str, Any], pytestconfig: pytest.
     """Every fact the checks asked for, from one SSH command (a failure here is the host's, for every check)."""
     request = FactsRequest()
     pytestconfig.hook.pytest_berth_verify_facts(request=request, host_vars=host_vars)
-    payload = FACTS_SOURCE + REQUEST_MARK + json.dumps(request.as_json())
-    result = ssh_session.run(FACTS_COMMAND, stdin=payload.encode())
+    result = FACTS.run(ssh_session, json.dumps(request.as_json()))
     if not result.ok:
         raise HostFailed(f"the facts command failed (exit {result.exit_code}): {result.stderr.strip()[-300:]}")
     return Facts(json.loads(result.stdout))
@@ -362,7 +283,7 @@ class _Recorder:
             entry.update(status=getattr(report, "berth_kind", "error"), message=message or report.head_line or "failed",
                          detail=report.longreprtext[-4000:])
         elif report.when == "call" and report.passed:
-            risks = [v for k, v in report.user_properties if k == "accepted_risk"]
+            risks = [str(v) for k, v in report.user_properties if k == "accepted_risk"]
             entry.update(status="risk" if risks else "passed", message="; ".join(risks))
 
     def pytest_sessionfinish(self) -> None:

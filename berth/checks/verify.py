@@ -8,7 +8,8 @@ into a host x check table, one line per problem, JUnit XML (one testsuite per ho
 check, as GitLab shows them in merge requests) and JSON.
 
 Exit codes: 0 every check passed (accepted risks included), 2 a check failed (or could not run),
-3 a host was unreachable and nothing failed.
+3 a host was unreachable and nothing failed (berth.engine.results.exit_code). The command itself (table,
+problem lines, report files) is berth.cli.reports.verify.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -29,12 +29,16 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
+from berth.checks import junit
 from berth.engine.fleet import run_parallel
+from berth.engine.results import HostResult, Status
+from berth.engine.results import exit_code as results_exit_code
 from berth.errors import BerthError, ExitCode
 from berth.inventory.loader import Host
 from berth.settings import RolePath
 
-PASSED, RISK, FAILED, ERROR, UNREACHABLE = "passed", "risk", "failed", "error", "unreachable"
+PASSED, FAILED, UNREACHABLE = Status.PASSED, Status.FAILED, Status.UNREACHABLE   # a host's and a check's
+RISK, ERROR = "risk", "error"                                                     # a check's only
 CELL = {PASSED: "[green]pass[/]", RISK: "[yellow]risk[/]", FAILED: "[bold red]FAIL[/]", ERROR: "[bold red]ERROR[/]",
         UNREACHABLE: "[red]unreachable[/]"}
 HOST_TIMEOUT = 300.0     # seconds for one host's checks, connection included
@@ -55,24 +59,22 @@ class CheckResult:
 
 
 @dataclass
-class HostResult:
-    host: str
+class HostChecks(HostResult):
+    """One host's verification: its checks' results."""
+
     status: str = PASSED
     checks: list[CheckResult] = field(default_factory=list)
-    ssh_commands: int = 0
-    seconds: float = 0.0
     started: float = 0.0    # epoch seconds: shows the hosts ran at the same time
     finished: float = 0.0
-    error: str | None = None
 
     def count(self, status: str) -> int:
         return sum(1 for c in self.checks if c.status == status)
 
     def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["seconds"] = round(self.seconds, 3)
-        data["checks"] = [{k: v for k, v in asdict(c).items() if k != "detail"} for c in self.checks]
-        return data
+        return {"host": self.host, "status": str(self.status),
+                "checks": [{k: v for k, v in asdict(c).items() if k != "detail"} for c in self.checks],
+                "ssh_commands": self.commands, "seconds": round(self.seconds, 3), "started": self.started,
+                "finished": self.finished, "error": self.error}
 
 
 def verify_dirs(host: Host, roles_dir: RolePath | Path) -> list[Path]:
@@ -90,13 +92,8 @@ def host_status(checks: Sequence[CheckResult], error: str | None = None) -> str:
     return PASSED
 
 
-def exit_code(results: Sequence[HostResult]) -> ExitCode:
-    statuses = {r.status for r in results}
-    if FAILED in statuses:
-        return ExitCode.HOST_FAILED
-    if UNREACHABLE in statuses:
-        return ExitCode.HOST_UNREACHABLE
-    return ExitCode.OK
+def exit_code(results: Sequence[HostChecks]) -> ExitCode:
+    return results_exit_code(r.status for r in results)
 
 
 # -- running ---------------------------------------------------------------------------------------
@@ -123,8 +120,8 @@ class Verifier:
                 "ssh": self.ssh, "roles_dir": [str(d) for d in RolePath.of(self.roles_dir).dirs],
                 "controller": controller}
 
-    def run(self, host: Host) -> HostResult:
-        result = HostResult(host.name, started=time.time())
+    def run(self, host: Host) -> HostChecks:
+        result = HostChecks(host.name, started=time.time())
         began = time.monotonic()
         try:
             dirs = verify_dirs(host, self.roles_dir)
@@ -139,7 +136,7 @@ class Verifier:
         result.status = host_status(result.checks, result.error)
         return result
 
-    def _pytest(self, host: Host, dirs: list[Path], result: HostResult) -> None:
+    def _pytest(self, host: Host, dirs: list[Path], result: HostChecks) -> None:
         context = self.workdir / f"{host.name}.context.json"
         answer = self.workdir / f"{host.name}.results.json"
         context.write_text(json.dumps(self.context(host), default=str))
@@ -160,11 +157,11 @@ class Verifier:
             return
         data = json.loads(answer.read_text())
         result.checks = [CheckResult(**c) for c in data["checks"]]
-        result.ssh_commands = data["ssh_commands"]
+        result.commands = data["ssh_commands"]
 
 
 def verify(hosts: Sequence[Host], *, root: Path, roles_dir: RolePath | Path, ssh: dict[str, Any], forks: int,
-           identity: Path | None) -> list[HostResult]:
+           identity: Path | None) -> list[HostChecks]:
     with tempfile.TemporaryDirectory(prefix="berth-verify-") as tmp:
         verifier = Verifier(root, roles_dir, ssh, Path(tmp), identity)
         return run_parallel(hosts, verifier.run, forks=forks, label="verifying")
@@ -175,7 +172,7 @@ def _cis(check: CheckResult) -> str:
     return " ".join(check.cis)
 
 
-def check_rows(results: Sequence[HostResult]) -> list[CheckResult]:
+def check_rows(results: Sequence[HostChecks]) -> list[CheckResult]:
     """One check per row, in the order the hosts ran them (the first host that has it describes it)."""
     rows: dict[str, CheckResult] = {}
     for r in results:
@@ -184,7 +181,7 @@ def check_rows(results: Sequence[HostResult]) -> list[CheckResult]:
     return list(rows.values())
 
 
-def table(results: Sequence[HostResult], *, title: str = "berth verify") -> Table:
+def table(results: Sequence[HostChecks], *, title: str = "berth verify") -> Table:
     """Rows are checks (with their CIS IDs), columns hosts; '-' where a host does not have the check's role."""
     t = Table(title=title, title_justify="left")
     t.add_column("check")
@@ -195,12 +192,12 @@ def table(results: Sequence[HostResult], *, title: str = "berth verify") -> Tabl
     for row in check_rows(results):
         t.add_row(escape(row.id), _cis(row), *[CELL.get(cells[r.host].get(row.id, ""), "-") for r in results])
     t.add_section()
-    t.add_row("ssh commands", "", *[str(r.ssh_commands) for r in results])
+    t.add_row("ssh commands", "", *[str(r.commands) for r in results])
     t.add_row("seconds", "", *[f"{r.seconds:.1f}" for r in results])
     return t
 
 
-def problem_lines(results: Sequence[HostResult]) -> list[str]:
+def problem_lines(results: Sequence[HostChecks]) -> list[str]:
     """One line per problem; hosts that share a check and message share a line. Unreachable hosts once each."""
     lines: list[str] = []
     for r in results:
@@ -222,7 +219,7 @@ def problem_lines(results: Sequence[HostResult]) -> list[str]:
     return lines
 
 
-def summary(results: Sequence[HostResult], seconds: float) -> str:
+def summary(results: Sequence[HostChecks], seconds: float) -> str:
     count = {s: sum(r.count(s) for r in results) for s in (PASSED, RISK, FAILED, ERROR)}
     unreachable = sum(1 for r in results if r.status == UNREACHABLE)
     return (f"{len(results)} host(s) in {seconds:.1f}s: {count[PASSED]} passed, {count[FAILED] + count[ERROR]} failed, "
@@ -233,70 +230,31 @@ def case_name(check: CheckResult) -> str:
     return f"{check.role}: {check.name}" + (f" [CIS {_cis(check)}]" if check.cis else "")
 
 
-def junit_xml(results: Sequence[HostResult]) -> bytes:
-    """JUnit XML: <testsuites>, one <testsuite> per host, one <testcase> per check.
+def junit_xml(results: Sequence[HostChecks]) -> bytes:
+    """JUnit XML: one <testsuite> per host, one <testcase> per check (berth/checks/junit.py writes it).
 
     Failed checks are <failure>, checks that could not run (or a lost host) <error>; an accepted risk
     passes and says so in <system-out>, which GitLab shows with the test case.
     """
-    def counts(items: Sequence[CheckResult], extra_error: int = 0) -> dict[str, str]:
-        return {"tests": str(len(items) + extra_error), "failures": str(sum(c.status == FAILED for c in items)),
-                "errors": str(sum(c.status in (ERROR, UNREACHABLE) for c in items) + extra_error), "skipped": "0"}
-
-    every = [c for r in results for c in r.checks]
-    crashed = sum(1 for r in results if r.error)
-    root = ET.Element("testsuites", name="berth verify", **counts(every, crashed),
-                      time=f"{max((r.seconds for r in results), default=0):.3f}")
+    suites = []
     for r in results:
-        suite = ET.SubElement(root, "testsuite", name=r.host, **counts(r.checks, 1 if r.error else 0),
-                              time=f"{r.seconds:.3f}", hostname=r.host,
-                              timestamp=datetime.fromtimestamp(r.started or 0, UTC).isoformat(timespec="seconds"))
-        props = ET.SubElement(suite, "properties")
-        ET.SubElement(props, "property", name="ssh_commands", value=str(r.ssh_commands))
-        ET.SubElement(props, "property", name="status", value=r.status)
+        cases = []
         for c in r.checks:
-            case = ET.SubElement(suite, "testcase", name=case_name(c), classname=f"{r.host}.{c.role}",
-                                 time=f"{c.seconds:.3f}", file=c.file)
-            if c.cis:
-                cprops = ET.SubElement(case, "properties")
-                for cis_id in c.cis:
-                    ET.SubElement(cprops, "property", name="cis", value=cis_id)
+            case = junit.Case(case_name(c), f"{r.host}.{c.role}", c.seconds, file=c.file,
+                              properties=[("cis", cis_id) for cis_id in c.cis])
             if c.status == FAILED:
-                ET.SubElement(case, "failure", message=c.message, type="check failed").text = c.detail or c.message
+                case.outcome, case.kind = junit.FAILURE, "check failed"
             elif c.status in (ERROR, UNREACHABLE):
-                ET.SubElement(case, "error", message=c.message, type=c.status).text = c.detail or c.message
+                case.outcome, case.kind = junit.ERROR, c.status
+            if case.outcome != junit.PASSED:
+                case.message, case.text = c.message, c.detail or c.message
             elif c.status == RISK:
-                ET.SubElement(case, "system-out").text = f"ACCEPTED RISK: {c.message}"
+                case.system_out = f"ACCEPTED RISK: {c.message}"
+            cases.append(case)
         if r.error:
-            case = ET.SubElement(suite, "testcase", name="verify", classname=r.host, time=f"{r.seconds:.3f}")
-            ET.SubElement(case, "error", message=r.error, type="error").text = r.error
-    ET.indent(root)
-    return ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
-
-
-def run(project: Any, hosts: Sequence[Host], *, forks: int = 0, junit: str = "", json_path: str = "") -> ExitCode:
-    """The `invoke verify` task: check the hosts, print the table and the problems, write the reports."""
-    from berth.cli import app as cli
-    from berth.pki.ca import CertificateAuthority
-    from berth.pki.tls import controller_identity
-
-    identity = None
-    if any("docker_tls" in h.roles for h in hosts):
-        # The controller-side TLS checks present berth's own client certificate (renewed when due).
-        # verify only reads: ca.pem suffices; berth's own certificate is renewed only when the CA key is at hand.
-        ca = CertificateAuthority.load_for_reading(project.settings.pki_dir, passphrase=cli.ca_passphrase())
-        identity = controller_identity(ca, project.settings.pki_dir).path
-    ssh = {"host_key_checking": project.settings.host_key_checking,
-           "connect_timeout": project.settings.connect_timeout}
-    began = time.monotonic()
-    results = verify(hosts, root=project.settings.root, roles_dir=project.settings.role_path, ssh=ssh,
-                     forks=forks or project.settings.forks, identity=identity)
-    seconds = time.monotonic() - began
-    cli.console.print(table(results))
-    for line in problem_lines(results):
-        style = "yellow" if ": accepted risk: " in line else "bold red"
-        cli.console.print(f"[{style}]{escape(cli.redact(line, cli.secrets()))}[/]", soft_wrap=True)
-    cli.console.print(summary(results, seconds))
-    cli.write_junit(junit, junit_xml(results))
-    cli.write_json(json_path, [r.as_dict() for r in results])
-    return exit_code(results)
+            cases.append(junit.Case("verify", r.host, r.seconds, junit.ERROR, r.error, "error", r.error))
+        suites.append(junit.Suite(
+            r.host, cases, seconds=r.seconds, hostname=r.host,
+            timestamp=datetime.fromtimestamp(r.started or 0, UTC).isoformat(timespec="seconds"),
+            properties=[("ssh_commands", str(r.commands)), ("status", r.status)]))
+    return junit.junit_xml("berth verify", suites, seconds=max((r.seconds for r in results), default=0))

@@ -20,9 +20,12 @@ from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
-from berth.engine.converge import Converger, HostReport, Status
+from berth.engine.converge import Converger, HostReport
 from berth.engine.fleet import run_parallel
+from berth.engine.options import RolloutOptions, RunOptions
 from berth.engine.plan import Plan
+from berth.engine.results import HostResult, Status
+from berth.engine.results import exit_code as results_exit_code
 from berth.engine.roles import RoleContext
 from berth.engine.rollout import (
     Rollout,
@@ -38,6 +41,7 @@ from berth.files import write_atomic
 from berth.inventory import vault
 from berth.inventory.loader import Host, Inventory
 from berth.redact import environment_secrets, redact, redact_data, redact_xml
+from berth.role import make_context
 from berth.settings import Settings, load_settings
 from berth.transport.ssh import SSHSettings
 
@@ -91,9 +95,11 @@ class Project:
         return SSHSettings(host_key_checking=host_key_checking or self.settings.host_key_checking,
                            connect_timeout=self.settings.connect_timeout)
 
-    def role_context(self) -> RoleContext:
-        return RoleContext(self.settings.role_path, self.settings.pki_dir, ca_passphrase(), inventory=self.inventory,
-                           warn=lambda line: console.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True))
+    def role_context(self, *, read_only: bool = False) -> RoleContext:
+        """``read_only`` (--check, with or without --diff): the CA is read from ca.pem, never its key."""
+        return make_context(self.settings.role_path, self.settings.pki_dir, ca_passphrase(), read_only=read_only,
+                            inventory=self.inventory,
+                            warn=lambda line: console.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True))
 
 
 def load_project(inventory: str | Sequence[str] | None = None, extra: Sequence[str] = (),
@@ -114,44 +120,35 @@ def load_project(inventory: str | Sequence[str] | None = None, extra: Sequence[s
     return Project(settings, inv)
 
 
-def converge(
-    project: Project, hosts: Sequence[Host], *, check: bool, diff: bool, accept_new: bool,
-    forks: int | None = None, label: str = "converging", force: bool = False, drain_timeout: float = 0,
-) -> list[HostReport]:
-    converger = make_converger(project, check=check, accept_new=accept_new, force=force,
-                               drain_timeout=drain_timeout)
+def converge(project: Project, hosts: Sequence[Host], options: RunOptions) -> list[HostReport]:
+    converger = make_converger(project, options)
 
     def show_plan(host: Host, plan: Plan) -> None:
-        if diff:
+        if options.diff:
             print_plan(host.name, plan)
 
     return run_parallel(hosts, lambda h: converger.converge(h, on_plan=show_plan),
-                        forks=forks or project.settings.forks, label=label)
+                        forks=options.forks or project.settings.forks, label=options.label)
 
 
-def make_converger(project: Project, *, check: bool, accept_new: bool, force: bool, drain_timeout: float) -> Converger:
-    if force and not check:
+def make_converger(project: Project, options: RunOptions) -> Converger:
+    if options.force and not options.check:
         console.print("[bold yellow]--force:[/] dockerd restarts will NOT wait for running CI jobs; "
                       "those jobs are killed")
-    ctx = project.role_context()
-    ctx.read_only = check       # --check (with or without --diff) needs ca.pem only, never the CA key
-    return Converger(project.ssh("accept-new" if accept_new else None), ctx, check=check,
-                     drain_timeout=drain_timeout or None, force=force)
+    ssh = project.ssh("accept-new" if options.accept_new_host_keys else None)
+    return Converger(ssh, project.role_context(read_only=options.check), options)
 
 
-def rollout(
-    project: Project, hosts: Sequence[Host], *, batch: str, parallel: int, max_fail: str, shard: str, check: bool,
-    force: bool, drain_timeout: float, accept_new: bool,
-) -> RolloutResult:
+def rollout(project: Project, hosts: Sequence[Host], options: RolloutOptions) -> RolloutResult:
     """Shard, batch and roll out (berth/engine/rollout.py); options are checked before any host is touched."""
-    chosen = resolve_shard(shard, os.environ)
+    chosen = resolve_shard(options.shard, os.environ)
     if chosen is not None:
         hosts = chosen.select(hosts)
         console.print(f"shard {chosen}: {len(hosts)} host(s): {', '.join(h.name for h in hosts) or '-'}")
-    size = batch_size(batch, len(hosts))
-    budget = failure_budget(max_fail, len(hosts))
-    converger = make_converger(project, check=check, accept_new=accept_new, force=force, drain_timeout=drain_timeout)
-    rolling = Rollout(converger, size, parallel or project.settings.forks, budget, chosen,
+    size = batch_size(options.batch, len(hosts))
+    budget = failure_budget(options.max_fail, len(hosts))
+    converger = make_converger(project, options.run)
+    rolling = Rollout(converger, size, options.parallel or project.settings.forks, budget, chosen,
                       log=lambda line: console.print(f"[dim]{safe(line)}[/]", highlight=False))
     return rolling.run(hosts)
 
@@ -173,7 +170,7 @@ def print_plan(host: str, plan: Plan) -> None:
             console.print(redact(change.diff, secrets()), markup=False, highlight=False, end="")
 
 
-STATUS_STYLE = {
+STATUS_STYLE: dict[str, str] = {
     Status.OK: "green", Status.CHANGED: "yellow", Status.PENDING: "yellow",
     Status.FAILED: "bold red", Status.UNREACHABLE: "bold red", Status.INVALID: "bold red",
 }
@@ -194,17 +191,9 @@ def print_reports(reports: Sequence[HostReport], *, title: str) -> None:
             console.print(f"[bold red]{safe(r.error)}[/]", soft_wrap=True)
 
 
-def exit_code(reports: Sequence[HostReport]) -> ExitCode:
-    statuses = {r.status for r in reports}
-    if Status.INVALID in statuses:
-        return ExitCode.BAD_INVENTORY
-    if Status.FAILED in statuses:
-        return ExitCode.HOST_FAILED
-    if Status.UNREACHABLE in statuses:
-        return ExitCode.HOST_UNREACHABLE
-    if Status.PENDING in statuses:
-        return ExitCode.CHANGES_PENDING
-    return ExitCode.OK
+def exit_code(reports: Sequence[HostResult]) -> ExitCode:
+    """The worst host decides (berth.engine.results.exit_code, the one mapping)."""
+    return results_exit_code(r.status for r in reports)
 
 
 def write_json(path: str, data: Any) -> None:

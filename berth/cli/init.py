@@ -100,7 +100,7 @@ def write_project(folder: Path) -> list[Path]:
     if present:
         raise BerthError(f"{folder}: {', '.join(present)} already exist(s); berth init never overwrites a file. "
                          "Pick an empty or new directory, or move those files away")
-    written = []
+    written: list[Path] = []
     for name, text in FILES.items():
         path = folder / name
         try:

@@ -19,7 +19,7 @@ class BerthConfig(Config):
     """Invoke's configuration under berth's name: berth.yaml files, BERTH_INVOKE_* variables, not invoke's."""
 
     prefix = "berth"
-    env_prefix = "BERTH_INVOKE"
+    env_prefix = "BERTH_INVOKE"     # type: ignore[assignment]  # Invoke declares it None, and reads a str
 
 
 class BerthProgram(Program):

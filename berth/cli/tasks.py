@@ -12,7 +12,9 @@ from invoke import Collection, task
 from invoke.exceptions import Exit
 
 from berth.cli import app as cli
+from berth.cli import reports
 from berth.cli.app import console, exits_cleanly
+from berth.engine.options import RolloutOptions, RunOptions
 
 COMMON_HELP = {
     "limit": "hosts: a host, group, glob, or patterns joined by ',' (':' too); '!x' excludes, '&x' intersects",
@@ -47,9 +49,9 @@ def setup_runner(c, host="", limit="", check=False, diff=False, extra=None, inve
     cli.require(not (host and limit), "give --host or --limit, not both")
     project = cli.load_project(inventory, extra or [], vault_password_file)
     hosts = project.hosts(host or limit)
-    reports = cli.converge(project, hosts, check=check, diff=diff, accept_new=accept_new_host_keys,
-                           forks=forks or None, label="checking" if check else "converging", force=force,
-                           drain_timeout=drain_timeout)
+    options = RunOptions(check=check, diff=diff, forks=forks, force=force, drain_timeout=drain_timeout or None,
+                         accept_new_host_keys=accept_new_host_keys)
+    reports = cli.converge(project, hosts, options)
     cli.print_reports(reports, title="berth setup-runner" + (" --check" if check else ""))
     cli.write_json(json, [r.as_dict() for r in reports])
     code = cli.exit_code(reports)
@@ -75,9 +77,10 @@ def rollout(c, limit="", batch="25%", parallel=0, max_fail="", check=False, shar
             extra=None, inventory=None, vault_password_file=None, accept_new_host_keys=False, json=""):
     """Rolling converge: batches, a failure budget, health checks, drained restarts; --shard for CI."""
     project = cli.load_project(inventory, extra or [], vault_password_file)
-    result = cli.rollout(project, project.hosts(limit), batch=batch, parallel=parallel, max_fail=max_fail,
-                         shard=shard, check=check, force=force, drain_timeout=drain_timeout,
-                         accept_new=accept_new_host_keys)
+    run = RunOptions(check=check, force=force, drain_timeout=drain_timeout or None,
+                     accept_new_host_keys=accept_new_host_keys)
+    result = cli.rollout(project, project.hosts(limit),
+                         RolloutOptions(run, batch=batch, parallel=parallel, max_fail=max_fail, shard=shard))
     cli.print_rollout(result, title="berth rollout" + (" --check" if check else ""))
     cli.write_json(json, result.as_dict())
     code = result.exit_code()
@@ -93,9 +96,8 @@ def rollout(c, limit="", batch="25%", parallel=0, max_fail="", check=False, shar
 @exits_cleanly
 def verify(c, limit="", junit="", json="", inventory=None, vault_password_file=None, extra=None, forks=0):
     """Compliance checks of every role of each host (testinfra, CIS Docker Benchmark IDs); exit 2 on a failure."""
-    from berth.checks import verify as verifying
     project = cli.load_project(inventory, extra or [], vault_password_file)
-    code = verifying.run(project, project.hosts(limit), forks=forks, junit=junit, json_path=json)
+    code = reports.verify(project, project.hosts(limit), forks=forks, junit=junit, json_path=json)
     if code:
         raise Exit(code=int(code))
 
@@ -124,7 +126,7 @@ def smoke(c, limit="", extra=None, runner="", keep=False, clean=False, registry=
     cli.require(bool(target), "give --registry HOST:PORT or set BERTH_REGISTRY (the testbed's: .testbed/registry.env)")
     creds = smoking.Registry(target, os.environ.get("BERTH_REGISTRY_USER", ""),
                              os.environ.get("BERTH_REGISTRY_PASSWORD", ""))
-    code = smoking.run(project, hosts, creds, runner=runner, keep=keep, junit=junit, json_path=json)
+    code = reports.smoke(project, hosts, creds, runner=runner, keep=keep, junit=junit, json_path=json)
     if code:
         raise Exit(code=int(code))
 
@@ -158,7 +160,7 @@ def inventory_show(c, host="", inventory=None, vault_password_file=None, extra=N
 
     cli.require(bool(host), "give --host NAME")
     project = cli.load_project(inventory, extra or [], vault_password_file)
-    (h,) = project.hosts(host)[:1] or [None]
+    h = project.hosts(host)[0]     # an unknown host is an error naming the inventory, never an empty list
     if json:
         from berth.inventory.listing import host_json
 
@@ -333,7 +335,7 @@ def certs_rotate_ca(c, key_type=""):
                   "valid (their zone CAs are re-certified)")
 
 
-@task
+@task()
 @exits_cleanly
 def certs_drop_old_ca(c):
     """End a CA rotation: the previous CA is deleted; the next converge removes it from the hosts."""

@@ -1,25 +1,54 @@
 """Plan: the difference between what roles want and what the probe found, computed locally.
 
-The plan is data: human-readable changes (with diffs) and the agent steps that make them. Check
-mode prints the changes and stops; apply sends the steps in one command.
+The plan is data: human-readable changes (with diffs) and the typed agent steps that make them
+(berth/engine/protocol.py). Check mode prints the changes and stops; apply sends the steps in one command.
+
+Each resource kind is declared once, in ``KINDS``: what the probe asks about it and how it is planned
+(its changes, its steps, the handlers it notifies). A new kind is a dataclass in resources.py, one
+``ResourceKind`` here and, if it needs a new step, that step in protocol.py and berth/remote/agent.py.
+Derived resources (planned after the probe with the controller's help: certificates, config.toml)
+return a ``Planned`` of the same shape, with ``prepare`` for what can only happen during the apply.
 """
 
 from __future__ import annotations
 
-import base64
 import difflib
 import hashlib
 import secrets
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Generic, TypeVar
 
-from berth.engine.resources import DAEMON_RELOAD, Absent, Directory, Drain, File, Handler, Packages, Resource, Service
+from berth.engine.protocol import (
+    DirectoryStep,
+    FileQuery,
+    PackagesStep,
+    ProbeAnswer,
+    ProbeRequest,
+    RemoveStep,
+    ServiceStep,
+    Step,
+    WriteStep,
+)
+from berth.engine.resources import (
+    DAEMON_RELOAD,
+    Absent,
+    Derived,
+    Directory,
+    Drain,
+    File,
+    Handler,
+    Packages,
+    Resource,
+    Service,
+)
+from berth.transport.base import HostSession
 
 # On disk (not /run or a tmpfs /tmp: gitlab-runner's packages are hundreds of MB) and writable by a non-root
 # SSH user; sticky, so nobody else can move or remove berth's directory there. apt-get then reads the files
 # as root: its _apt sandbox cannot enter a 0700 directory (apt says so in a notice, and installs them).
 UPLOAD_ROOT = "/var/tmp"
+APT_UPDATE = "apt update"
 
 
 @dataclass
@@ -30,10 +59,29 @@ class Change:
     diff: str | None = None
 
 
+# What a derived resource does during the apply (have the host make a CSR, register a runner in GitLab):
+# called with the host's session, it returns the steps that go out with the rest of the apply.
+Prepare = Callable[[HostSession], list[Step]]
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One resource's share of a plan. Empty: nothing to do."""
+
+    changes: tuple[Change, ...] = ()
+    steps: tuple[Step, ...] = ()
+    first: tuple[Step, ...] = ()                      # before every other step of the apply
+    notify: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    drains: tuple[Drain, ...] = ()
+    uploads: tuple[tuple[bytes, str], ...] = ()       # (data, remote path) sent by SFTP first
+    prepare: Prepare | None = None
+
+
 @dataclass
 class Plan:
     changes: list[Change] = field(default_factory=list)
-    steps: list[dict[str, Any]] = field(default_factory=list)
+    steps: list[Step] = field(default_factory=list)
     handlers: list[Handler] = field(default_factory=list)
     # The drains this apply needs before its first step: disruptive handlers', and changed packages' that ask.
     drains: list[Drain] = field(default_factory=list)
@@ -42,10 +90,22 @@ class Plan:
     # anything is there already) and removed by the agent when the apply ends, also on failure.
     upload_dir: str = field(default_factory=lambda: f"{UPLOAD_ROOT}/berth-{secrets.token_hex(16)}")
     notes: list[str] = field(default_factory=list)                     # told to the operator, not changes
+    prepare: list[Prepare] = field(default_factory=list)               # run during the apply, in order
 
     @property
     def changed(self) -> bool:
         return bool(self.changes)
+
+    def add(self, planned: Planned) -> None:
+        self.changes += planned.changes
+        self.steps[:0] = planned.first
+        self.steps += planned.steps
+        self.notes += planned.notes
+        self.drains += planned.drains
+        have = {path for _, path in self.uploads}
+        self.uploads += [u for u in planned.uploads if u[1] not in have]     # the same file for two roles: once
+        if planned.prepare is not None:
+            self.prepare.append(planned.prepare)
 
     def notify(self, names: Sequence[str], handlers: Sequence[Handler]) -> None:
         """Add notified handlers, keeping one order: daemon-reload first, then as the roles declare them.
@@ -54,119 +114,154 @@ class Plan:
         """
         by_name = {h.name: h for h in handlers}
         by_name.setdefault(DAEMON_RELOAD, Handler(DAEMON_RELOAD, "systemctl daemon-reload"))
-        by_name.setdefault("apt update", Handler("apt update", "apt-get update -qq"))
+        by_name.setdefault(APT_UPDATE, Handler(APT_UPDATE, "apt-get update -qq"))
         unknown = set(names) - set(by_name)
         if unknown:
             raise ValueError(f"resources notify undefined handlers: {', '.join(sorted(unknown))}")
         wanted = {h.name for h in self.handlers} | set(names)
         wanted -= {gone for name in wanted for gone in by_name[name].supersedes}
-        order = [DAEMON_RELOAD, "apt update", *[h.name for h in handlers]]
+        order = [DAEMON_RELOAD, APT_UPDATE, *[h.name for h in handlers]]
         self.handlers = [by_name[name] for name in dict.fromkeys(order) if name in wanted]
 
 
-def probe_request(resources: Sequence[Resource]) -> dict[str, Any]:
-    files = [{"path": r.path, "content": True} for r in resources if isinstance(r, File)]
-    files += [{"path": r.path} for r in resources if isinstance(r, Directory | Absent)]
-    packages = [n for r in resources if isinstance(r, Packages) for n in (*r.names, *r.absent)]
-    services = [r.name for r in resources if isinstance(r, Service)]
-    return {"action": "probe", "files": files, "packages": packages, "services": services}
+# -- the resource kinds --------------------------------------------------------------------------------
+R = TypeVar("R")
 
 
-def make_plan(resources: Sequence[Resource], handlers: Sequence[Handler], found: dict[str, Any]) -> Plan:
+def _nothing(resource: Any) -> list[Any]:
+    return []
+
+
+@dataclass(frozen=True)
+class ResourceKind(Generic[R]):
+    """How one resource class is probed (files, packages, services to ask about) and planned."""
+
+    plan: Callable[[R, ProbeAnswer, Plan], Planned]
+    files: Callable[[R], list[FileQuery]] = _nothing
+    packages: Callable[[R], list[str]] = _nothing
+    services: Callable[[R], list[str]] = _nothing
+
+
+def _plan_file(wanted: File, found: ProbeAnswer, plan: Plan) -> Planned:
+    state = found.file(wanted.path)
+    previous = found.content(wanted.path)
+    if not state.get("exists") or state.get("sha256") != hashlib.sha256(wanted.content).hexdigest():
+        summary = "create" if not state.get("exists") else "update content"
+        step = WriteStep(wanted.path, wanted.content, wanted.mode, wanted.owner, wanted.group,
+                         backup=wanted.backup, validate=wanted.validate)
+        return Planned((Change("file", wanted.path, summary, file_diff(wanted, previous)),), (step,),
+                       notify=wanted.handlers_for(previous))
+    drift = _attr_drift(wanted, state)
+    if not drift:
+        return Planned()
+    return Planned((Change("file", wanted.path, ", ".join(drift)),),
+                   (WriteStep(wanted.path, None, wanted.mode, wanted.owner, wanted.group),))
+
+
+def _plan_directory(resource: Directory, found: ProbeAnswer, plan: Plan) -> Planned:
+    state = found.file(resource.path)
+    drift = _attr_drift(resource, state) if state.get("is_dir") else ["missing"]
+    if not drift:
+        return Planned()
+    return Planned((Change("directory", resource.path, ", ".join(drift)),),
+                   (DirectoryStep(resource.path, resource.mode, resource.owner, resource.group),))
+
+
+def _plan_absent(resource: Absent, found: ProbeAnswer, plan: Plan) -> Planned:
+    if not found.file(resource.path).get("exists"):
+        return Planned()
+    return Planned((Change("absent", resource.path, "remove"),), (RemoveStep(resource.path),),
+                   notify=resource.notify)
+
+
+def _plan_packages(resource: Packages, found: ProbeAnswer, plan: Plan) -> Planned:
+    missing = [n for n in resource.names if not _installed(found.packages.get(n), resource.versions.get(n))]
+    unwanted = [n for n in resource.absent if found.packages.get(n) is not None]
+    if not missing and not unwanted:
+        return Planned()
+    pinned = [f"{n}={resource.versions[n]}" if n in resource.versions else n for n in missing]
+    actions = " and ".join(a for a, todo in (("install", pinned), ("remove", unwanted)) if todo)
+    uploads = []
+    for deb in resource.debs:
+        data = deb.read_bytes()
+        uploads.append((data, f"{plan.upload_dir}/{hashlib.sha256(data).hexdigest()[:16]}.deb"))
+    reinstall = [f"{n}={resource.versions[n]}" if n in resource.versions else n for n in resource.names]
+    step = PackagesStep(
+        install=() if resource.debs else tuple(pinned),     # uploaded files: they are the packages
+        debs=tuple(remote for _, remote in uploads),
+        remove=tuple(unwanted), reinstall=tuple(reinstall) if unwanted else (),
+        upload_dir=plan.upload_dir if resource.debs else None,
+    )
+    return Planned((Change("packages", " ".join(pinned + [f"{n}-" for n in unwanted]), actions),), (step,),
+                   notify=resource.notify, drains=(resource.drain,) if resource.drain else (),
+                   uploads=tuple(uploads))
+
+
+def _plan_service(resource: Service, found: ProbeAnswer, plan: Plan) -> Planned:
+    state = found.services.get(resource.name, {})
+    drift = []
+    if resource.enabled and not state.get("enabled"):
+        drift.append("enable")
+    if resource.running and not state.get("active"):
+        drift.append("start")
+    if not drift:
+        return Planned()
+    return Planned((Change("service", resource.name, " and ".join(drift)),),
+                   (ServiceStep(resource.name, resource.enabled, resource.running),))
+
+
+KINDS: dict[type, ResourceKind[Any]] = {
+    File: ResourceKind[File](_plan_file, files=lambda r: [FileQuery(r.path, content=True)]),
+    Directory: ResourceKind[Directory](_plan_directory, files=lambda r: [FileQuery(r.path)]),
+    Absent: ResourceKind[Absent](_plan_absent, files=lambda r: [FileQuery(r.path)]),
+    Packages: ResourceKind[Packages](_plan_packages, packages=lambda r: [*r.names, *r.absent]),
+    Service: ResourceKind[Service](_plan_service, services=lambda r: [r.name]),
+}
+
+
+def kind_of(resource: Resource) -> ResourceKind[Any]:
+    try:
+        return KINDS[type(resource)]
+    except KeyError:
+        raise TypeError(f"unknown resource {resource!r}: not one of {', '.join(k.__name__ for k in KINDS)} "
+                        "(berth.engine.plan.KINDS)") from None
+
+
+def probe_request(resources: Sequence[Resource], derived: Sequence[Derived] = ()) -> ProbeRequest:
+    kinds = [(r, kind_of(r)) for r in resources]
+    return ProbeRequest(
+        files=(*[f for r, k in kinds for f in k.files(r)], *[f for d in derived for f in d.probe_files()]),
+        packages=tuple(n for r, k in kinds for n in k.packages(r)),
+        services=tuple(n for r, k in kinds for n in k.services(r)),
+    )
+
+
+def make_plan(resources: Sequence[Resource], handlers: Sequence[Handler], found: ProbeAnswer | dict[str, Any], *,
+              derived: Sequence[Derived] = (), host: Any = None, ctx: Any = None) -> Plan:
+    """The plan for one host: its resources, then its derived resources (each sees the plan so far)."""
+    found = ProbeAnswer.of(found)
     plan = Plan()
     notified: list[str] = []
     for resource in resources:
-        notified += _plan_resource(plan, resource, found)
-    if "apt update" in notified:
+        planned = kind_of(resource).plan(resource, found, plan)
+        plan.add(planned)
+        notified += planned.notify
+    for derived_resource in derived:
+        planned = derived_resource.plan(host, found, ctx, plan)
+        plan.add(planned)
+        notified += planned.notify
+    if APT_UPDATE in notified and any(isinstance(s, PackagesStep) for s in plan.steps):
         # Folded into the package step so that a new repository is read before installing from it.
-        for step in plan.steps:
-            if step["op"] == "packages":
-                step["update"] = True
-                notified = [n for n in notified if n != "apt update"]
+        plan.steps = [replace(s, update=True) if isinstance(s, PackagesStep) else s for s in plan.steps]
+        notified = [n for n in notified if n != APT_UPDATE]
     plan.notify(notified, handlers)
+    # After every resource, derived ones too: a renewed certificate's disruptive restart drains as well.
     plan.drains += [h.drain for h in plan.handlers if h.disruptive]
     return plan
 
 
-def _plan_resource(plan: Plan, resource: Resource, found: dict[str, Any]) -> list[str]:
-    match resource:
-        case File():
-            return _plan_file(plan, resource, found["files"].get(resource.path, {"exists": False}))
-        case Directory():
-            state = found["files"].get(resource.path, {"exists": False})
-            drift = _attr_drift(resource, state) if state.get("is_dir") else ["missing"]
-            if drift:
-                plan.changes.append(Change("directory", resource.path, ", ".join(drift)))
-                plan.steps.append(_attrs_step("directory", resource))
-            return []
-        case Absent():
-            if found["files"].get(resource.path, {}).get("exists"):
-                plan.changes.append(Change("absent", resource.path, "remove"))
-                plan.steps.append({"op": "remove", "path": resource.path})
-                return list(resource.notify)
-            return []
-        case Packages():
-            missing = [n for n in resource.names if not _installed(found["packages"].get(n), resource.versions.get(n))]
-            unwanted = [n for n in resource.absent if found["packages"].get(n) is not None]
-            if not missing and not unwanted:
-                return []
-            pinned = [f"{n}={resource.versions[n]}" if n in resource.versions else n for n in missing]
-            actions = " and ".join(a for a, todo in (("install", pinned), ("remove", unwanted)) if todo)
-            plan.changes.append(Change("packages", " ".join(pinned + [f"{n}-" for n in unwanted]), actions))
-            step: dict[str, Any] = {"op": "packages", "install": pinned, "debs": []}
-            if unwanted:
-                step["remove"] = unwanted
-                step["reinstall"] = [f"{n}={resource.versions[n]}" if n in resource.versions else n
-                                     for n in resource.names]
-            for deb in resource.debs:
-                data = deb.read_bytes()
-                remote = f"{plan.upload_dir}/{hashlib.sha256(data).hexdigest()[:16]}.deb"
-                if remote not in (path for _, path in plan.uploads):     # the same file for two roles: once
-                    plan.uploads.append((data, remote))
-                step["debs"].append(remote)
-            if resource.debs:
-                step["install"] = []   # the uploaded files are the packages
-                step["upload_dir"] = plan.upload_dir
-            plan.steps.append(step)
-            if resource.drain is not None:
-                plan.drains.append(resource.drain)
-            return list(resource.notify)
-        case Service():
-            state = found["services"].get(resource.name, {})
-            drift = []
-            if resource.enabled and not state.get("enabled"):
-                drift.append("enable")
-            if resource.running and not state.get("active"):
-                drift.append("start")
-            if drift:
-                plan.changes.append(Change("service", resource.name, " and ".join(drift)))
-                plan.steps.append({"op": "service", "name": resource.name,
-                                   "enabled": resource.enabled, "running": resource.running})
-            return []
-    raise TypeError(f"unknown resource {resource!r}")
-
-
-def _plan_file(plan: Plan, wanted: File, state: dict[str, Any]) -> list[str]:
-    previous = base64.b64decode(state["content"]) if "content" in state else None
-    if not state.get("exists") or state.get("sha256") != hashlib.sha256(wanted.content).hexdigest():
-        summary = "create" if not state.get("exists") else "update content"
-        plan.changes.append(Change("file", wanted.path, summary, file_diff(wanted, previous)))
-        plan.steps.append({**_attrs_step("write", wanted), "content": base64.b64encode(wanted.content).decode(),
-                           "backup": wanted.backup, "validate": wanted.validate})
-        return list(wanted.handlers_for(previous))
-    drift = _attr_drift(wanted, state)
-    if drift:
-        plan.changes.append(Change("file", wanted.path, ", ".join(drift)))
-        plan.steps.append({**_attrs_step("write", wanted), "content": None})
-    return []
-
-
 def _installed(version: str | None, wanted: str | None) -> bool:
     return version is not None and (wanted is None or version == wanted)
-
-
-def _attrs_step(op: str, resource: File | Directory) -> dict[str, Any]:
-    return {"op": op, "path": resource.path, "mode": resource.mode, "owner": resource.owner, "group": resource.group}
 
 
 def _attr_drift(wanted: File | Directory, state: dict[str, Any]) -> list[str]:

@@ -9,7 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+from berth.engine.protocol import FileQuery, ProbeAnswer
+
+if TYPE_CHECKING:
+    from berth.engine.plan import Planned
 
 DAEMON_RELOAD = "systemd daemon-reload"
 
@@ -142,18 +147,14 @@ Resource = File | Directory | Absent | Packages | Service
 class Derived(Protocol):
     """A resource whose wanted state depends on the probe (a certificate to sign, a config to merge).
 
-    ``plan`` adds its changes to the plan and says whether its notify handlers must run; when it sets
-    ``due``, the engine calls ``prepare`` during apply (an extra command may be needed, such as a CSR).
+    ``plan`` returns its share of the plan (berth.engine.plan.Planned: changes, steps, notified handlers,
+    notes) and reads, never changes, the plan so far; what can only happen during the apply (a CSR made
+    on the host, a runner registered in GitLab) is its ``prepare``, which returns the steps to add.
     """
 
-    notify: tuple[str, ...]
-    due: bool
+    def probe_files(self) -> list[FileQuery]: ...
 
-    def probe_files(self) -> list[dict[str, Any]]: ...
-
-    def plan(self, host: Any, found: dict[str, Any], ctx: Any, plan: Any) -> bool: ...
-
-    def prepare(self, session: Any, ctx: Any) -> list[dict[str, Any]]: ...
+    def plan(self, host: Any, found: ProbeAnswer, ctx: Any, plan: Any) -> Planned: ...
 
 
 @dataclass

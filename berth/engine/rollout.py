@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import time
@@ -32,8 +33,9 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from berth.engine.converge import Converger, HostReport, Status
+from berth.engine.converge import Converger, HostReport
 from berth.engine.fleet import make_progress, run_parallel
+from berth.engine.results import HostResult, Status, exit_code
 from berth.errors import ExitCode, OptionError
 from berth.inventory.loader import Host
 
@@ -137,13 +139,17 @@ def should_stop(failed_so_far: int, budget: int | None, batch: Sequence[Outcome]
 
 # -- results ------------------------------------------------------------------------------------
 @dataclass
-class HostResult:
-    host: str
+class RolloutHost(HostResult):
+    """A host in a rollout: its ``status`` is an Outcome (the same names as a converge's for failures)."""
+
+    status: str = Outcome.NOT_STARTED
     batch: int | None = None                  # 1-based; None: not started
-    outcome: Outcome = Outcome.NOT_STARTED
     report: HostReport | None = None
     health: str | None = None                 # "ok", the health check's error, or None (not checked)
-    error: str | None = None
+
+    @property
+    def outcome(self) -> Outcome:
+        return Outcome(self.status)
 
     def as_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"host": self.host, "batch": self.batch, "status": str(self.outcome),
@@ -157,7 +163,7 @@ class HostResult:
 
 @dataclass
 class RolloutResult:
-    hosts: list[HostResult]
+    hosts: list[RolloutHost]
     batch_size: int
     batches: int
     batches_run: int = 0
@@ -173,14 +179,8 @@ class RolloutResult:
         return {str(o): counted[o] for o in Outcome if counted[o]}
 
     def exit_code(self) -> ExitCode:
-        """The worst host decides, as for setup-runner (README: exit codes)."""
-        outcomes = {h.outcome for h in self.hosts}
-        for outcome, code in ((Outcome.INVALID, ExitCode.BAD_INVENTORY), (Outcome.FAILED, ExitCode.HOST_FAILED),
-                              (Outcome.UNREACHABLE, ExitCode.HOST_UNREACHABLE),
-                              (Outcome.PENDING, ExitCode.CHANGES_PENDING)):
-            if outcome in outcomes:
-                return code
-        return ExitCode.OK
+        """The worst host decides, as for setup-runner (berth.engine.results.exit_code)."""
+        return exit_code(h.status for h in self.hosts)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -203,12 +203,12 @@ class Rollout:
     budget: int | None = None
     shard: Shard | None = None
     log: Callable[[str], None] = print
-    _results: dict[str, HostResult] = field(default_factory=dict)
+    _results: dict[str, RolloutHost] = field(default_factory=dict)
 
     def run(self, hosts: Sequence[Host]) -> RolloutResult:
         """Converge ``hosts`` (already sharded) batch by batch; never raises for a host's failure."""
         started = time.monotonic()
-        self._results = {h.name: HostResult(h.name) for h in hosts}
+        self._results = {h.name: RolloutHost(h.name) for h in hosts}
         groups = batches(hosts, self.batch_size)
         result = RolloutResult(list(self._results.values()), self.batch_size, len(groups), shard=self.shard,
                                budget=self.budget, check=self.converger.check, forced=self.converger.force)
@@ -217,7 +217,7 @@ class Rollout:
             for number, batch in enumerate(groups, 1):
                 label = f"batch {number}/{len(groups)}"
                 self.log(f"{label}: {', '.join(h.name for h in batch)}")
-                run_parallel(batch, lambda h, n=number: self._converge(h, n), forks=self.parallel,
+                run_parallel(batch, functools.partial(self._converge, batch=number), forks=self.parallel,
                              label=f"{label}: converging", progress=progress)
                 if not self.converger.check:
                     healthy = [h for h in batch if self._results[h.name].outcome in (Outcome.CONVERGED,
@@ -238,22 +238,22 @@ class Rollout:
         result.seconds = time.monotonic() - started
         return result
 
-    def _converge(self, host: Host, batch: int) -> HostResult:
+    def _converge(self, host: Host, batch: int) -> RolloutHost:
         result = self._results[host.name]
         result.batch = batch
         result.report = self.converger.converge(host)
-        result.outcome = FROM_STATUS[result.report.status]
+        result.status = FROM_STATUS[Status(result.report.status)]
         result.error = result.report.error
         return result
 
-    def _check_health(self, host: Host) -> HostResult:
+    def _check_health(self, host: Host) -> RolloutHost:
         result = self._results[host.name]
         error, commands = self.converger.check_health(host)
         if result.report is not None:
             result.report.commands += commands
         result.health = "ok" if error is None else error
         if error is not None:
-            result.outcome = Outcome.FAILED
+            result.status = Outcome.FAILED
             result.error = f"{host.name}: health check after the batch: {error}"
         return result
 

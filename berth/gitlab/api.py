@@ -84,7 +84,7 @@ class CreatedRunner:
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     """Report redirects instead of following them: urllib would turn a POST into a GET and lose the form."""
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
         return None
 
 

@@ -47,7 +47,7 @@ from __future__ import annotations
 import difflib
 import re
 import tomllib
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
@@ -67,16 +67,25 @@ DEFAULT_DOCKER_VERSION = "27.5"
 RUNNER_TYPES = ("instance_type", "group_type", "project_type")
 ACCESS_LEVELS = ("not_protected", "ref_protected")
 
-OWNED_GLOBAL_KEYS = (
-    "concurrent",
-    "check_interval",
-    "shutdown_timeout",
-    "log_level",
-    "log_format",
-    "listen_address",
-)
 LOG_LEVELS = ("debug", "info", "warn", "error", "fatal", "panic")
 LOG_FORMATS = ("runner", "text", "json")
+
+
+def _below(minimum: int) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, bool) or not isinstance(v, int) or v < minimum
+
+
+# The global keys berth owns in config.toml (the one list: role gitlab_runner sets them from
+# gitlab_runner_<key>, its checks compare them), each with what makes a value invalid.
+GLOBAL_KEYS: dict[str, Callable[[Any], bool]] = {
+    "concurrent": _below(1),
+    "check_interval": _below(0),
+    "shutdown_timeout": _below(0),
+    "log_level": lambda v: v not in LOG_LEVELS,
+    "log_format": lambda v: v not in LOG_FORMATS,
+    "listen_address": lambda v: not isinstance(v, str),
+}
+OWNED_GLOBAL_KEYS = tuple(GLOBAL_KEYS)
 
 # Every [runners.docker] key that some mode may set; the merge removes those the runner's mode does not set.
 MODE_OWNED_KEYS = frozenset(
@@ -820,15 +829,7 @@ def _check_globals(globals_: dict[str, Any], path: str) -> None:
             )
         if value is None:
             continue
-        bad = {
-            "concurrent": lambda v: isinstance(v, bool) or not isinstance(v, int) or v < 1,
-            "check_interval": lambda v: isinstance(v, bool) or not isinstance(v, int) or v < 0,
-            "shutdown_timeout": lambda v: isinstance(v, bool) or not isinstance(v, int) or v < 0,
-            "log_level": lambda v: v not in LOG_LEVELS,
-            "log_format": lambda v: v not in LOG_FORMATS,
-            "listen_address": lambda v: not isinstance(v, str),
-        }[key](value)
-        if bad:
+        if GLOBAL_KEYS[key](value):
             hint = " (0 makes gitlab-runner exit)" if key == "concurrent" else ""
             raise ConfigError(f"{path}: {key} = {value!r} is not valid for config.toml{hint}")
 

@@ -21,7 +21,6 @@ package then starts finds the file and adopts it (system_id_state.go keeps a wel
 
 from __future__ import annotations
 
-import base64
 import difflib
 import hashlib
 import hmac
@@ -31,10 +30,21 @@ import secrets
 import string
 import tomllib
 from dataclasses import dataclass, field
+from dataclasses import replace as replace_step
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from berth.engine.plan import Change, Plan
+from berth.engine.plan import Change, Plan, Planned
+from berth.engine.protocol import (
+    ApplyAnswer,
+    ApplyRequest,
+    DirectoryStep,
+    FileQuery,
+    ProbeAnswer,
+    ProbeRequest,
+    Step,
+    WriteStep,
+)
 from berth.errors import BerthError, ConfigError, HostFailed
 from berth.gitlab.api import GitLabAPI, GitLabAPIError, is_registration_token
 from berth.gitlab.runner_config import RegisteredToken, RunnerSpec, merge_config, registration_params, runner_names
@@ -44,7 +54,7 @@ from berth.redact import redact
 
 if TYPE_CHECKING:
     from berth.engine.roles import RoleContext
-    from berth.transport.ssh import Session
+    from berth.transport.base import HostSession
 
 PLACEHOLDER = "glrt-to-be-registered"
 # gitlab-runner re-reads config.toml by itself; SIGHUP makes it do so now. Never a restart for that (a
@@ -84,17 +94,19 @@ def runner_system_id(machine_id: str | None) -> str:
     return "r_" + "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(12))
 
 
-def _machine_id(found: dict[str, Any]) -> str | None:
+def _machine_id(found: ProbeAnswer) -> str | None:
     """The host's machine ID as machineid.ID() reads it: the first readable file, trimmed (maybe empty)."""
     for path in MACHINE_ID_FILES:
-        state = found["files"].get(path, {})
-        if state.get("content") is not None:
-            return base64.b64decode(state["content"]).decode(errors="replace").strip()
+        data = found.content(path)
+        if data is not None:
+            return data.decode(errors="replace").strip()
     return None
 
 
 @dataclass
 class RunnerConfigFile:
+    """config.toml as its role wants it (the inputs only: planning keeps no state here)."""
+
     path: str
     globals_: dict[str, Any]
     specs: list[RunnerSpec]
@@ -102,95 +114,89 @@ class RunnerConfigFile:
     api_timeout: float = 10.0
     notify: tuple[str, ...] = ()
     notify_restart: tuple[str, ...] = ()   # notified instead when a key of RESTART_KEYS changes
-    due: bool = False
     notes: list[str] = field(default_factory=list)
-    _current: str | None = None
-    _pending: list[RunnerSpec] = field(default_factory=list)
-    _moved: dict[str, tuple[str, str, str]] = field(default_factory=dict, repr=False)  # name: old, new url, token
-    _system_id: str | None = None
     backups: int = 3                       # gitlab_runner_config_backups: timestamped copies kept on the host
     insecure_http: tuple[str, ...] = ()    # gitlab_runner_insecure_http_urls: http urls a token may go to
-    _reload_notify: tuple[str, ...] = field(default=(), init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        self._reload_notify = self.notify
 
     @property
     def system_id_path(self) -> str:
         return str(Path(self.path).parent / ".runner_system_id")
 
-    def probe_files(self) -> list[dict[str, Any]]:
-        return [{"path": self.path, "content": True}, {"path": self.system_id_path, "content": True},
-                *({"path": p, "content": True} for p in MACHINE_ID_FILES)]
+    def probe_files(self) -> list[FileQuery]:
+        return [FileQuery(self.path, content=True), FileQuery(self.system_id_path, content=True),
+                *(FileQuery(p, content=True) for p in MACHINE_ID_FILES)]
 
-    def plan(self, host: Host, found: dict[str, Any], ctx: RoleContext, plan: Plan) -> bool:
-        plan.notes += self.notes
-        state = found["files"].get(self.path, {})
-        self._current = base64.b64decode(state["content"]).decode() if state.get("content") is not None else None
-        sid = found["files"].get(self.system_id_path, {})
-        on_host = base64.b64decode(sid["content"]).decode().strip() if sid.get("content") else ""
+    def plan(self, host: Host, found: ProbeAnswer, ctx: RoleContext, plan: Plan) -> Planned:
+        """config.toml merged with placeholders for the runners to register; the registrations are the
+        apply's ``prepare`` (GitLab is not asked before then)."""
+        notes = list(self.notes)
+        state = found.files.get(self.path, {})
+        data = found.content(self.path)
+        current = data.decode() if data is not None else None
+        on_host = (found.content(self.system_id_path) or b"").decode().strip()
         id_missing = not SYSTEM_ID_RE.match(on_host)
-        self._system_id = runner_system_id(_machine_id(found)) if id_missing else on_host
-        existing = set(runner_names(self._current, path=self._label(host))) if self._current else set()
-        blocks = _registered_blocks(self._current) if self._current else {}
-        self._pending, self._moved = [], {}
+        system_id = runner_system_id(_machine_id(found)) if id_missing else on_host
+        existing = set(runner_names(current, path=self._label(host))) if current else set()
+        blocks = _registered_blocks(current) if current else {}
+        pending: list[RunnerSpec] = []
+        moved: dict[str, tuple[str, str, str]] = {}     # name: old url, new url, token
         for spec in self.specs:
             if spec.name in existing:
                 old_url, token = blocks.get(spec.name, (None, None))
                 if token and old_url and old_url != spec.url:
-                    self._moved[spec.name] = (old_url, spec.url, token)
-                    plan.notes.append(self._move_note(spec, old_url))
+                    moved[spec.name] = (old_url, spec.url, token)
+                    notes.append(self._move_note(spec, old_url))
                 continue
             if spec.has_token_source or os.environ.get(self.api_token_env):
-                self._pending.append(spec)
+                pending.append(spec)
             else:
-                plan.notes.append(
+                notes.append(
                     f"runner {spec.name} ({spec.mode}): registration not attempted: no token. Set "
                     f"{self.api_token_env} to a GitLab access token with scope create_runner (berth then creates the "
                     f"runner at {spec.url}), or give token_env/token_file with a runner authentication token "
                     "(glrt-/glrtr-)."
                 )
-        wanted = [s for s in self.specs if s.name in existing or s in self._pending]
-        placeholders = {s.name: RegisteredToken(0, PLACEHOLDER, None) for s in self._pending}
-        merged = merge_config(self._current, path=self._label(host), globals_=self.globals_, runners=wanted,
+        wanted = [s for s in self.specs if s.name in existing or s in pending]
+        placeholders = {s.name: RegisteredToken(0, PLACEHOLDER, None) for s in pending}
+        merged = merge_config(current, path=self._label(host), globals_=self.globals_, runners=wanted,
                               tokens=placeholders)
         restart = [k for k in merged.globals_updated if k in RESTART_KEYS]
-        self.notify = (*self._reload_notify, *self.notify_restart) if restart and self.notify_restart \
-            else self._reload_notify
-        if merged.changed or self._current is None:
+        notify = (*self.notify, *self.notify_restart) if restart and self.notify_restart else self.notify
+        if merged.changed or current is None:
             summary = ", ".join(
-                [f"register {s.name}" for s in self._pending]
-                + [self._update_summary(n) for n in merged.updated]
+                [f"register {s.name}" for s in pending]
+                + [self._update_summary(n, moved) for n in merged.updated]
                 + [f"set {k}" + (" (restarts gitlab-runner)" if k in restart else "") for k in merged.globals_updated]
             ) or "create"
-            plan.changes.append(Change("file", self.path, summary, _diff(self.path, self._current, merged.text)))
-            if id_missing and (self._pending or self._moved):
-                self._plan_system_id(plan, on_host)
-            self.due = True
-            return True
+            changes = [Change("file", self.path, summary, _diff(self.path, current, merged.text))]
+            first: tuple[Step, ...] = ()
+            if id_missing and (pending or moved):
+                changes.append(self._system_id_change(on_host, system_id))
+                first = self._system_id_steps(system_id)
+            registration = _Registration(self, host, current, pending, moved, system_id)
+            return Planned(tuple(changes), first=first, notify=notify, notes=tuple(notes), prepare=registration)
         if (state.get("mode"), state.get("owner")) != (0o600, "root"):
-            plan.changes.append(Change("file", self.path, f"mode {state.get('mode', 0):04o} -> 0600, owner root"))
-            plan.steps.append({"op": "write", "path": self.path, "content": None, "mode": 0o600, "owner": "root",
-                               "group": "root"})
-        return False
+            return Planned((Change("file", self.path, f"mode {state.get('mode', 0):04o} -> 0600, owner root"),),
+                           (WriteStep(self.path, None, 0o600),), notes=tuple(notes))
+        return Planned(notes=tuple(notes))
 
-    def _plan_system_id(self, plan: Plan, on_host: str) -> None:
-        """Write the system ID first, before the package step whose postinst starts the runner (see the module
-        docstring); the directory as the role wants it (0700), in case the package has not made it yet."""
-        directory = str(Path(self.path).parent)
-        plan.changes.append(Change("file", self.system_id_path,
-                                   f"{'replace malformed' if on_host else 'create'}: system ID {self._system_id}, "
-                                   "made as gitlab-runner makes it, written before the runner can start"))
-        plan.steps[:0] = [
-            {"op": "directory", "path": directory, "mode": 0o700, "owner": "root", "group": "root"},
-            # gitlab-runner writes the bare ID, 0600 (system_id_state.go saveConfig).
-            _write(self.system_id_path, self._system_id or ""),
-        ]
+    def _system_id_change(self, on_host: str, system_id: str) -> Change:
+        return Change("file", self.system_id_path,
+                      f"{'replace malformed' if on_host else 'create'}: system ID {system_id}, "
+                      "made as gitlab-runner makes it, written before the runner can start")
 
-    def _update_summary(self, name: str) -> str:
-        if name not in self._moved:
+    def _system_id_steps(self, system_id: str) -> tuple[Step, ...]:
+        """Written first, before the package step whose postinst starts the runner (see the module docstring);
+        the directory as the role wants it (0700), in case the package has not made it yet."""
+        return (DirectoryStep(str(Path(self.path).parent), 0o700),
+                # gitlab-runner writes the bare ID, 0600 (system_id_state.go saveConfig).
+                _write(self.system_id_path, system_id))
+
+    @staticmethod
+    def _update_summary(name: str, moved: dict[str, tuple[str, str, str]]) -> str:
+        if name not in moved:
             return f"update {name}"
-        old, new, _ = self._moved[name]
+        old, new, _ = moved[name]
         return f"update {name} (url {old} -> {new}: its token is verified at {new} first)"
 
     def _move_note(self, spec: RunnerSpec, old_url: str) -> str:
@@ -207,50 +213,72 @@ class RunnerConfigFile:
                 f"at {spec.url} before writing config.toml; if {spec.url} refuses it, berth {fallback}. A runner "
                 f"re-created there leaves the old one registered at {old_url}.")
 
-    def prepare(self, session: Session, ctx: RoleContext) -> list[dict[str, Any]]:
-        host = session.host
-        tokens = {spec.name: self._register(host, spec) for spec in self._pending}
+    def _api(self, host: Host, spec: RunnerSpec, access_token: str | None) -> GitLabAPI:
+        """The one way to GitLab: always the url declared for this runner, https unless explicitly allowed."""
+        require_https(spec.url, self.insecure_http, f"{host.name}: runner {spec.name}")
+        return GitLabAPI(spec.url, access_token, timeout=self.api_timeout)
+
+    def _label(self, host: Host) -> str:
+        return f"{host.name}:{self.path}"
+
+
+@dataclass(frozen=True)
+class _Registration:
+    """The apply's part of config.toml: register the new runners, re-verify the moved ones, write the file."""
+
+    config: RunnerConfigFile
+    host: Host
+    current: str | None
+    pending: list[RunnerSpec]
+    moved: dict[str, tuple[str, str, str]]     # name: old url, new url, token
+    system_id: str
+
+    def __call__(self, session: Any = None) -> list[Step]:
+        config, host = self.config, self.host
+        tokens = {spec.name: self._register(spec) for spec in self.pending}
         replace = []
-        for spec in self.specs:
-            if spec.name in self._moved and (token := self._reverify(host, spec)) is not None:
+        for spec in config.specs:
+            if spec.name in self.moved and (token := self._reverify(spec)) is not None:
                 tokens[spec.name] = token
                 replace.append(spec.name)
-        merged = merge_config(self._current, path=self._label(host), globals_=self.globals_,
+        merged = merge_config(self.current, path=config._label(host), globals_=config.globals_,
                               runners=self.specs_to_write(), tokens=tokens, replace=replace)
-        return [{**_write(self.path, merged.text), "backup": self._current is not None,
-                 "backup_keep": self.backups}]
+        return [replace_step(_write(config.path, merged.text), backup=self.current is not None,
+                             backup_keep=config.backups)]
 
     def specs_to_write(self) -> list[RunnerSpec]:
-        existing = set(runner_names(self._current)) if self._current else set()
-        return [s for s in self.specs if s.name in existing or s in self._pending]
+        existing = set(runner_names(self.current)) if self.current else set()
+        return [s for s in self.config.specs if s.name in existing or s in self.pending]
 
-    def _register(self, host: Host, spec: RunnerSpec) -> RegisteredToken:
+    def _register(self, spec: RunnerSpec) -> RegisteredToken:
+        config, host = self.config, self.host
         try:
             token = _secret_token(spec)
             if token and is_registration_token(token):
                 # A registration token: the deprecated path; GitLab 17+ answers 410 unless re-enabled.
-                created = self._api(host, spec, None).register_runner_legacy(
+                created = config._api(host, spec, None).register_runner_legacy(
                     token, description=spec.description or spec.name)
                 return RegisteredToken(created.id, created.token, created.token_expires_at)
             if token:
                 # A runner authentication token: glrt- (created runner) or glrtr- (registered runner).
-                api = self._api(host, spec, None)
-                answer = api.verify_runner(token, self._system_id)
+                api = config._api(host, spec, None)
+                answer = api.verify_runner(token, self.system_id)
                 return RegisteredToken(int(answer["id"]), token, answer.get("token_expires_at"))
-            api = self._api(host, spec, os.environ.get(self.api_token_env))
+            api = config._api(host, spec, os.environ.get(config.api_token_env))
             created = api.create_runner(**registration_params(spec))
             # As `gitlab-runner register --token` does: this host becomes the runner's manager.
-            api.verify_runner(created.token, self._system_id)
+            api.verify_runner(created.token, self.system_id)
             return RegisteredToken(created.id, created.token, created.token_expires_at)
         except BerthError as exc:
             raise _failed(host, spec, exc) from None
 
-    def _reverify(self, host: Host, spec: RunnerSpec) -> RegisteredToken | None:
+    def _reverify(self, spec: RunnerSpec) -> RegisteredToken | None:
         """A runner whose url changed: None if the GitLab at the new url accepts its token, else its new
         registration there. Fails the host rather than write the old token with the new url."""
-        old_url, new_url, token = self._moved[spec.name]
+        config, host = self.config, self.host
+        old_url, new_url, token = self.moved[spec.name]
         try:
-            self._api(host, spec, None).verify_runner(token, self._system_id)
+            config._api(host, spec, None).verify_runner(token, self.system_id)
             return None
         except GitLabAPIError as exc:
             if exc.status != 403:
@@ -259,24 +287,16 @@ class RunnerConfigFile:
             secret = _secret_token(spec)
         except BerthError as exc:
             raise _failed(host, spec, exc) from None
-        if (secret and secret != token) or (not spec.has_token_source and os.environ.get(self.api_token_env)):
-            return self._register(host, spec)
+        if (secret and secret != token) or (not spec.has_token_source and os.environ.get(config.api_token_env)):
+            return self._register(spec)
         if spec.has_token_source:   # the token it gives is the refused one; creating needs no token source
             remedy = (f"give token_env/token_file a token of a runner at {new_url}, or remove them and set "
-                      f"{self.api_token_env} to re-create it")
+                      f"{config.api_token_env} to re-create it")
         else:
-            remedy = f"set {self.api_token_env} to re-create it, or give token_env/token_file"
+            remedy = f"set {config.api_token_env} to re-create it, or give token_env/token_file"
         raise HostFailed(
             f"{host.name}: runner {spec.name}: url changed from {old_url} to {new_url} and {new_url} refuses its "
             f"token; {remedy}; config.toml left as it was")
-
-    def _api(self, host: Host, spec: RunnerSpec, access_token: str | None) -> GitLabAPI:
-        """The one way to GitLab: always the url declared for this runner, https unless explicitly allowed."""
-        require_https(spec.url, self.insecure_http, f"{host.name}: runner {spec.name}")
-        return GitLabAPI(spec.url, access_token, timeout=self.api_timeout)
-
-    def _label(self, host: Host) -> str:
-        return f"{host.name}:{self.path}"
 
 
 def _failed(host: Host, spec: RunnerSpec, exc: BerthError) -> HostFailed:
@@ -307,9 +327,8 @@ def _secret_token(spec: RunnerSpec) -> str | None:
     return spec.token
 
 
-def _write(path: str, text: str) -> dict[str, Any]:
-    return {"op": "write", "path": path, "content": base64.b64encode(text.encode()).decode(), "mode": 0o600,
-            "owner": "root", "group": "root", "backup": False}
+def _write(path: str, text: str) -> WriteStep:
+    return WriteStep(path, text.encode(), 0o600)
 
 
 def _diff(path: str, old: str | None, new: str) -> str:
@@ -318,7 +337,7 @@ def _diff(path: str, old: str | None, new: str) -> str:
     return redact("".join(lines))
 
 
-def remove_from_host(session: Session, name: str, *, delete: bool) -> str:
+def remove_from_host(session: HostSession, name: str, *, delete: bool) -> str:
     """Remove runner ``name`` from the host's config.toml and unregister it; the other runners stay byte-identical.
 
     GitLab first: if unregistering fails, the file is left as it was. Without ``delete`` berth unregisters
@@ -326,24 +345,23 @@ def remove_from_host(session: Session, name: str, *, delete: bool) -> str:
     runner (registered for this host alone) is deleted. With ``delete`` the runner itself is deleted in
     GitLab, for every host that uses it.
     """
-    from berth.engine.converge import handler_request, run_agent
+    from berth.engine.converge import handler_call, run_agent
     from berth.engine.resources import Handler
     from berth.gitlab.runner_config import remove_runner
 
     host = session.host
     path = host.vars["gitlab_runner_config"]
     probe = RunnerConfigFile(path, {}, [], host.vars["gitlab_runner_api_token_env"])
-    found = run_agent(session, {"action": "probe", "files": probe.probe_files(), "packages": [], "services": []})
-    state = found["files"][path]
-    if state.get("content") is None:
+    found = ProbeAnswer.from_wire(run_agent(session, ProbeRequest(files=tuple(probe.probe_files()))))
+    data = found.content(path)
+    if data is None:
         raise ConfigError(f"{host.name}: {path} does not exist; no runner {name!r} to remove")
-    text = base64.b64decode(state["content"]).decode()
+    text = data.decode()
     remaining, removed = remove_runner(text, name, path=f"{host.name}:{path}")
     if removed is None:
         names = ", ".join(runner_names(text)) or "none"
         raise ConfigError(f"{host.name}: no runner {name!r} in {path} (runners there: {names})")
-    sid = found["files"][probe.system_id_path]
-    system_id = base64.b64decode(sid["content"]).decode().strip() if sid.get("content") else ""
+    system_id = (found.content(probe.system_id_path) or b"").decode().strip()
     outcome = "removed only from config.toml (it had no token, so nothing to unregister)"
     if removed.token:   # the token goes only where the runner itself sends it, and never over plain http
         require_https(removed.url or "", allowed_http(host.vars.get(VARIABLE), host.origins.get(VARIABLE, VARIABLE)),
@@ -358,12 +376,10 @@ def remove_from_host(session: Session, name: str, *, delete: bool) -> str:
                 outcome = api.unregister_runner(removed.token, system_id)
     except BerthError as exc:
         raise HostFailed(f"{host.name}: runner {name}: {redact(str(exc))}; config.toml left as it was") from None
-    answer = run_agent(session, {
-        "action": "apply",
-        "steps": [{**_write(path, remaining), "backup": True,
-                   "backup_keep": int(host.vars.get("gitlab_runner_config_backups", 3))}],
-        "handlers": [handler_request(Handler(RELOAD_HANDLER, RELOAD_RUNNER))],
-    })
-    if answer.get("error"):
-        raise HostFailed(f"{host.name}: {answer['error']}")
+    step = replace_step(_write(path, remaining), backup=True,
+                        backup_keep=int(host.vars.get("gitlab_runner_config_backups", 3)))
+    request = ApplyRequest(steps=(step,), handlers=(handler_call(Handler(RELOAD_HANDLER, RELOAD_RUNNER)),))
+    answer = ApplyAnswer.from_wire(run_agent(session, request))
+    if answer.error:
+        raise HostFailed(f"{host.name}: {answer.error}")
     return outcome

@@ -17,7 +17,6 @@ the end (unless --keep), also after a failure; ``--clean`` removes leftovers.
 
 from __future__ import annotations
 
-import base64
 import itertools
 import re
 import secrets
@@ -27,8 +26,11 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
+from berth.checks import junit
 from berth.engine.converge import run_agent
-from berth.errors import BerthError, HostUnreachable
+from berth.engine.protocol import FileQuery, ProbeAnswer, ProbeRequest
+from berth.engine.results import exit_code as results_exit_code
+from berth.errors import BerthError, ExitCode, HostUnreachable
 from berth.gitlab import doublestar
 from berth.gitlab.runner_config import docker_settings, parse_runners, runner_environment
 from berth.inventory.loader import Host
@@ -89,12 +91,12 @@ class Runner:
     feature_flags: dict[str, Any] = field(default_factory=dict)   # [runners] feature_flags
 
 
-def runners_of(host: Host, found: dict[str, Any]) -> list[Runner]:
+def runners_of(host: Host, found: ProbeAnswer) -> list[Runner]:
     """The host's runners: those in its config.toml, and declared ones not registered yet."""
     specs, _ = parse_runners(host.vars.get("gitlab_runners") or [], str(host.origins.get("gitlab_runners")))
     declared = {s.name: s for s in specs}
-    state = found["files"].get(host.vars.get("gitlab_runner_config", ""), {})
-    config = tomllib.loads(base64.b64decode(state["content"]).decode()) if state.get("content") else {}
+    text = found.content(host.vars.get("gitlab_runner_config", ""))
+    config = tomllib.loads(text.decode()) if text else {}
     runners = []
     for block in config.get("runners", []):
         if block.get("executor") != "docker":
@@ -517,8 +519,7 @@ def smoke_host(host: Host, settings: SSHSettings, registry: Registry, *, hosts_b
     config = host.vars.get("gitlab_runner_config", "/etc/gitlab-runner/config.toml")
     try:
         with Session(host, settings) as session:
-            found = run_agent(session, {"action": "probe", "files": [{"path": config, "content": True}],
-                                        "packages": [], "services": []})
+            found = ProbeAnswer.from_wire(run_agent(session, ProbeRequest(files=(FileQuery(config, content=True),))))
             results = []
             for runner in runners_of(host, found):
                 if only and runner.name != only:
@@ -572,86 +573,25 @@ def clean_host(host: Host, settings: SSHSettings) -> int:
 
 def junit_xml(results: list[SmokeResult]) -> bytes:
     """One <testsuite> per host, one <testcase> per runner; a failure names the step and the likely cause."""
-    import xml.etree.ElementTree as ET
-
-    root = ET.Element("testsuites", name="berth smoke", tests=str(len(results)),
-                      failures=str(sum(r.status == "failed" for r in results)),
-                      errors=str(sum(r.status == "unreachable" for r in results)))
+    suites = []
     for host in dict.fromkeys(r.host for r in results):
-        mine = [r for r in results if r.host == host]
-        suite = ET.SubElement(root, "testsuite", name=host, tests=str(len(mine)), skipped="0",
-                              failures=str(sum(r.status == "failed" for r in mine)),
-                              errors=str(sum(r.status == "unreachable" for r in mine)),
-                              time=f"{sum(r.seconds for r in mine):.3f}")
-        for r in mine:
-            case = ET.SubElement(suite, "testcase", name=f"{r.runner} ({r.mode})", classname=f"{host}.smoke",
-                                 time=f"{r.seconds:.3f}")
-            if r.deviation:      # first, as the schema orders a testcase's children
-                properties = ET.SubElement(case, "properties")
-                ET.SubElement(properties, "property", name="deviation", value=r.deviation)
+        cases = []
+        for r in (r for r in results if r.host == host):
+            case = junit.Case(f"{r.runner} ({r.mode})", f"{host}.smoke", r.seconds,
+                              properties=[("deviation", r.deviation)] if r.deviation else [])
             if r.status == "failed":
-                ET.SubElement(case, "failure", message=f"{r.failed_step}: {r.cause}", type="smoke failed").text = \
-                    r.output
+                case.outcome, case.message, case.kind, case.text = (junit.FAILURE, f"{r.failed_step}: {r.cause}",
+                                                                    "smoke failed", r.output)
             elif r.status == "unreachable":
-                ET.SubElement(case, "error", message=r.cause or "unreachable", type="unreachable")
+                case.outcome, case.message, case.kind = junit.ERROR, r.cause or "unreachable", "unreachable"
             else:
                 steps = " ".join(f"{k}={v:.1f}s" for k, v in r.steps.items())
-                ET.SubElement(case, "system-out").text = f"{steps}\n{r.deviation}" if r.deviation else steps
-    ET.indent(root)
-    return ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
+                case.system_out = f"{steps}\n{r.deviation}" if r.deviation else steps
+            cases.append(case)
+        suites.append(junit.Suite(host, cases))
+    return junit.junit_xml("berth smoke", suites)
 
 
-def run(project: Any, hosts: list[Host], registry: Registry, *, runner: str = "", keep: bool = False,
-        junit: str = "", json_path: str = "") -> int:
-    """The `invoke smoke` task: smoke every runner of the hosts in parallel, print and write the reports."""
-
-    from rich.markup import escape
-    from rich.table import Table
-
-    from berth.cli import app as cli
-    from berth.engine.fleet import run_parallel
-    from berth.errors import ExitCode
-
-    settings = project.ssh()
-    by_name = project.inventory.hosts
-    try:
-        per_host = run_parallel(hosts, lambda h: smoke_host(h, settings, registry, hosts_by_name=by_name,
-                                                            only=runner, keep=keep),
-                                forks=project.settings.forks, label="smoke jobs")
-    except KeyboardInterrupt:
-        cli.console.print("[bold red]interrupted[/]: removing what the smoke created")
-        for host in hosts:
-            clean_host(host, settings)
-        raise
-    results = [r for rs in per_host for r in rs]
-    table = Table(title="berth smoke", title_justify="left")
-    for column in ("host", "runner", "mode", "status", "steps (seconds)", "total"):
-        table.add_column(column, justify="right" if column == "total" else "left", overflow="fold")
-    for r in results:
-        style = {"passed": "green", "failed": "bold red"}.get(r.status, "bold red")
-        steps = " ".join(f"{name} {r.steps[name]:.1f}" for name in STEPS if name in r.steps)
-        table.add_row(r.host, r.runner, r.mode, f"[{style}]{escape(r.status_line())}[/]", steps,
-                      f"{r.seconds:.1f}s")
-    cli.console.print(table)
-    for r in results:
-        if r.status != "passed":
-            where = f" at step {r.failed_step}" if r.failed_step else ""
-            cli.console.print(f"[bold red]{cli.safe(f'{r.host} {r.runner} ({r.mode}) failed{where}')}[/]: "
-                              f"{cli.safe(r.cause)}", soft_wrap=True)
-            if r.output:
-                cli.console.print(r.output, markup=False, highlight=False)
-        elif r.source != "config.toml":
-            cli.console.print(f"[yellow]{r.host} {r.runner}[/]: settings from the {r.source}", soft_wrap=True)
-        if r.deviation:
-            notes = " ".join(DEVIATION_NOTES.get(d, "") for d in r.deviation.split("; "))
-            cli.console.print(f"[yellow]{r.host} {r.runner}[/]: {escape(r.deviation)}: {escape(notes)}",
-                              soft_wrap=True)
-        for warning in r.warnings:
-            cli.console.print(f"[yellow]{r.host} {r.runner} warning[/]: {escape(warning)}", soft_wrap=True)
-    if keep:
-        cli.console.print("containers kept for inspection (label berth.smoke); remove them with `berth smoke --clean`")
-    cli.write_junit(junit, junit_xml(results))   # redacted like the console (berth/redact.py)
-    cli.write_json(json_path, [r.as_dict() for r in results])
-    if any(r.status == "unreachable" for r in results):
-        return ExitCode.HOST_UNREACHABLE if not any(r.status == "failed" for r in results) else ExitCode.HOST_FAILED
-    return ExitCode.HOST_FAILED if any(r.status == "failed" for r in results) else ExitCode.OK
+def exit_code(results: list[SmokeResult]) -> ExitCode:
+    """The worst runner decides (berth.engine.results.exit_code): a failure, then an unreachable host."""
+    return results_exit_code(r.status for r in results)

@@ -168,9 +168,10 @@ class SourceParser:
                     raise self._error(
                         key_line, f"'vars' of group {name!r} must be a mapping, got {kind(value)}"
                     )
-                for var, item in (value or LineDict()).items():
-                    check_name(var, Origin(self.label, value.lines.get(var)))
-                    self.set_group_var(name, var, item, value.lines[var])
+                group_vars = value or LineDict()
+                for var, item in group_vars.items():
+                    check_name(var, Origin(self.label, group_vars.lines.get(var)))
+                    self.set_group_var(name, var, item, group_vars.lines[var])
             elif key == "children":
                 self._parse_children(name, value, key_line)
             else:
@@ -199,9 +200,10 @@ class SourceParser:
                     f"{kind(host_vars)} {show(host_vars)} (e.g. '{pattern}: {{ansible_host: ...}}')",
                 )
             for name in self.add_hosts(group, str(pattern), host_line):
-                for var, item in (host_vars or LineDict()).items():
-                    check_name(var, Origin(self.label, host_vars.lines.get(var)))
-                    self.set_host_var(name, var, item, host_vars.lines[var])
+                given = host_vars or LineDict()
+                for var, item in given.items():
+                    check_name(var, Origin(self.label, given.lines.get(var)))
+                    self.set_host_var(name, var, item, given.lines[var])
 
     def _parse_children(self, parent: str, children: Any, line: int) -> None:
         if children is None:

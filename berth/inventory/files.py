@@ -45,11 +45,11 @@ class InventoryLoader(LineLoader):
     """YAML as Ansible reads inventory and vars files: ``!vault |`` values and ``!unsafe`` strings."""
 
 
-def _construct_vault(loader: LineLoader, node: yaml.Node) -> VaultText:
+def _construct_vault(loader: LineLoader, node: yaml.ScalarNode) -> VaultText:
     return VaultText(str(loader.construct_scalar(node)), node.start_mark.line + 1)
 
 
-def _construct_unsafe(loader: LineLoader, node: yaml.Node) -> Unsafe:
+def _construct_unsafe(loader: LineLoader, node: yaml.ScalarNode) -> Unsafe:
     return Unsafe(loader.construct_scalar(node))
 
 

@@ -269,7 +269,7 @@ class Inventory:
     # -- pattern helpers ------------------------------------------------------------------------------
 
     def _split_patterns(self, text: str) -> list[str]:
-        parts = []
+        parts: list[str] = []
         for part in text.split(","):
             # A host name may itself hold colons (IPv6); otherwise colons separate patterns as in Ansible.
             name = part.strip().lstrip("!&")
@@ -525,10 +525,10 @@ def _render_templates(inventory: Inventory, groups: dict[str, GroupDef]) -> None
         is_secret=lambda value: _holds_secret(value, revealed),
     )
     rendered = {name: renderer.render_host(name) for name in inventory.hosts}
-    for host, key in renderer.tainted:
+    for tainted_host, key in renderer.tainted:
         # e.g. "{{ token | b64encode }}" no longer holds the secret's own text: it becomes a secret itself.
         # ("https://u:{{ token }}@x" does, and redaction already masks that part.)
-        value = rendered[host][key]
+        value = rendered[tainted_host][key]
         if not any(secret in json.dumps(value) for secret in revealed if len(secret) >= 4):
             reveal_all(value)
     for name, host in inventory.hosts.items():

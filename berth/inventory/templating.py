@@ -23,7 +23,7 @@ import re
 import shlex
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import jinja2
 import yaml
@@ -153,7 +153,8 @@ class Renderer:
         if expression is not None:
             # Native result for one whole expression: "{{ 5 }}" is 5, as ansible-core 2.19 renders it.
             template = self.env.from_string("{% set __berth_result = (" + expression + ") %}")
-            context = template.new_context(scope, shared=True)  # shared: look names up lazily in scope
+            # shared: names are looked up lazily in scope (jinja2 only reads it as a mapping; never copied)
+            context = template.new_context(cast(dict[str, Any], scope), shared=True)
             for _ in template.root_render_func(context):
                 pass
             result = context.vars["__berth_result"]
@@ -161,8 +162,8 @@ class Renderer:
                 result._fail_with_undefined_error()
             return result
         template = self.env.from_string(text)
-        context = template.new_context(scope, shared=True)
-        return self.env.concat(template.root_render_func(context))  # type: ignore[attr-defined]
+        context = template.new_context(cast(dict[str, Any], scope), shared=True)
+        return self.env.concat(template.root_render_func(context))
 
     def _error(self, host: str, key: str, raw: str, problem: str) -> InventoryError:
         origin = self.hosts[host].origins.get(key, "?")

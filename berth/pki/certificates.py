@@ -10,19 +10,19 @@ it) and prints a CSR; the controller signs it; the certificate goes out with the
 
 from __future__ import annotations
 
-import base64
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from berth.engine.plan import Change, Plan
+from berth.engine.plan import Change, Plan, Planned
+from berth.engine.protocol import FileQuery, InstallKeyStep, ProbeAnswer, Step, WriteStep
 from berth.errors import HostFailed, PKIError
 from berth.inventory.loader import Host
 from berth.pki.ca import FLEET_ZONE, cert_info, parse_san, renewal_reason
 
 if TYPE_CHECKING:
     from berth.engine.roles import RoleContext
-    from berth.transport.ssh import Session
+    from berth.transport.base import HostSession
 
 # openssl genpkey arguments per key type (berth.pki.ca.KEY_TYPES).
 GENPKEY = {
@@ -34,7 +34,7 @@ GENPKEY = {
 }
 
 
-@dataclass
+@dataclass(frozen=True)
 class HostCertificate:
     cert_path: str
     key_path: str
@@ -47,60 +47,57 @@ class HostCertificate:
     key_type: str = "ec-p256"
     rotate_key: bool = False
     notify: tuple[str, ...] = ()
-    wanted_sans: list[str] = field(default_factory=list)
-    new_key: bool = False
-    due: bool = False                # to be (re)issued in this apply
 
-    def probe_files(self) -> list[dict[str, Any]]:
+    def probe_files(self) -> list[FileQuery]:
         """The certificate is read (public); the key only checked for existence and mode, never read."""
-        return [{"path": self.cert_path, "content": True}, {"path": self.key_path}]
+        return [FileQuery(self.cert_path, content=True), FileQuery(self.key_path)]
 
-    def plan(self, host: Host, found: dict[str, Any], ctx: RoleContext, plan: Plan) -> bool:
-        """Add this certificate's changes to the plan; True when the certificate file changes."""
+    def plan(self, host: Host | None, found: ProbeAnswer, ctx: RoleContext, plan: Plan) -> Planned:
+        """This certificate's changes; issuing one is the apply's ``prepare`` (the host makes the CSR)."""
         if self.purpose == "client":
-            return self._plan_client(found, ctx, plan)
+            return self._plan_client(found, ctx)
         # Never from the host: a host whose root was taken would name itself after other daemons.
-        self.wanted_sans = list(dict.fromkeys([*self.sans, "127.0.0.1"]))
-        self._note_reported_names(found.get("facts") or {}, plan)
-        cert = found["files"].get(self.cert_path, {})
-        key = found["files"].get(self.key_path, {})
-        pem = base64.b64decode(cert["content"]) if cert.get("content") else None
-        self.new_key = not key.get("exists") or self.rotate_key
-        reason = renewal_reason(pem, wanted_sans=self.wanted_sans, ca=ctx.ca(), renew_days=self.renew_days)
-        if reason is None and self.new_key:
+        wanted_sans = list(dict.fromkeys([*self.sans, "127.0.0.1"]))
+        notes = self._reported_names(found.facts, wanted_sans)
+        key = found.files.get(self.key_path, {})
+        pem = found.content(self.cert_path) or None
+        new_key = not key.get("exists") or self.rotate_key
+        reason = renewal_reason(pem, wanted_sans=wanted_sans, ca=ctx.ca(), renew_days=self.renew_days)
+        if reason is None and new_key:
             reason = "key rotation asked (docker_tls_rotate_key)" if key.get("exists") else "key missing"
-        if key.get("exists") and not self.new_key and (key.get("mode"), key.get("owner")) != (0o400, "root"):
-            plan.changes.append(Change("file", self.key_path, f"mode {key.get('mode', 0):04o} -> 0400, owner root"))
-            plan.steps.append({"op": "write", "path": self.key_path, "content": None, "mode": 0o400,
-                               "owner": "root", "group": "root"})
+        changes: list[Change] = []
+        steps: list[Step] = []
+        if key.get("exists") and not new_key and (key.get("mode"), key.get("owner")) != (0o400, "root"):
+            changes.append(Change("file", self.key_path, f"mode {key.get('mode', 0):04o} -> 0400, owner root"))
+            steps.append(WriteStep(self.key_path, None, 0o400))
         if reason is None:
             leaf, chain = split_leaf(pem or b"")
             if chain != ctx.ca().chain_pem():
                 # Same certificate, new intermediate: the cross-signed CA comes or goes with a rotation.
-                plan.changes.append(Change("certificate", self.cert_path, "CA chain updated (CA rotation)"))
-                plan.steps.append(self._write_step(leaf + ctx.ca().chain_pem()))
-                return True
-            return False
-        plan.changes.append(Change("certificate", self.cert_path, f"issue: {reason}"))
-        self.due = True
-        return True
+                changes.append(Change("certificate", self.cert_path, "CA chain updated (CA rotation)"))
+                steps.append(self._write_step(leaf + ctx.ca().chain_pem()))
+                return Planned(tuple(changes), tuple(steps), notify=self.notify, notes=notes)
+            return Planned(tuple(changes), tuple(steps), notes=notes)
+        changes.append(Change("certificate", self.cert_path, f"issue: {reason}"))
+        return Planned(tuple(changes), tuple(steps), notify=self.notify, notes=notes,
+                       prepare=_Issue(self, ctx, wanted_sans, new_key))
 
-    def _note_reported_names(self, facts: dict[str, Any], plan: Plan) -> None:
+    def _reported_names(self, facts: dict[str, Any], wanted_sans: list[str]) -> tuple[str, ...]:
         """What the host says it is called, compared with the inventory's SANs: a difference is a note."""
-        have = {_san_key(s) for s in self.wanted_sans}
+        have = {_san_key(s) for s in wanted_sans}
         reported = [facts.get("hostname", ""), facts.get("fqdn", ""), *facts.get("addresses", [])]
         unnamed = [n for n in dict.fromkeys(reported) if n and n != "localhost" and _san_key(n) not in have
                    and not n.startswith(("127.", "::1"))]
-        if unnamed:
-            plan.notes.append(
-                f"{self.common_name}: the host reports {', '.join(unnamed)} (hostname, FQDN, addresses), which its "
-                "certificate does not name: SANs come from the inventory only. If clients reach the daemon by "
-                "one of these, add it to docker_tls_extra_sans.")
+        if not unnamed:
+            return ()
+        return (
+            f"{self.common_name}: the host reports {', '.join(unnamed)} (hostname, FQDN, addresses), which its "
+            "certificate does not name: SANs come from the inventory only. If clients reach the daemon by "
+            "one of these, add it to docker_tls_extra_sans.",)
 
-    def _plan_client(self, found: dict[str, Any], ctx: RoleContext, plan: Plan) -> bool:
-        cert = found["files"].get(self.cert_path, {})
-        pem = base64.b64decode(cert["content"]) if cert.get("content") else None
-        self.new_key = not found["files"].get(self.key_path, {}).get("exists") or self.rotate_key
+    def _plan_client(self, found: ProbeAnswer, ctx: RoleContext) -> Planned:
+        pem = found.content(self.cert_path) or None
+        new_key = not found.files.get(self.key_path, {}).get("exists") or self.rotate_key
         reason = "missing" if not pem else None
         if pem:
             info = cert_info(pem)
@@ -108,39 +105,48 @@ class HostCertificate:
                 reason = f"not issued by the current CA of zone {self.zone}"
             elif info.days_left() < self.renew_days:
                 reason = f"expires in {info.days_left():.1f} days (renewal window {self.renew_days} days)"
-        if reason is None and self.new_key:
+        if reason is None and new_key:
             reason = "key missing"
         if reason is None:
-            return False
-        plan.changes.append(Change("certificate", self.cert_path, f"issue client certificate: {reason}"))
-        self.due = True
-        return True
+            return Planned()
+        return Planned((Change("certificate", self.cert_path, f"issue client certificate: {reason}"),),
+                       notify=self.notify, prepare=_Issue(self, ctx, [], new_key))
 
-    def _write_step(self, pem: bytes) -> dict[str, Any]:
-        return {"op": "write", "path": self.cert_path, "content": base64.b64encode(pem).decode(),
-                "mode": 0o444, "owner": "root", "group": "root", "backup": False}
+    def _write_step(self, pem: bytes) -> WriteStep:
+        return WriteStep(self.cert_path, pem, 0o444)
 
-    def prepare(self, session: Session, ctx: RoleContext) -> list[dict[str, Any]]:
-        """Have the host make its key (if needed) and a CSR; sign it; return the apply steps."""
-        key = shlex.quote(self.key_path)
-        csr_key = shlex.quote(self.key_path + ".next") if self.new_key else key
+
+@dataclass(frozen=True)
+class _Issue:
+    """Issuing one certificate during the apply: the host makes its key (if needed) and a CSR; berth signs it."""
+
+    cert: HostCertificate
+    ctx: RoleContext
+    wanted_sans: list[str]
+    new_key: bool
+
+    def __call__(self, session: HostSession) -> list[Step]:
+        cert = self.cert
+        key = shlex.quote(cert.key_path)
+        csr_key = shlex.quote(cert.key_path + ".next") if self.new_key else key
         script = ["set -e", "umask 077", f"mkdir -p $(dirname {key})"]
         if self.new_key:
-            script.append(f"openssl genpkey {GENPKEY[self.key_type]} -out {csr_key} 2>/dev/null")
-        script.append(f"openssl req -new -key {csr_key} -subj {shlex.quote('/CN=' + self.common_name)}")
+            script.append(f"openssl genpkey {GENPKEY[cert.key_type]} -out {csr_key} 2>/dev/null")
+        script.append(f"openssl req -new -key {csr_key} -subj {shlex.quote('/CN=' + cert.common_name)}")
         result = session.run("; ".join(script))
         if not result.ok or "BEGIN CERTIFICATE REQUEST" not in result.stdout:
             raise HostFailed(f"{session.host.name}: making a key and CSR failed: {result.stderr.strip()[-500:]}")
         csr = result.stdout.encode()
-        if self.purpose == "client":
-            pem = ctx.ca().sign_client_csr(csr, name=self.common_name, zone=self.zone, days=self.days)
+        ca = self.ctx.ca()
+        if cert.purpose == "client":
+            pem = ca.sign_client_csr(csr, name=cert.common_name, zone=cert.zone, days=cert.days)
         else:
-            pem = ctx.ca().sign_server_csr(csr, sans=self.wanted_sans, days=self.days, common_name=self.common_name)
-        steps: list[dict[str, Any]] = []
+            pem = ca.sign_server_csr(csr, sans=self.wanted_sans, days=cert.days, common_name=cert.common_name)
+        steps: list[Step] = []
         if self.new_key:
             # Swapped in by the apply, so that a rollback restores the old key with the old certificate.
-            steps.append({"op": "install_key", "src": self.key_path + ".next", "path": self.key_path})
-        steps.append(self._write_step(pem + (ctx.ca().chain_pem() if self.purpose == "server" else b"")))
+            steps.append(InstallKeyStep(src=cert.key_path + ".next", path=cert.key_path))
+        steps.append(cert._write_step(pem + (ca.chain_pem() if cert.purpose == "server" else b"")))
         return steps
 
 

@@ -11,6 +11,12 @@ SSH command, and reads one JSON answer from stdout. Three requests exist:
 - ``health``: read-only. Do the daemons answer (unix socket /_ping, TCP ports accept)?
 
 Keeping the whole exchange to one command each is what keeps a no-op converge at one round trip.
+
+The request names its ``protocol`` (berth/engine/protocol.py holds the typed side; this file cannot import
+it) and the ``root`` every path is under ("/" on a host; berth.transport.local runs this file on the
+controller against a temporary directory). A request of another protocol, or naming a step this agent
+does not know, is refused before anything changes. Every command the agent runs goes through ``sh``
+and is looked up on PATH: the one seam where the local transport puts its stand-ins.
 """
 
 import base64
@@ -29,8 +35,17 @@ import tempfile
 import time
 from urllib.parse import quote
 
+PROTOCOL = 1            # berth/engine/protocol.py PROTOCOL; a request without one is protocol 1
+ROOT = "/"              # the request's root: every path the agent reads or writes is under it
+
+
+def host_path(path):
+    """Where a host path is on this machine: itself on a host, under ROOT for the local transport."""
+    return path if ROOT == "/" else os.path.join(ROOT, path.lstrip("/"))
+
 
 def sh(argv, check=False, env=None, timeout=None):
+    """Run a command: the only way this agent starts a process (see the module docstring)."""
     full_env = dict(os.environ, DEBIAN_FRONTEND="noninteractive", LC_ALL="C")
     full_env.update(env or {})
     proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env, timeout=timeout)
@@ -46,6 +61,7 @@ class StepFailed(Exception):
 
 # -- probe ------------------------------------------------------------------------------------
 def file_state(path, want_content):
+    path = host_path(path)
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -77,7 +93,7 @@ def _name(lookup, ident):
 def facts():
     osr = {}
     try:
-        with open("/etc/os-release") as fh:
+        with open(host_path("/etc/os-release")) as fh:
             for line in fh:
                 key, _, value = line.strip().partition("=")
                 osr[key] = value.strip('"')
@@ -129,7 +145,7 @@ def _which(name):
 
 
 def _apt_lists_age():
-    lists = "/var/lib/apt/lists"
+    lists = host_path("/var/lib/apt/lists")
     try:
         stamps = [os.stat(os.path.join(lists, n)).st_mtime for n in os.listdir(lists) if n.endswith("Packages")]
     except OSError:
@@ -206,7 +222,7 @@ class Applier:
         self.log = []
 
     def write(self, step):
-        path = step["path"]
+        path = host_path(step["path"])
         data = base64.b64decode(step["content"]) if step.get("content") is not None else None
         previous = None
         if os.path.isfile(path):
@@ -220,7 +236,7 @@ class Applier:
             self.staged.append((step, candidate))
         elif data is not None:
             self._backup(step, previous)
-            self.written.append((path, previous))
+            self.written.append((step["path"], previous))
             self._atomic(path, data, step["mode"], step["owner"], step["group"])
         else:
             os.chown(path, pwd.getpwnam(step["owner"]).pw_uid, grp.getgrnam(step["group"]).gr_gid)
@@ -230,8 +246,8 @@ class Applier:
     def _backup(step, previous):
         if step.get("backup") and previous is not None:
             stamp = time.strftime("%Y%m%dT%H%M%S")
-            Applier._atomic(step["path"] + "." + stamp + ".bak", previous, 0o600, "root", "root")
-            prune_backups(step["path"], int(step.get("backup_keep", DEFAULT_BACKUPS)))
+            Applier._atomic(host_path(step["path"]) + "." + stamp + ".bak", previous, 0o600, "root", "root")
+            prune_backups(host_path(step["path"]), int(step.get("backup_keep", DEFAULT_BACKUPS)))
 
     def commit_staged(self):
         """Check each candidate (dockerd --validate where dockerd can), then rename it over the real file.
@@ -249,18 +265,19 @@ class Applier:
                 raise StepFailed("%s: %s%s; %s unchanged" % (
                     step["path"], error, "; restored " + ", ".join(restored) if restored else "", step["path"]))
         for step, candidate in staged:
-            path = step["path"]
+            path = host_path(step["path"])
             previous = None
             if os.path.isfile(path):
                 with open(path, "rb") as fh:
                     previous = fh.read()
             self._backup(step, previous)
-            self.written.append((path, previous))
+            self.written.append((step["path"], previous))
             os.rename(candidate, path)
 
     def restore(self):
         """Put back every file this run wrote or removed; returns their paths."""
-        for path, previous in reversed(self.written):
+        for logical, previous in reversed(self.written):
+            path = host_path(logical)
             if previous is None:
                 os.unlink(path) if os.path.exists(path) else None
             else:
@@ -287,28 +304,29 @@ class Applier:
 
     def install_key(self, step):
         """Swap a freshly made key into place, remembering the old one for a rollback (it stays on the host)."""
-        path = step["path"]
+        path = host_path(step["path"])
         previous = None
         if os.path.isfile(path):
             with open(path, "rb") as fh:
                 previous = fh.read()
-        self.written.append((path, previous))
-        os.chown(step["src"], 0, 0)
-        os.chmod(step["src"], 0o400)
-        os.rename(step["src"], path)
+        self.written.append((step["path"], previous))
+        src = host_path(step["src"])
+        os.chown(src, 0, 0)
+        os.chmod(src, 0o400)
+        os.rename(src, path)
 
     def directory(self, step):
-        path = step["path"]
+        path = host_path(step["path"])
         if not os.path.isdir(path):
             os.makedirs(path, mode=step["mode"])
         os.chown(path, pwd.getpwnam(step["owner"]).pw_uid, grp.getgrnam(step["group"]).gr_gid)
         os.chmod(path, step["mode"])
 
     def remove(self, step):
-        path = step["path"]
+        path = host_path(step["path"])
         if os.path.isfile(path):
             with open(path, "rb") as fh:
-                self.written.append((path, fh.read()))
+                self.written.append((step["path"], fh.read()))
             os.unlink(path)
 
     def packages(self, step):
@@ -320,8 +338,9 @@ class Applier:
         pinned = any("=" in name for name in step.get("install", []))
         if step.get("update") or pinned or age is None or age > max_age:
             sh(["apt-get", "update", "-qq"], check=True)
+        debs = set(step.get("debs", []))
         for argv in apt_install_commands(step):
-            sh(argv, check=True)
+            sh([host_path(a) if a in debs else a for a in argv], check=True)
 
     def service(self, step):
         name = step["name"]
@@ -371,11 +390,10 @@ class Applier:
     @staticmethod
     def healthy(health):
         deadline = time.time() + health.get("timeout", 30)
-        last = "no check ran"
         while True:
             last = None
             if health.get("unix"):
-                last = _ping_unix(health["unix"])
+                last = _ping_unix(host_path(health["unix"]))
             for hostport in health.get("tcp", []):
                 last = last or _tcp_open(hostport[0], hostport[1])
             if last is None or time.time() > deadline:
@@ -443,10 +461,10 @@ class Drain:
         self.unit = spec.get("runner_unit")
         self.stopped_runner = False
         self.state = {"forced": bool(spec.get("force")), "runner": "absent", "jobs": 0, "waited": 0.0,
-                      "resumed": False}
+                      "resumed": False}  # type: dict
 
     def run(self):
-        jobs = job_containers(self.spec["socket"], self.spec["job_label"])
+        jobs = job_containers(host_path(self.spec["socket"]), self.spec["job_label"])
         self.state["jobs"] = len(jobs)
         if self.spec.get("force"):
             return          # --force: the restart goes ahead; the answer says how many jobs it hit
@@ -455,7 +473,7 @@ class Drain:
         deadline = started + float(self.spec["timeout"])
         quiet = 0
         while True:
-            jobs = job_containers(self.spec["socket"], self.spec["job_label"])
+            jobs = job_containers(host_path(self.spec["socket"]), self.spec["job_label"])
             self.state["jobs"] = max(self.state["jobs"], len(jobs))
             # The runner exits only when all its jobs are done; between two containers of one job none
             # runs for a moment, hence two quiet polls in a row when there is no runner to watch.
@@ -483,7 +501,7 @@ class Drain:
         if props.get("ActiveState") not in ("active", "activating", "reloading"):
             self.state["runner"] = "inactive"      # stopped by someone else: left as it is
             return
-        path = DRAIN_DROPIN % self.unit
+        path = host_path(DRAIN_DROPIN % self.unit)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         Applier._atomic(path, DRAIN_DROPIN_TEXT, 0o644, "root", "root")
         sh(["systemctl", "daemon-reload"], check=True)
@@ -500,7 +518,8 @@ class Drain:
             return
         stopping = unit_state(self.unit) == "deactivating"
         if not stopping:
-            os.unlink(DRAIN_DROPIN % self.unit) if os.path.exists(DRAIN_DROPIN % self.unit) else None
+            dropin = host_path(DRAIN_DROPIN % self.unit)
+            os.unlink(dropin) if os.path.exists(dropin) else None
             sh(["systemctl", "daemon-reload"])
         # else the drain timed out and the runner still finishes its jobs: its stop stays graceful (the
         # drop-in goes at reboot), and --no-block lets systemd start it once those jobs are done.
@@ -599,7 +618,7 @@ def _upload_dir_problem(path):
     if os.path.dirname(path) != UPLOAD_ROOT or not os.path.basename(path).startswith("berth-"):
         return "%s is not a berth upload directory" % path
     try:
-        st = os.lstat(path)
+        st = os.lstat(host_path(path))
     except OSError as exc:
         return "%s: %s" % (path, exc)
     owners = {0, int(os.environ.get("SUDO_UID", 0))}     # root, or the SSH user sudo runs us for
@@ -611,7 +630,7 @@ def _upload_dir_problem(path):
 def check_upload_dir(path, debs):
     """Refuse to install packages from anywhere but the private upload directory of this apply."""
     problem = _upload_dir_problem(path or "")
-    if problem is None and any(os.path.dirname(d) != path or os.path.islink(d) for d in debs):
+    if problem is None and any(os.path.dirname(d) != path or os.path.islink(host_path(d)) for d in debs):
         problem = "a package is not a plain file inside %s" % path
     if problem:
         raise StepFailed("uploaded packages: %s; nothing installed" % problem)
@@ -620,18 +639,18 @@ def check_upload_dir(path, debs):
 def remove_upload_dir(path):
     # rmtree neither follows a symlink at the top (lstat first) nor inside; a foreign path is left alone.
     if _upload_dir_problem(path) is None:
-        shutil.rmtree(path, ignore_errors=True)
+        shutil.rmtree(host_path(path), ignore_errors=True)
 
 
 def apply(request):
     applier = Applier()
-    results = {"steps": [], "handlers": [], "error": None, "drain": None}
+    results = {"steps": [], "handlers": [], "error": None, "drain": None}  # type: dict
     drain = Drain(request["drain"]) if request.get("drain") else None
     try:
         if drain is not None:
             drain.run()         # before any step: a drain that times out has changed nothing
         for step in request.get("steps", []):
-            getattr(applier, step["op"])(step)
+            getattr(applier, step["op"])(step)     # a name of STEPS: main refused any other
             results["steps"].append(step.get("id"))
         applier.commit_staged()
         for handler in request.get("handlers", []):
@@ -646,7 +665,7 @@ def apply(request):
             remove_upload_dir(request["upload_dir"])
         if drain is not None:
             try:
-                drain.resume(_ping_unix(drain.spec["socket"]))
+                drain.resume(_ping_unix(host_path(drain.spec["socket"])))
             except (OSError, subprocess.SubprocessError) as exc:
                 drain.state["runner"] = "not resumed: %s" % exc
             results["drain"] = drain.state
@@ -666,12 +685,38 @@ def health(request):
 
 
 ACTIONS = {"probe": probe, "apply": apply, "health": health}
+# The steps an apply may name (berth/engine/protocol.py STEP_OPS), each an Applier method.
+STEPS = ("write", "install_key", "directory", "remove", "packages", "service")
+
+
+def refusal(request):
+    """Why this agent will not run the request (None: it will). Checked before anything changes."""
+    version = request.get("protocol", 1)
+    if version != PROTOCOL:
+        return ("the controller speaks agent protocol %r, this agent speaks %d: use the same berth release "
+                "for the controller and its agent" % (version, PROTOCOL))
+    if request.get("action") not in ACTIONS:
+        return "unknown request %r (this agent knows %s)" % (request.get("action"), ", ".join(sorted(ACTIONS)))
+    unknown = [s.get("op") for s in request.get("steps", []) if s.get("op") not in STEPS]
+    if unknown:
+        return "unknown step %s (this agent knows %s); nothing was changed" % (
+            ", ".join(repr(op) for op in unknown), ", ".join(STEPS))
+    root = request.get("root", "/")
+    if not isinstance(root, str) or not os.path.isabs(root):
+        return "root must be an absolute path, got %r" % (root,)
+    return None
 
 
 def main(raw):
+    global ROOT
     request = json.loads(raw)
-    action = ACTIONS.get(request.get("action"))
-    answer = action(request) if action else {"error": "unknown request %r" % request.get("action")}
+    problem = refusal(request)
+    if problem is not None:
+        answer = {"error": problem, "refused": True}
+    else:
+        ROOT = request.get("root", "/")
+        answer = ACTIONS[request["action"]](request)
+    answer["protocol"] = PROTOCOL
     sys.stdout.write(json.dumps(answer))
 
 

@@ -96,7 +96,8 @@ def main(raw):
     request = json.loads(raw)
     globbed = sorted({p for pattern in request.get("globs", []) for p in glob.glob(pattern, recursive=True)})
     files = {f["path"]: file_state(f["path"], f.get("content", False)) for f in request.get("files", [])}
-    files.update({p: file_state(p, False) for p in globbed if os.path.isfile(p)})
+    # A globbed file is stat-ed; one also requested by name keeps what was asked (its content).
+    files.update({p: file_state(p, False) for p in globbed if os.path.isfile(p) and p not in files})
     answer = {
         "host": {"hostname": socket.gethostname(), "fqdn": socket.getfqdn(), "addresses": addresses()},
         "files": files,

@@ -22,6 +22,9 @@ from paramiko.ssh_exception import NoValidConnectionsError
 
 from berth.errors import HostFailed, HostUnreachable
 from berth.inventory.loader import Host
+from berth.transport.base import CommandResult
+
+__all__ = ["HOST_KEY_POLICIES", "CommandResult", "SSHSettings", "Session", "fabric_config", "network_address"]
 
 HOST_KEY_POLICIES = ("strict", "accept-new")
 
@@ -31,17 +34,6 @@ class SSHSettings:
     ssh_config: Path | None = None           # None: ~/.ssh/config when it exists
     host_key_checking: str = "strict"        # or "accept-new"
     connect_timeout: float = 10.0
-
-
-@dataclass
-class CommandResult:
-    exit_code: int
-    stdout: str
-    stderr: str
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_code == 0
 
 
 class _AcceptNewPolicy(paramiko.MissingHostKeyPolicy):
@@ -68,6 +60,7 @@ class Session:
     settings: SSHSettings = field(default_factory=SSHSettings)
     commands: int = 0
     _cx: fabric.Connection | None = None
+    agent_root: str = "/"
 
     # -- connecting ----------------------------------------------------------------------------
     def open(self) -> Session:

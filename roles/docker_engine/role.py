@@ -1,14 +1,14 @@
 """Role docker_engine: Docker Engine installed, daemon.json built from variables, dockerd healthy.
 
 daemon.json changes are applied with a reload when dockerd's reload applies every change, and with a
-restart otherwise. After a restart the socket (and the TLS port when role docker_tls is on) must
+restart otherwise. After a restart the socket (and every TCP listener other roles contributed) must
 answer; if not, the previous daemon.json and drop-in are put back and dockerd restarted.
 
-Every restart drains the host first (docker_restart_drains, on by default): live-restore keeps the
-containers across it, but not the CI jobs in them, because gitlab-runner follows a job through its attach
-stream to dockerd, and when that stream ends the executor stops the container and fails the job
-(gitlab-runner executors/docker/internal/exec/exec.go Exec, internal/wait/wait.go StopKillWait). A reload
-keeps dockerd and its streams running, so it never drains.
+This role owns daemon.json. Other roles add to it through contributions (berth/engine/contributions.py),
+never by calling this module: keys to ``docker.daemon_json`` (role docker_tls: tls*), listeners to
+``docker.listeners`` (docker_tls: tcp://0.0.0.0:2376, with the address the health check dials) and, for
+verify's accepted risks, job modes to ``docker.job_modes`` (gitlab_runner). They notify this role's
+handlers by name: ``restart docker``, ``reload docker``.
 """
 
 from __future__ import annotations
@@ -18,23 +18,29 @@ from typing import Any
 
 from berth.docker import daemon_keys
 from berth.docker import hosts as docker_hosts
-from berth.engine.resources import (
+from berth.role import (
     Absent,
+    ConfigError,
+    Contributions,
     Directory,
     Drain,
     File,
+    FileQuery,
     Handler,
     Health,
+    Host,
     Packages,
+    Planned,
+    ProbeAnswer,
+    RoleContext,
     RoleState,
     Service,
     apt_source,
+    check_file_name,
+    check_path,
+    controller_files,
     drop_in,
 )
-from berth.engine.roles import RoleContext, controller_files
-from berth.errors import ConfigError
-from berth.inventory.loader import Host
-from berth.inventory.paths import check_file_name, check_path
 
 # Keys a reload (SIGHUP) applies, in every dockerd berth supports: moby daemon/reload.go Reload and
 # daemon/reload_unix.go reloadPlatform at v20.10.24 (Debian 12) and v23.0.0 ... v28.5.2, plus
@@ -61,20 +67,29 @@ RELOAD_SETS_WHEN_NON_EMPTY = frozenset({"default-runtime", "default-cgroupns-mod
 RELOAD = "reload docker"
 RESTART = "restart docker"                          # drained first unless docker_restart_drains is false
 
+DAEMON_JSON = "docker.daemon_json"
+LISTENERS = "docker.listeners"
+JOB_MODES = "docker.job_modes"
+OWNS = {
+    DAEMON_JSON: "keys of daemon.json, added to docker_daemon_defaults and docker_daemon_options",
+    LISTENERS: "dockerd `hosts` entries (value: {'health': [address, port]} the health check dials)",
+    JOB_MODES: "how jobs use this daemon (dind, socket, remote) -> why; verify accepts CIS 5.5/5.32 for them",
+}
+
 
 def declare(host: Host, ctx: RoleContext) -> RoleState:
     v = host.vars
     # Written as root: confined to where they belong (berth/inventory/paths.py), before anything uses them.
     check_file_name(host, "docker_dropin_name", suffix=".conf")
     check_path(host, "docker_daemon_json", below=["/etc/docker"], suffix=".json")
-    options = daemon_json(host)
-    tls_port = v.get("docker_tls_port") if "docker_tls" in host.roles else None
+    shared = ctx.contributions(host)
+    options = daemon_json(host, shared)
     health = Health(
         unix=v["docker_socket"],
-        tcp=((("127.0.0.1", int(tls_port)),) if tls_port else ()),
+        tcp=tuple((str(a), int(p)) for a, p in (c.get("health") for c in shared.values(LISTENERS).values()) if p),
         timeout=float(v["docker_health_timeout"]),
     )
-    restart = restart_handler(host)
+    restart = RESTART
     state = RoleState("docker_engine")
     state.resources += _install(host)
     state.resources += [
@@ -107,30 +122,34 @@ def declare(host: Host, ctx: RoleContext) -> RoleState:
     return state
 
 
-def restart_handler(host: Host) -> str:
-    """The handler a change outside daemon.json notifies (the drop-in, role docker_tls's certificates)."""
-    return RESTART
+def daemon_json(host: Host, shared: Contributions) -> dict[str, Any]:
+    """The daemon.json of a host: defaults, options, then the keys and listeners other roles contributed.
 
-
-def daemon_json(host: Host) -> dict[str, Any]:
-    """The daemon.json of a host: defaults, options, then the TLS listener of role docker_tls."""
+    A key both the variables and a role set is an error naming both (one source per key).
+    """
     v = host.vars
     options = {**v["docker_daemon_defaults"], **v["docker_daemon_options"]}
     origin = host.origins.get("docker_daemon_options") or host.origins.get("docker_daemon_defaults")
     _check_types(options, f"{origin}: {host.name}")
-    _check_listeners(host, options, origin)
-    if "docker_tls" in host.roles:
-        d = check_path(host, "docker_tls_dir", below=["/etc/docker"])
-        listener = f"tcp://{v['docker_tls_bind']}:{v['docker_tls_port']}"
-        options["hosts"] = list(dict.fromkeys(["fd://", *(options.get("hosts") or []), listener]))
-        options.update(tls=True, tlsverify=True, tlscacert=f"{d}/ca.pem", tlscert=f"{d}/cert.pem",
-                       tlskey=f"{d}/key.pem")
+    _check_listeners(host, options, origin, tls=bool(shared.values(DAEMON_JSON).get("tlsverify")))
+
+    def where(key: str) -> str:
+        variable = "docker_daemon_options" if key in v["docker_daemon_options"] else "docker_daemon_defaults"
+        return f"{host.origins.get(variable, variable)} ({variable})"
+
+    options = shared.merge(DAEMON_JSON, options, where=where)
+    listeners = list(shared.values(LISTENERS))
+    if listeners:
+        options["hosts"] = list(dict.fromkeys(["fd://", *(options.get("hosts") or []), *listeners]))
+    _check_types(options, f"{origin}: {host.name} (with the contributions of roles "
+                          f"{', '.join(sorted({c.role for c in shared.to(DAEMON_JSON).values()})) or '-'})")
     return options
 
 
-def _check_listeners(host: Host, options: dict[str, Any], origin: object) -> None:
+def _check_listeners(host: Host, options: dict[str, Any], origin: object, *, tls: bool) -> None:
     """Every `hosts` entry read as dockerd reads it (berth/docker/hosts.py): whatever the spelling, a TCP
-    listener needs role docker_tls, and port 2375 (also a tcp address without a port) is never opened."""
+    listener needs mutual TLS (a role contributing tlsverify: docker_tls), and port 2375 (also a tcp address
+    without a port) is never opened."""
     try:
         tcp = docker_hosts.tcp_listeners(options.get("hosts"), tls=bool(options.get("tls")))
     except docker_hosts.BadHost as exc:
@@ -142,7 +161,7 @@ def _check_listeners(host: Host, options: dict[str, Any], origin: object) -> Non
             "the port of a tcp address written without one); berth never opens it. Role docker_tls puts the API "
             "on 2376 with mutual TLS (docker_tls_port)."
         )
-    if tcp and "docker_tls" not in host.roles:
+    if tcp and not tls:
         raise ConfigError(
             f"{origin}: {host.name}: daemon.json hosts {[t.address for t in tcp]} open the Docker API on TCP "
             "without TLS, which gives root on the host to anyone who can reach the port. Add role docker_tls "
@@ -191,35 +210,28 @@ class DaemonKeyNotes:
     """
 
     # (A plain class: dataclasses need the module in sys.modules, and roles are loaded from their files.)
-    notify: tuple[str, ...] = ()
-    due = False
-
     def __init__(self, path: str, options: dict[str, Any]) -> None:
         self.path = path
         self.options = options
 
-    def probe_files(self) -> list[dict[str, Any]]:
+    def probe_files(self) -> list[FileQuery]:
         return []
 
-    def plan(self, host: Host, found: dict[str, Any], ctx: Any, plan: Any) -> bool:
+    def plan(self, host: Host, found: ProbeAnswer, ctx: Any, plan: Any) -> Planned:
         if not any(c.kind == "file" and c.target == self.path for c in plan.changes):
-            return False
-        version = daemon_keys.parse_version(found["facts"].get("dockerd"))
+            return Planned()
+        version = daemon_keys.parse_version(found.facts.get("dockerd"))
         if version is not None and version >= daemon_keys.VALIDATE_SINCE:
-            return False            # dockerd checks the file itself during the apply
+            return Planned()            # dockerd checks the file itself during the apply
         unknown = daemon_keys.unknown_keys(self.options)
-        if unknown:
-            running = f"its dockerd {version[0]}.{version[1]}" if version else "dockerd (not installed yet: if it is)"
-            plan.notes.append(
-                f"WARNING: {self.path}: key {', '.join(unknown)} unknown to dockerd 20.10 (moby v20.10.24 "
-                f"daemon/config); {running} older than 23 cannot check daemon.json itself (dockerd --validate), "
-                "and refuses to start with a key it does not know: the restart's health check would then fail and "
-                "the previous daemon.json be restored"
-            )
-        return False
-
-    def prepare(self, session: Any, ctx: Any) -> list[dict[str, Any]]:
-        return []
+        if not unknown:
+            return Planned()
+        running = f"its dockerd {version[0]}.{version[1]}" if version else "dockerd (not installed yet: if it is)"
+        return Planned(notes=(
+            f"WARNING: {self.path}: key {', '.join(unknown)} unknown to dockerd 20.10 (moby v20.10.24 "
+            f"daemon/config); {running} older than 23 cannot check daemon.json itself (dockerd --validate), "
+            "and refuses to start with a key it does not know: the restart's health check would then fail and "
+            "the previous daemon.json be restored",))
 
 
 def _install(host: Host) -> list[Any]:

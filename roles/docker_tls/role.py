@@ -1,20 +1,40 @@
 """Role docker_tls: the Docker API on TCP with mutual TLS, certificates from berth's CA.
 
-The listener itself is written into daemon.json by role docker_engine (one owner per file);
-this role lays down the CA bundle and the server certificate and refuses unsafe settings.
+daemon.json belongs to role docker_engine (one owner per file): this role contributes the TLS keys and the
+listener to it (``contribute``), lays down the CA bundle and the server certificate, and refuses unsafe
+settings. Its files notify docker_engine's handler by name (``restart docker``).
 """
 
 from __future__ import annotations
 
-import contextlib
+from berth.role import (
+    KEY_TYPES,
+    ConfigError,
+    Contribution,
+    Directory,
+    File,
+    Host,
+    HostCertificate,
+    RoleContext,
+    RoleState,
+    check_path,
+    host_address,
+)
 
-from berth.engine.resources import Directory, File, RoleState
-from berth.engine.roles import RoleContext
-from berth.errors import ConfigError, HostUnreachable
-from berth.inventory.loader import Host
-from berth.pki.ca import KEY_TYPES
-from berth.pki.certificates import HostCertificate
-from berth.transport.ssh import SSHSettings, network_address
+RESTART_DOCKER = "restart docker"       # role docker_engine's handler: a new certificate or CA needs a restart
+
+
+def contribute(host: Host) -> list[Contribution]:
+    """The TLS keys and the TCP listener, for role docker_engine's daemon.json."""
+    v = host.vars
+    _refuse_plain_tcp(host)
+    d = check_path(host, "docker_tls_dir", below=["/etc/docker"])
+    keys = {"tls": True, "tlsverify": True, "tlscacert": f"{d}/ca.pem", "tlscert": f"{d}/cert.pem",
+            "tlskey": f"{d}/key.pem"}
+    listener = f"tcp://{v['docker_tls_bind']}:{v['docker_tls_port']}"
+    return [*(Contribution("docker.daemon_json", k, value) for k, value in keys.items()),
+            # dockerd answers on every address of a 0.0.0.0 bind: the health check dials loopback
+            Contribution("docker.listeners", listener, {"health": ["127.0.0.1", int(v["docker_tls_port"])]})]
 
 
 def declare(host: Host, ctx: RoleContext) -> RoleState:
@@ -26,7 +46,7 @@ def declare(host: Host, ctx: RoleContext) -> RoleState:
         raise ConfigError(f"{host.origins.get('docker_tls_key_type')}: docker_tls_key_type must be one of "
                           f"{', '.join(KEY_TYPES)}, got {v['docker_tls_key_type']!r}")
     # A new certificate or CA bundle needs a restart (drained: role docker_engine).
-    restart = ctx.module("docker_engine").restart_handler(host)
+    restart = RESTART_DOCKER
     d = v["docker_tls_dir"]
     sans = inventory_sans(host)
     state = RoleState("docker_tls")
@@ -53,9 +73,10 @@ def inventory_sans(host: Host) -> list[str]:
     if v.get("ansible_host"):
         named.append((str(v["ansible_host"]), "ansible_host"))
     else:
-        # No ssh_config yet: the converge itself says so when it connects.
-        with contextlib.suppress(HostUnreachable):
-            named.append((network_address(host, SSHSettings()), "berth_ssh_config"))
+        # No ssh_config yet (None): the converge itself says so when it connects.
+        address = host_address(host)
+        if address is not None:
+            named.append((address, "berth_ssh_config"))
     extra = v["docker_tls_extra_sans"]
     if isinstance(extra, str) or not isinstance(extra, list):
         raise ConfigError(f"{host.origins.get('docker_tls_extra_sans')}: {host.name}: docker_tls_extra_sans must be "

@@ -10,22 +10,46 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from berth.engine.resources import Directory, Drain, File, Handler, Packages, RoleState, Service, apt_source, drop_in
-from berth.engine.roles import RoleContext, controller_files
-from berth.errors import ConfigError
-from berth.gitlab.runner_config import package_pins, parse_runners
+from berth.gitlab.runner_config import OWNED_GLOBAL_KEYS, package_pins, parse_runners
 from berth.gitlab.runners import RELOAD_HANDLER, RELOAD_RUNNER, RESTART_HANDLER, RESTART_RUNNER, RunnerConfigFile
 from berth.gitlab.urls import VARIABLE, allowed_http
-from berth.inventory.loader import Host
 from berth.inventory.paths import check_runner_config
-from berth.pki.ca import host_zone
-from berth.pki.certificates import HostCertificate
+from berth.role import (
+    ConfigError,
+    Contribution,
+    Directory,
+    Drain,
+    File,
+    Handler,
+    Host,
+    HostCertificate,
+    Packages,
+    RoleContext,
+    RoleState,
+    Service,
+    apt_source,
+    controller_files,
+    drop_in,
+    host_zone,
+)
 
-GLOBALS = ("concurrent", "check_interval", "shutdown_timeout", "log_level", "log_format", "listen_address")
 # A systemd time span (systemd.time(7)): numbers with optional units; a bare number is seconds.
 _TIME_SPAN = re.compile(
     r"^\s*(?:\d+(?:\.\d+)?\s*(?:usec|us|msec|ms|seconds?|sec|s|minutes?|min|m|hours?|hr|h|days?|d|weeks?|w)?\s*)+$"
 )
+
+
+def contribute(host: Host) -> list[Contribution]:
+    """How this host's jobs use its Docker daemon, for role docker_engine's checks (CIS 5.5 privileged
+    containers for dind, 5.32 docker.sock mounted for socket): mode -> "runners a, b". Optional: a host
+    without docker_engine has no such checks."""
+    runners = host.vars.get("gitlab_runners")
+    by_mode: dict[str, list[str]] = {}
+    for runner in runners if isinstance(runners, list) else []:
+        if isinstance(runner, dict) and isinstance(runner.get("mode"), str):
+            by_mode.setdefault(runner["mode"], []).append(str(runner.get("name", "?")))
+    return [Contribution("docker.job_modes", mode, f"runners {', '.join(names)}", optional=True)
+            for mode, names in by_mode.items()]
 
 
 def declare(host: Host, ctx: RoleContext) -> RoleState:
@@ -51,7 +75,7 @@ def declare(host: Host, ctx: RoleContext) -> RoleState:
         state.resources.append(Service("gitlab-runner", enabled=True, running=True))
     config = RunnerConfigFile(
         path=v["gitlab_runner_config"],
-        globals_={key: v[f"gitlab_runner_{key}"] for key in GLOBALS if v[f"gitlab_runner_{key}"] is not None},
+        globals_={key: v[f"gitlab_runner_{key}"] for key in OWNED_GLOBAL_KEYS if v[f"gitlab_runner_{key}"] is not None},
         specs=specs, api_token_env=v["gitlab_runner_api_token_env"], api_timeout=float(v["gitlab_runner_api_timeout"]),
         insecure_http=insecure_http, backups=_backups(host),
         notify=(RELOAD_HANDLER,), notify_restart=(RESTART_HANDLER,),

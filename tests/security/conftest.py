@@ -12,6 +12,7 @@ import pytest
 
 from berth.inventory.loader import Host, Inventory
 from berth.pki.ca import CertificateAuthority, generate_key_pem, make_csr_pem
+from berth.transport import local
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -97,19 +98,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "cis(*ids): CIS Docker Benchmark controls a verify check covers")
 
 
-class LocalSession:
+class LocalSession(local.LocalSession):
     """The host side of an SSH session, played by this machine: berth's real agent runs here in a
-    subprocess, on files under a test's tmp_path. Only the transport (paramiko) is left out."""
+    subprocess (berth.transport.local), on files under a test's tmp_path (absolute paths: the root is /)."""
 
-    def __init__(self, host: object) -> None:
-        self.host = host
-        self.commands = 0
-
-    def run(self, command: str, *, stdin: bytes | None = None, sudo: bool = True, timeout: float | None = 600):
-        import subprocess
-
-        from berth.transport.ssh import CommandResult
-
-        self.commands += 1
-        done = subprocess.run(["sh", "-c", command], input=stdin, capture_output=True, timeout=timeout)
-        return CommandResult(done.returncode, done.stdout.decode(), done.stderr.decode())
+    def __init__(self, host: Host) -> None:
+        super().__init__(host, Path("/"))

@@ -7,7 +7,7 @@ import base64
 from pathlib import Path
 
 from berth.remote import agent
-from tests.unit.test_runners import CONFIG, CTX, FakeSession, make_host, plan_for, probe, registered_config
+from tests.unit.test_runners import CONFIG, FakeSession, make_host, plan_for, probe, registered_config
 
 
 def write_step(path: Path, text: str, **extra: object) -> dict:
@@ -32,7 +32,7 @@ def test_only_the_newest_backups_are_kept(tmp_path: Path) -> None:
 def test_the_role_passes_gitlab_runner_config_backups(tmp_path: Path) -> None:
     host = make_host(tmp_path, [{"name": "build", "url": "https://gitlab.example.com", "mode": "socket",
                                  "token_env": "X"}], gitlab_runner_config_backups=5, gitlab_runner_concurrent=9)
-    _, derived = plan_for(host, probe(config=registered_config("https://gitlab.example.com")))
-    steps = [step for resource in derived for step in resource.prepare(FakeSession(host), CTX)]
+    _, prepare = plan_for(host, probe(config=registered_config("https://gitlab.example.com")))
+    steps = [step.wire() for call in prepare for step in call(FakeSession(host))]
     (write,) = [s for s in steps if s["op"] == "write" and s["path"] == CONFIG]
     assert write["backup"] is True and write["backup_keep"] == 5

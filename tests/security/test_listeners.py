@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from berth.checks.plugin import Facts
+from berth.engine.roles import RoleContext
 from berth.errors import ConfigError
 from berth.inventory.layers import Origin
 from berth.inventory.loader import Host
@@ -37,6 +38,11 @@ def _load(path: Path) -> Any:
 ROLE = _load(ROOT / "roles/docker_engine/role.py")
 
 
+def daemon_json(host: Host) -> dict:
+    """daemon.json as the engine builds it: with the contributions of the host's other roles (docker_tls)."""
+    return ROLE.daemon_json(host, RoleContext(ROOT / "roles").contributions(host))
+
+
 def make_host(roles: list[str], hosts: list[str]) -> Host:
     variables = {**ENGINE_DEFAULTS, **TLS_DEFAULTS, "docker_daemon_options": {"hosts": hosts}}
     origins = {k: Origin("group_vars/runners.yml", 7) for k in variables}
@@ -47,25 +53,25 @@ def make_host(roles: list[str], hosts: list[str]) -> Host:
 @pytest.mark.parametrize("roles", [["docker_engine"], ["docker_engine", "docker_tls"]], ids=["plain", "tls"])
 def test_port_2375_is_refused_in_any_spelling(entry: str, roles: list[str]) -> None:
     with pytest.raises(ConfigError, match=r"group_vars/runners.yml:7: r1: daemon.json hosts .*2375"):
-        ROLE.daemon_json(make_host(roles, [entry]))
+        daemon_json(make_host(roles, [entry]))
 
 
 @pytest.mark.parametrize("entry", OTHER_TCP)
 def test_any_tcp_spelling_needs_role_docker_tls(entry: str) -> None:
     with pytest.raises(ConfigError, match=r"without TLS.*Add role docker_tls"):
-        ROLE.daemon_json(make_host(["docker_engine"], [entry]))
+        daemon_json(make_host(["docker_engine"], [entry]))
 
 
 @pytest.mark.parametrize("entry", ["fd://", "unix:///var/run/docker.sock", " unix:///run/other.sock"])
 def test_local_listeners_need_nothing(entry: str) -> None:
-    assert ROLE.daemon_json(make_host(["docker_engine"], [entry]))["hosts"] == [entry]
+    assert daemon_json(make_host(["docker_engine"], [entry]))["hosts"] == [entry]
 
 
 def test_an_entry_dockerd_refuses_is_an_error_naming_the_file() -> None:
     with pytest.raises(ConfigError, match=r"runners.yml:7: r1: daemon.json hosts: 'ssh://x'.*unsupported proto"):
-        ROLE.daemon_json(make_host(["docker_engine"], ["ssh://x"]))
+        daemon_json(make_host(["docker_engine"], ["ssh://x"]))
     with pytest.raises(ConfigError, match="has no path"):
-        ROLE.daemon_json(make_host(["docker_engine", "docker_tls"], ["tcp://127.0.0.1:2375/"]))
+        daemon_json(make_host(["docker_engine", "docker_tls"], ["tcp://127.0.0.1:2375/"]))
 
 
 # -- CIS 2.7 in `invoke verify`: the same parser -------------------------------------------------------------

@@ -43,7 +43,7 @@ def test_an_error_message_with_markup_becomes_its_exit_code(output: io.StringIO)
 
 
 def test_rollout_table_and_summary_with_markup_in_names(output: io.StringIO) -> None:
-    result = rollout.RolloutResult(hosts=[rollout.HostResult("r[/]1", 1, rollout.Outcome.FAILED, error=HOSTILE)],
+    result = rollout.RolloutResult(hosts=[rollout.RolloutHost("r[/]1", rollout.Outcome.FAILED, error=HOSTILE, batch=1)],
                                    batch_size=1,
                                    batches=1, batches_run=1, stopped=f"host r[/]1 failed: {HOSTILE}")
     cli.print_rollout(result, title="rollout")

@@ -53,7 +53,7 @@ def ctx_with_ca(tmp_path_factory: pytest.TempPathFactory) -> RoleContext:
 
     pki = tmp_path_factory.mktemp("pki")
     CertificateAuthority.init(pki)
-    return RoleContext(ROOT / "roles", pki)
+    return RoleContext(ROOT / "roles", pki, ca_loader=CertificateAuthority.load)
 
 
 def test_the_defaults_pass(ctx_with_ca: RoleContext) -> None:

@@ -44,7 +44,7 @@ def test_check_declares_docker_tls_with_ca_pem_alone(ca, tmp_path):
     ca.daemon_trust_pem("r1")
     public = public_copy(ca, tmp_path)
     hosts = load_hosts(tmp_path, INVENTORY)
-    ctx = RoleContext(ROOT / "roles", public, read_only=True)
+    ctx = RoleContext(ROOT / "roles", public, ca_loader=CertificateAuthority.load, read_only=True)
     state = ctx.module("docker_tls").declare(hosts["r1"], ctx)
     (bundle,) = [r for r in state.resources if getattr(r, "path", "").endswith("/ca.pem")]
     assert bundle.content == ca.daemon_trust_pem("r1")

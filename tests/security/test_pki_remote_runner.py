@@ -7,6 +7,7 @@ import pytest
 from berth.engine.roles import RoleContext
 from berth.errors import ConfigError
 from berth.inventory.loader import Inventory
+from berth.pki.ca import CertificateAuthority
 from berth.pki.certificates import HostCertificate
 from tests.security.conftest import ROOT, load_hosts
 
@@ -31,7 +32,7 @@ all:
 def runner_certificate(tmp_path, ca, remote: str) -> HostCertificate:
     hosts = load_hosts(tmp_path, INVENTORY.replace("REMOTE", remote))
     inventory = Inventory(hosts=hosts, groups={}, path=tmp_path)
-    ctx = RoleContext(ROOT / "roles", ca.pki_dir, inventory=inventory)
+    ctx = RoleContext(ROOT / "roles", ca.pki_dir, ca_loader=CertificateAuthority.load, inventory=inventory)
     state = ctx.module("gitlab_runner").declare(hosts["r1"], ctx)
     (cert,) = [d for d in state.derived if isinstance(d, HostCertificate)]
     return cert

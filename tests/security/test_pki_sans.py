@@ -6,7 +6,8 @@ import base64
 
 import pytest
 
-from berth.engine.plan import Plan
+from berth.engine.plan import Plan, Planned
+from berth.engine.protocol import ProbeAnswer
 from berth.engine.roles import RoleContext
 from berth.errors import ConfigError, PKIError
 from berth.pki.ca import CertificateAuthority, parse_san
@@ -22,7 +23,7 @@ def tls_state(hosts, ctx, name="r1"):
 def test_a_wildcard_in_extra_sans_is_refused_with_file_and_line(tmp_path, ca):
     extra = "docker_tls_extra_sans:\n  - build.example.com\n  - '*.prod.example.com'\n"
     hosts = load_hosts(tmp_path, INVENTORY, {"r1": extra})
-    ctx = RoleContext(ROOT / "roles", ca.pki_dir)
+    ctx = RoleContext(ROOT / "roles", ca.pki_dir, ca_loader=CertificateAuthority.load)
     with pytest.raises(ConfigError) as err:
         tls_state(hosts, ctx)
     assert "docker_tls_extra_sans" in str(err.value) and "inv/host_vars/r1.yml:1" in str(err.value)
@@ -32,7 +33,7 @@ def test_a_wildcard_in_extra_sans_is_refused_with_file_and_line(tmp_path, ca):
 def test_a_wildcard_ansible_host_is_refused(tmp_path, ca):
     hosts = load_hosts(tmp_path, INVENTORY.replace("192.0.2.11", "'*.example.com'"))
     with pytest.raises(ConfigError, match=r"inv/hosts.yml:6: r1: ansible_host"):
-        tls_state(hosts, RoleContext(ROOT / "roles", ca.pki_dir))
+        tls_state(hosts, RoleContext(ROOT / "roles", ca.pki_dir, ca_loader=CertificateAuthority.load))
 
 
 def test_the_ca_never_signs_a_wildcard(ca):
@@ -40,20 +41,18 @@ def test_the_ca_never_signs_a_wildcard(ca):
         parse_san("*.prod.example.com")
 
 
-def plan_server_cert(ca: CertificateAuthority, facts: dict) -> tuple[HostCertificate, Plan]:
+def plan_server_cert(ca: CertificateAuthority, facts: dict) -> Planned:
     cert = HostCertificate(cert_path="/etc/docker/tls/cert.pem", key_path="/etc/docker/tls/key.pem",
                            common_name="r1", sans=["r1", "192.0.2.11"])
-    found = {"facts": facts, "files": {"/etc/docker/tls/cert.pem": {}, "/etc/docker/tls/key.pem": {}}}
-    plan = Plan()
-    cert.plan(None, found, RoleContext(ROOT / "roles", ca.pki_dir), plan)
-    return cert, plan
+    found = ProbeAnswer(facts, {"/etc/docker/tls/cert.pem": {}, "/etc/docker/tls/key.pem": {}})
+    return cert.plan(None, found, RoleContext(ROOT / "roles", ca.pki_dir, ca_loader=CertificateAuthority.load), Plan())
 
 
 def test_what_the_host_reports_is_not_in_the_sans_but_in_a_note(ca):
     facts = {"hostname": "r1", "fqdn": "*.prod.example.com", "addresses": ["192.0.2.11", "10.9.9.9"]}
-    cert, plan = plan_server_cert(ca, facts)
-    assert cert.wanted_sans == ["r1", "192.0.2.11", "127.0.0.1"]
-    note = " ".join(plan.notes)
+    planned = plan_server_cert(ca, facts)
+    assert planned.prepare.wanted_sans == ["r1", "192.0.2.11", "127.0.0.1"]     # what the CSR is signed for
+    note = " ".join(planned.notes)
     assert "*.prod.example.com" in note and "10.9.9.9" in note and "docker_tls_extra_sans" in note
 
 
@@ -63,8 +62,9 @@ def test_a_certificate_with_more_names_than_the_inventory_is_reissued(ca):
     pem = ca.sign_server_csr(make_csr_pem(generate_key_pem(), "r1"), sans=["r1", "192.0.2.11", "127.0.0.1",
                                                                             "registry.example.com"])
     cert = HostCertificate(cert_path="/c", key_path="/k", common_name="r1", sans=["r1", "192.0.2.11"])
-    found = {"facts": {}, "files": {"/c": {"content": base64.b64encode(pem).decode()},
-                                    "/k": {"exists": True, "mode": 0o400, "owner": "root"}}}
-    plan = Plan()
-    assert cert.plan(None, found, RoleContext(ROOT / "roles", ca.pki_dir), plan)
-    assert "registry.example.com" in plan.changes[0].summary
+    found = ProbeAnswer({}, {"/c": {"content": base64.b64encode(pem).decode()},
+                             "/k": {"exists": True, "mode": 0o400, "owner": "root"}})
+    ctx = RoleContext(ROOT / "roles", ca.pki_dir, ca_loader=CertificateAuthority.load)
+    planned = cert.plan(None, found, ctx, Plan())
+    assert planned.prepare is not None and planned.notify == cert.notify
+    assert "registry.example.com" in planned.changes[0].summary

@@ -14,7 +14,7 @@ import pytest
 from rich.console import Console
 
 from berth import redact as R
-from berth.checks.verify import CheckResult, HostResult, junit_xml
+from berth.checks.verify import CheckResult, HostChecks, junit_xml
 from berth.cli import app as cli
 from berth.engine.converge import HostReport, Status
 from berth.redact import redact
@@ -101,7 +101,7 @@ def test_junit_report_is_redacted(tmp_path: Path) -> None:
                         message=f"environment DEPLOY_PASSWORD={DEPLOY_PASSWORD} in [[runners]]",
                         detail=f'AccessKey = "{ACCESS_KEY}"\nurl = "https://x:{URL_PASSWORD}@h"')
     path = tmp_path / "junit.xml"
-    cli.write_junit(str(path), junit_xml([HostResult("r1", "failed", [check])]))
+    cli.write_junit(str(path), junit_xml([HostChecks("r1", "failed", checks=[check])]))
     text = path.read_text()
     for value in (DEPLOY_PASSWORD, ACCESS_KEY, URL_PASSWORD):
         assert value not in text

@@ -30,7 +30,7 @@ def test_uploads_go_into_an_unpredictable_directory_of_their_own(tmp_path: Path)
     assert len(os.path.basename(first.upload_dir)) >= len("berth-") + 32          # 128 random bits
     assert first.upload_dir != second.upload_dir
     (step,) = first.steps
-    assert step["debs"] == [remote] and step["upload_dir"] == first.upload_dir
+    assert step.debs == (remote,) and step.upload_dir == first.upload_dir
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import pytest
 
 from berth.docker import daemon_keys
 from berth.engine.plan import Change, Plan
+from berth.engine.protocol import ProbeAnswer
 from berth.engine.roles import RoleContext
 from berth.errors import ConfigError
 from berth.inventory.loader import Host
@@ -113,7 +114,7 @@ def test_every_restart_drains_by_default_even_with_live_restore():
     handlers = handlers_of(h)
     assert set(handlers) == {RELOAD, RESTART}
     assert handlers[RESTART].disruptive and not handlers[RELOAD].disruptive
-    assert engine_role.restart_handler(h) == RESTART       # what a drop-in or certificate change notifies
+    assert engine_role.RESTART == RESTART       # the handler name a drop-in or certificate change notifies
 
 
 def test_docker_restart_drains_false_opts_a_host_out():
@@ -130,7 +131,8 @@ def test_a_restart_covers_a_reload():
 
 # -- daemon.json keys and value types: moby daemon/config json tags (berth/docker/daemon_keys.py) ---------------------
 def daemon_json_of(options: dict, roles: tuple[str, ...] = ("docker_engine",)) -> dict:
-    return engine_role.daemon_json(host(list(roles), docker_daemon_options=options))
+    h = host(list(roles), docker_daemon_options=options)
+    return engine_role.daemon_json(h, CTX.contributions(h))
 
 
 @pytest.mark.parametrize("options", [
@@ -189,8 +191,9 @@ def plan_notes(options: dict, dockerd: str | None, *, changed: bool = True) -> l
     plan = Plan()
     if changed:
         plan.changes.append(Change("file", "/etc/docker/daemon.json", "update content"))
-    assert notes.plan(h, {"facts": {"dockerd": dockerd}}, CTX, plan) is False
-    return plan.notes
+    planned = notes.plan(h, ProbeAnswer(facts={"dockerd": dockerd}), CTX, plan)
+    assert (planned.changes, planned.steps, planned.notify, planned.prepare) == ((), (), (), None)
+    return list(planned.notes)
 
 
 def test_an_unknown_key_is_a_warning_where_dockerd_cannot_validate():

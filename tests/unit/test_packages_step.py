@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from berth.engine.plan import make_plan, probe_request
+from berth.engine.protocol import PackagesStep
 from berth.engine.resources import Packages
 from berth.remote import agent
 
@@ -29,7 +30,7 @@ def old_runner(version: str) -> Packages:
 
 def step_for(resource: Packages, installed: dict[str, str | None]) -> dict[str, Any] | None:
     found = {"files": {}, "services": {}, "packages": installed}
-    steps = [s for s in make_plan([resource], [], found).steps if s["op"] == "packages"]
+    steps = [s.wire() for s in make_plan([resource], [], found).steps if isinstance(s, PackagesStep)]
     return steps[0] if steps else None
 
 
@@ -48,7 +49,7 @@ def apt_runs(monkeypatch, step: dict[str, Any]) -> list[list[str]]:
 
 
 def test_the_probe_asks_about_packages_that_must_be_absent():
-    assert probe_request([old_runner("17.5.0-1")])["packages"] == [RUNNER, HELPER]
+    assert probe_request([old_runner("17.5.0-1")]).packages == (RUNNER, HELPER)
 
 
 def test_an_upgrade_installs_both_pins(monkeypatch):

@@ -1,7 +1,7 @@
 """The gitlab_runner role's config.toml resource (berth.gitlab.runners) against the GitLab STAND-IN over real HTTP.
 
-The role is declared and planned as the engine does it (declare_roles, make_plan, plan_derived), from a
-probe answer written here; "apply" is the role's prepare() (the registrations) plus the planned steps.
+The role is declared and planned as the engine does it (declare_roles, make_plan), from a probe answer
+written here; "apply" is the plan's prepare (the registrations) plus the planned steps.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from berth.engine.plan import make_plan
+from berth.engine.protocol import WriteStep, envelope
 from berth.engine.roles import RoleContext, declare_roles
 from berth.errors import HostFailed
 from berth.gitlab.runners import RELOAD_RUNNER, RESTART_RUNNER, SYSTEM_ID_RE, runner_system_id
@@ -84,18 +85,19 @@ class FakeSession:
 
 
 def plan_for(host: Host, found: dict[str, Any]):
+    """The plan, and what its apply prepares (the registrations)."""
     states = declare_roles(host, CTX)
-    plan = make_plan([r for s in states for r in s.resources], [h for s in states for h in s.handlers], found)
-    derived = CTX.plan_derived(host, states, found, plan)
-    return plan, derived
+    plan = make_plan([r for s in states for r in s.resources], [h for s in states for h in s.handlers], found,
+                     derived=[d for s in states for d in s.derived], host=host, ctx=CTX)
+    return plan, plan.prepare
 
 
-def apply(host: Host, plan, derived) -> str:
+def apply(host: Host, plan, prepare) -> str:
     """The registrations (prepare) and the config.toml text the apply would write."""
-    for resource in derived:
-        plan.steps += resource.prepare(FakeSession(host), CTX)
-    (write,) = [s for s in plan.steps if s["op"] == "write" and s["path"] == CONFIG]
-    return base64.b64decode(write["content"]).decode()
+    for step in prepare:
+        plan.steps += step(FakeSession(host))
+    (write,) = [s for s in plan.steps if isinstance(s, WriteStep) and s.path == CONFIG]
+    return write.content.decode()
 
 
 def runner_block(text: str, name: str) -> dict[str, Any]:
@@ -129,11 +131,12 @@ def test_system_id_is_the_runners_own_and_written_before_the_package_starts_the_
     monkeypatch.setenv("BUILD_TOKEN", TOKEN)
     host = make_host(tmp_path, [{"name": "build", "url": gl.url, "mode": "socket", "token_env": "BUILD_TOKEN"}])
     plan, derived = plan_for(host, probe(installed=False))
-    ops = [(s["op"], s.get("path")) for s in plan.steps]
+    steps = [s.wire() for s in plan.steps]
+    ops = [(s["op"], s.get("path")) for s in steps]
     system_id = expected_system_id(MACHINE_ID)
     assert ops[:2] == [("directory", "/etc/gitlab-runner"), ("write", SYSTEM_ID_FILE)]
-    assert base64.b64decode(plan.steps[1]["content"]).decode() == system_id   # bare, as the runner writes it
-    assert (plan.steps[1]["mode"], plan.steps[1]["owner"]) == (0o600, "root")
+    assert base64.b64decode(steps[1]["content"]).decode() == system_id   # bare, as the runner writes it
+    assert (steps[1]["mode"], steps[1]["owner"]) == (0o600, "root")
     assert ops.index(("write", SYSTEM_ID_FILE)) < ops.index(("packages", None))
     assert any(c.target == SYSTEM_ID_FILE and system_id in c.summary for c in plan.changes)
     apply(host, plan, derived)
@@ -145,7 +148,7 @@ def test_an_existing_system_id_is_used_and_left_alone(tmp_path, gl, monkeypatch)
     monkeypatch.setenv("BUILD_TOKEN", TOKEN)
     host = make_host(tmp_path, [{"name": "build", "url": gl.url, "mode": "socket", "token_env": "BUILD_TOKEN"}])
     plan, derived = plan_for(host, probe(system_id="r_AbCdEf012345\n"))
-    assert SYSTEM_ID_FILE not in [s.get("path") for s in plan.steps]
+    assert SYSTEM_ID_FILE not in [s.wire().get("path") for s in plan.steps]
     apply(host, plan, derived)
     assert runner.managers == {"r_AbCdEf012345"}
 
@@ -155,8 +158,8 @@ def test_a_malformed_system_id_is_replaced_as_the_runner_would(tmp_path, gl, mon
     monkeypatch.setenv("BUILD_TOKEN", TOKEN)
     host = make_host(tmp_path, [{"name": "build", "url": gl.url, "mode": "socket", "token_env": "BUILD_TOKEN"}])
     plan, _ = plan_for(host, probe(system_id="s_tooshort"))
-    assert plan.steps[1]["path"] == SYSTEM_ID_FILE
-    assert base64.b64decode(plan.steps[1]["content"]).decode() == expected_system_id(MACHINE_ID)
+    assert plan.steps[1].path == SYSTEM_ID_FILE
+    assert plan.steps[1].content.decode() == expected_system_id(MACHINE_ID)
 
 
 def test_runner_system_id_without_a_machine_id_is_random_r_form():
@@ -168,7 +171,7 @@ def test_runner_system_id_without_a_machine_id_is_random_r_form():
 def test_no_system_id_is_written_when_nothing_is_registered(tmp_path):
     host = make_host(tmp_path, [])
     plan, _ = plan_for(host, probe(installed=False))
-    assert SYSTEM_ID_FILE not in [s.get("path") for s in plan.steps]
+    assert SYSTEM_ID_FILE not in [s.wire().get("path") for s in plan.steps]
 
 
 # -- item 6: which token goes where ----------------------------------------------------------------
@@ -310,10 +313,11 @@ class FakeAgent:
         self.applied: list[dict[str, Any]] = []
 
     def __call__(self, session, request):
-        if request["action"] == "probe":
+        wire = envelope(request)
+        if wire["action"] == "probe":
             return self.found
-        self.applied.append(request)
-        return {"handlers": [h["name"] for h in request["handlers"]]}
+        self.applied.append(wire)
+        return {"handlers": [h["name"] for h in wire["handlers"]]}
 
 
 def remove(tmp_path, monkeypatch, config: str, system_id: str | None, *, delete: bool = False):

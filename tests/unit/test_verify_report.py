@@ -10,7 +10,7 @@ import pytest
 import xmlschema
 from rich.console import Console
 
-from berth.checks.verify import CheckResult, HostResult, exit_code, host_status, junit_xml, problem_lines, table
+from berth.checks.verify import CheckResult, HostChecks, exit_code, host_status, junit_xml, problem_lines, table
 from berth.errors import ExitCode
 
 SCHEMA = xmlschema.XMLSchema(Path(__file__).parents[1] / "schemas" / "junit.xsd")
@@ -23,13 +23,13 @@ def check(name: str, status: str, message: str = "", cis: tuple[str, ...] = (),
                        file=f"roles/{role}/verify/test_{role}.py", seconds=0.01)
 
 
-def host(name: str, *checks: CheckResult, error: str | None = None) -> HostResult:
-    return HostResult(name, host_status(checks, error), list(checks), ssh_commands=1, seconds=1.25,
+def host(name: str, *checks: CheckResult, error: str | None = None) -> HostChecks:
+    return HostChecks(name, host_status(checks, error), checks=list(checks), commands=1, seconds=1.25,
                       started=1_800_000_000.0, finished=1_800_000_001.25, error=error)
 
 
 @pytest.fixture
-def results() -> list[HostResult]:
+def results() -> list[HostChecks]:
     return [
         host("r1", check("tls_file[key.pem]", "failed", "key.pem root:root 0644, want root:root 0400",
                          ("3.13", "3.14")),

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from berth.checks.plugin import Facts, FactsRequest
+from berth.role import Facts, FactsRequest
 
 # Files of CIS Docker Benchmark section 3 that berth does not write itself (vendor and runtime files);
 # the units' own files are found through systemd (FragmentPath), wherever the package put them.

@@ -12,17 +12,16 @@ from typing import Any
 
 import pytest
 
-from berth.checks.plugin import Facts, FileFacts
 from berth.docker.hosts import BadHost, host_flags, tcp_listeners
-from berth.engine.roles import RoleContext
-from berth.inventory.loader import Host
+from berth.role import Contributions, Facts, FileFacts, Host, RoleContext, load_role
 
 DOCKER_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock")
 
 
-def declared_daemon_json(roles_dir: Path, host: Host) -> dict[str, Any]:
-    """daemon.json as role docker_engine builds it from the host's variables (the same code as a converge)."""
-    return RoleContext(roles_dir).module("docker_engine").daemon_json(host)
+def declared_daemon_json(roles_dir: Path, host: Host, contributions: Contributions) -> dict[str, Any]:
+    """daemon.json as role docker_engine builds it from the host's variables and the other roles' contributions
+    (the same code as a converge)."""
+    return load_role(roles_dir, "docker_engine").daemon_json(host, contributions)
 
 
 def test_packages_installed(facts: Facts, host_vars: dict[str, Any], declared_packages: list[str]) -> None:
@@ -45,9 +44,10 @@ def test_service_running(facts: Facts) -> None:
         f"docker.service is {unit.get('ActiveState')} ({unit.get('SubState')}): dockerd is not running")
 
 
-def test_daemon_json_as_declared(daemon_json: dict[str, Any], inventory_host: Host, roles_dir: Path) -> None:
+def test_daemon_json_as_declared(daemon_json: dict[str, Any], inventory_host: Host, roles_dir: Path,
+                                 contributions: Contributions) -> None:
     """daemon.json parses and holds exactly the declared keys and values."""
-    declared = declared_daemon_json(roles_dir, inventory_host)
+    declared = declared_daemon_json(roles_dir, inventory_host, contributions)
     problems = [f"{key} missing" for key in declared if key not in daemon_json]
     problems += [f"{key} is {daemon_json[key]!r}, declared {declared[key]!r}"
                  for key in declared if key in daemon_json and daemon_json[key] != declared[key]]
@@ -55,12 +55,13 @@ def test_daemon_json_as_declared(daemon_json: dict[str, Any], inventory_host: Ho
     assert not problems, "daemon.json: " + "; ".join(problems)
 
 
-def test_hosts_dropin(facts: Facts, host_vars: dict[str, Any], inventory_host: Host, roles_dir: Path) -> None:
+def test_hosts_dropin(facts: Facts, host_vars: dict[str, Any], inventory_host: Host, roles_dir: Path,
+                     contributions: Contributions) -> None:
     """With `hosts` in daemon.json, berth's drop-in replaces the unit's -H fd:// and systemd has loaded it."""
     path = f"/etc/systemd/system/docker.service.d/{host_vars['docker_dropin_name']}"
     dropin = facts.file(path)
     unit = facts.unit("docker.service")
-    if "hosts" not in declared_daemon_json(roles_dir, inventory_host):
+    if "hosts" not in declared_daemon_json(roles_dir, inventory_host, contributions):
         assert not dropin.exists, f"{path} exists, but daemon.json declares no hosts"
         return
     assert dropin.exists, f"{path} is missing: the unit's -H fd:// conflicts with hosts in daemon.json"
@@ -177,21 +178,22 @@ def test_file(control: str, owner: str, group: str, mode: int, exact: bool, fact
         assert (found.owner, found.group) == (owner, group) and mode_ok, f"{found.describe()}, want {want}"
 
 
-def mode_reason(host_vars: dict[str, Any], mode: str) -> str | None:
-    """Why this host runs jobs in ``mode``: its runners (gitlab_runners) or runner_docker_mode, else None."""
-    names = [r.get("name", "?") for r in host_vars.get("gitlab_runners") or [] if r.get("mode") == mode]
-    if names:
-        return f"mode {mode} (runners {', '.join(names)})"
+def mode_reason(host_vars: dict[str, Any], contributions: Contributions, mode: str) -> str | None:
+    """Why this host runs jobs in ``mode``: what a role contributed to docker.job_modes (gitlab_runner: its
+    runners) or runner_docker_mode (runners berth does not manage), else None."""
+    why = contributions.values("docker.job_modes").get(mode)
+    if why:
+        return f"mode {mode} ({why})"
     if host_vars.get("runner_docker_mode") == mode:
         return f"mode {mode} (runner_docker_mode)"
     return None
 
 
 @pytest.mark.cis("5.5")
-def test_no_privileged_containers(host_vars: dict[str, Any], request: pytest.FixtureRequest,
-                                  accept_risk: Callable[[str], None]) -> None:
+def test_no_privileged_containers(host_vars: dict[str, Any], contributions: Contributions,
+                                  request: pytest.FixtureRequest, accept_risk: Callable[[str], None]) -> None:
     """No running container is privileged, unless the runner's docker mode needs it (dind)."""
-    reason = mode_reason(host_vars, "dind")
+    reason = mode_reason(host_vars, contributions, "dind")
     if reason:
         accept_risk(f"{reason}: job services (docker:dind) run privileged, and a privileged job can be root on "
                     "the host")
@@ -202,10 +204,10 @@ def test_no_privileged_containers(host_vars: dict[str, Any], request: pytest.Fix
 
 
 @pytest.mark.cis("5.32")
-def test_docker_sock_not_mounted(host_vars: dict[str, Any], request: pytest.FixtureRequest,
-                                 accept_risk: Callable[[str], None]) -> None:
+def test_docker_sock_not_mounted(host_vars: dict[str, Any], contributions: Contributions,
+                                 request: pytest.FixtureRequest, accept_risk: Callable[[str], None]) -> None:
     """No running container mounts docker.sock, unless the runner's docker mode is socket binding."""
-    reason = mode_reason(host_vars, "socket")
+    reason = mode_reason(host_vars, contributions, "socket")
     if reason:
         accept_risk(f"{reason}: jobs mount docker.sock by design, and any job is root on the host")
         return

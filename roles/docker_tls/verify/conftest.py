@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from berth.checks.plugin import Facts, FactsRequest
 from berth.pki.ca import CertInfo, cert_info
+from berth.role import Facts, FactsRequest
 
 
 def pytest_berth_verify_facts(request: FactsRequest, host_vars: dict[str, Any]) -> None:

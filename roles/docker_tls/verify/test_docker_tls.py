@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from berth.checks.plugin import Controller, Facts
+from berth.checks.plugin import Controller
 from berth.pki.ca import CertInfo
+from berth.role import Facts, load_role
 
 ANY_ADDRESS = {"0.0.0.0": ("0.0.0.0", "*"), "::": ("[::]", "*")}
 
@@ -60,9 +61,7 @@ def test_certificate_names_the_inventory_only(server_cert: CertInfo, host_vars: 
                                               roles_dir: Any) -> None:
     """The SANs are the names clients use, from the inventory only: inventory name, ansible_host (or the
     ssh_config HostName), docker_tls_extra_sans, 127.0.0.1; nothing the host says about itself, no wildcard."""
-    from berth.engine.roles import RoleContext
-
-    wanted = [*RoleContext(roles_dir).module("docker_tls").inventory_sans(inventory_host), "127.0.0.1"]
+    wanted = [*load_role(roles_dir, "docker_tls").inventory_sans(inventory_host), "127.0.0.1"]
     have = {f"DNS:{s[4:].lower()}" if s.startswith("DNS:") else s for s in server_cert.sans}
     missing = [n for n in dict.fromkeys(wanted) if _san(n) not in have]
     extra = sorted(have - {_san(n) for n in wanted})

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from berth.checks.plugin import Facts, FactsRequest
+from berth.role import Facts, FactsRequest
 
 DROP_IN = "/etc/systemd/system/gitlab-runner.service.d/berth-kill.conf"
 # What systemd applies (the drop-in only counts once loaded): KillSignal as a number, TimeoutStopUSec as

@@ -7,8 +7,15 @@ from typing import Any
 
 import pytest
 
-from berth.checks.plugin import Facts
-from berth.gitlab.runner_config import MODE_OWNED_KEYS, RUNNER_PACKAGE, docker_settings, package_pins, parse_runners
+from berth.gitlab.runner_config import (
+    MODE_OWNED_KEYS,
+    OWNED_GLOBAL_KEYS,
+    RUNNER_PACKAGE,
+    docker_settings,
+    package_pins,
+    parse_runners,
+)
+from berth.role import Facts
 
 DROP_IN = "/etc/systemd/system/gitlab-runner.service.d/berth-kill.conf"
 STOP_SETTINGS = "gitlab_runner_stop_settings"    # the facts command the conftest requests
@@ -79,7 +86,7 @@ def test_config_file_mode(facts: Facts, host_vars: dict[str, Any]) -> None:
 
 def test_global_keys(runner_config: dict[str, Any], host_vars: dict[str, Any]) -> None:
     """The global keys berth owns have the declared values."""
-    for key in ("concurrent", "check_interval", "shutdown_timeout", "log_level", "log_format", "listen_address"):
+    for key in OWNED_GLOBAL_KEYS:
         wanted = host_vars.get(f"gitlab_runner_{key}")
         if wanted is not None:
             assert runner_config.get(key) == wanted, f"{key} is {runner_config.get(key)!r}, declared {wanted!r}"

@@ -1,0 +1,35 @@
+"""What the engine needs of a connection to one host, whichever transport makes it (SSH, or local for tests)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from berth.inventory.loader import Host
+
+
+@dataclass
+class CommandResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+class HostSession(Protocol):
+    """One host's session: commands (each counted: the count is the figure berth reports) and uploads."""
+
+    host: Host
+    commands: int
+    agent_root: str          # the agent's root: "/" on a host, a temporary directory for the local transport
+
+    def run(self, command: str, *, stdin: bytes | None = None, sudo: bool = True,
+            timeout: float | None = 600) -> CommandResult: ...
+
+    def put_private(self, directory: str, files: list[tuple[bytes, str]]) -> None: ...
+
+    def close(self) -> None: ...

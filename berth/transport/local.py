@@ -1,0 +1,69 @@
+"""A host played by this machine: berth's real agent runs in a subprocess here, on a temporary root.
+
+For tests of the engine without SSH, Docker or root's real files: every path the agent reads or writes
+is under ``root`` (the request's root, berth/remote/agent.py host_path), and the commands it runs
+(systemctl, dpkg-query, apt-get, dockerd, ...) are looked up on a PATH that starts with ``bin_dir``,
+where a test puts stand-ins. Only the agent runs here: any other command would act on this machine
+outside ``root`` (a CSR script writes to absolute paths), so it is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from berth.errors import HostFailed
+from berth.inventory.loader import Host
+from berth.transport.base import CommandResult
+
+# Every host-side script's bootstrap starts with this (berth/transport/bootstrap.py): python3 reading stdin.
+AGENT_PREFIX = "python3 -c "
+
+
+@dataclass
+class LocalSession:
+    host: Host
+    root: Path                       # the agent's root: every path it touches is under it
+    bin_dir: Path | None = None      # stand-ins for the host's commands (python3 too, to pick one), first on PATH
+    commands: int = 0
+
+    @property
+    def agent_root(self) -> str:
+        return str(self.root)
+
+    def run(self, command: str, *, stdin: bytes | None = None, sudo: bool = True,
+            timeout: float | None = 600) -> CommandResult:
+        """Run the agent's bootstrap here (counted, as an SSH command is)."""
+        if not command.startswith(AGENT_PREFIX):
+            raise HostFailed(f"{self.host.name}: the local transport runs only berth's agent; refused "
+                             f"{command[:60]!r}, which would act on this machine outside {self.root}")
+        self.commands += 1
+        path = [str(self.bin_dir)] if self.bin_dir else []
+        env = {**os.environ, "PATH": os.pathsep.join([*path, os.environ.get("PATH", "")])}
+        try:
+            done = subprocess.run(["sh", "-c", command], input=stdin, capture_output=True, timeout=timeout, env=env,
+                                  cwd=self.root)
+        except subprocess.TimeoutExpired:
+            raise HostFailed(f"{self.host.name}: the agent did not answer within {timeout}s") from None
+        return CommandResult(done.returncode, done.stdout.decode(errors="replace"),
+                             done.stderr.decode(errors="replace"))
+
+    def put_private(self, directory: str, files: list[tuple[bytes, str]]) -> None:
+        """As the SSH session's: a new 0700 directory (refused if anything is there), files made exclusively."""
+        local = self.root / directory.lstrip("/")
+        local.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            local.mkdir(mode=0o700)
+        except OSError as exc:
+            raise HostFailed(f"{self.host.name}: cannot make the upload directory {directory} ({exc})") from None
+        for data, remote_path in files:
+            if not remote_path.startswith(directory + "/"):
+                raise HostFailed(f"{self.host.name}: {remote_path} is outside the upload directory {directory}")
+            self.commands += 1
+            with open(self.root / remote_path.lstrip("/"), "xb") as fh:
+                fh.write(data)
+
+    def close(self) -> None:
+        pass
