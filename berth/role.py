@@ -4,7 +4,8 @@ docs/WRITING_A_ROLE.md walks through it with roles/registry_mirror, the example 
 defines:
 
 - ``declare(host, ctx) -> RoleState``: the resources it wants on the host (``File``, ``Directory``, ``Absent``,
-  ``Packages``, ``Service``), the ``Handler``s they notify, and ``derived`` resources that need the probe
+  ``Packages``, ``Service``; ``Attributes`` for the owner and mode of a file it does not write), the
+  ``Handler``s they notify, and ``derived`` resources that need the probe
   (``HostCertificate``; a role's own derived resource has ``probe_files() -> list[FileQuery]`` and
   ``plan(host, found: ProbeAnswer, ctx, plan) -> Planned``, its share of the plan, reading the plan so far).
   Roles never talk to hosts: the engine probes, plans and applies.
@@ -44,6 +45,7 @@ from berth.engine.protocol import FileQuery, ProbeAnswer
 from berth.engine.resources import (
     DAEMON_RELOAD,
     Absent,
+    Attributes,
     Directory,
     Drain,
     File,
@@ -65,10 +67,10 @@ from berth.settings import RolePath
 from berth.transport.ssh import SSHSettings, network_address
 
 __all__ = [
-    "DAEMON_RELOAD", "KEY_TYPES", "Absent", "Change", "CommandFacts", "ConfigError", "Contribution", "Contributions",
-    "Directory", "Drain", "Facts", "FactsRequest", "File", "FileFacts", "FileQuery", "Handler", "Health", "Host",
-    "HostCertificate", "Packages", "Planned", "ProbeAnswer", "RoleContext", "RoleState", "Service", "apt_source",
-    "check_file_name",
+    "DAEMON_RELOAD", "KEY_TYPES", "Absent", "Attributes", "Change", "CommandFacts", "ConfigError", "Contribution",
+    "Contributions", "Directory", "Drain", "Facts", "FactsRequest", "File", "FileFacts", "FileQuery", "Handler",
+    "Health", "Host", "HostCertificate", "Packages", "Planned", "ProbeAnswer", "RoleContext", "RoleState", "Service",
+    "apt_source", "check_file_name",
     "check_path", "controller_files", "drop_in", "host_address", "host_var_error", "host_zone", "load_role",
     "make_context",
 ]

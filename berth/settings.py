@@ -81,6 +81,7 @@ class Settings:
     forks: int = 10
     host_key_checking: str = "strict"
     connect_timeout: float = 10.0
+    connect_attempts: int = 3
 
     @property
     def config_defaults(self) -> Path:
@@ -91,7 +92,7 @@ class Settings:
         return RolePath.of([self.roles_dir, shipped.roles_dir()])
 
 
-KNOWN = {"inventory", "roles_dir", "pki_dir", "forks", "host_key_checking", "connect_timeout"}
+KNOWN = {"inventory", "roles_dir", "pki_dir", "forks", "host_key_checking", "connect_timeout", "connect_attempts"}
 
 
 def load_settings(root: Path | None = None) -> Settings:
@@ -121,4 +122,5 @@ def load_settings(root: Path | None = None) -> Settings:
         forks=int(raw.get("forks", 10)),
         host_key_checking=checking,
         connect_timeout=float(raw.get("connect_timeout", 10)),
+        connect_attempts=max(1, int(raw.get("connect_attempts", 3))),
     )

@@ -93,7 +93,8 @@ class Project:
 
     def ssh(self, host_key_checking: str | None = None) -> SSHSettings:
         return SSHSettings(host_key_checking=host_key_checking or self.settings.host_key_checking,
-                           connect_timeout=self.settings.connect_timeout)
+                           connect_timeout=self.settings.connect_timeout,
+                           connect_attempts=self.settings.connect_attempts)
 
     def role_context(self, *, read_only: bool = False) -> RoleContext:
         """``read_only`` (--check, with or without --diff): the CA is read from ca.pem, never its key."""
@@ -136,7 +137,8 @@ def make_converger(project: Project, options: RunOptions) -> Converger:
         console.print("[bold yellow]--force:[/] dockerd restarts will NOT wait for running CI jobs; "
                       "those jobs are killed")
     ssh = project.ssh("accept-new" if options.accept_new_host_keys else None)
-    return Converger(ssh, project.role_context(read_only=options.check), options)
+    return Converger(ssh, project.role_context(read_only=options.check), options,
+                     log=lambda line: console.print(f"[yellow]{safe(line)}[/]", soft_wrap=True))
 
 
 def rollout(project: Project, hosts: Sequence[Host], options: RolloutOptions) -> RolloutResult:

@@ -16,7 +16,8 @@ roles_dir: roles               # your own roles; one named like a shipped role r
 pki_dir: .berth/pki            # berth's CA and zone CAs (git-ignored). Override with BERTH_PKI_DIR.
 forks: 10                      # hosts converged or verified at once
 host_key_checking: strict      # or accept-new (OpenSSH's meaning); --accept-new-host-keys sets it for one run
-connect_timeout: 10
+connect_timeout: 10            # seconds for the TCP connect, the SSH greeting and the login
+connect_attempts: 3            # tries of a connection that timed out, was refused or had no route (not a failed login)
 """
 
 HOSTS_YML = """\

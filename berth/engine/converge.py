@@ -11,37 +11,90 @@ changes anything (berth/remote/agent.py, Drain).
 
 from __future__ import annotations
 
+import contextlib
+import getpass
 import json
+import os
+import secrets
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
 from berth.engine.options import RunOptions
 from berth.engine.plan import Change, Plan, make_plan, probe_request
 from berth.engine.protocol import (
     ApplyAnswer,
+    ApplyLock,
     ApplyRequest,
     DrainSpec,
+    Expectation,
     HandlerCall,
     HealthAnswer,
     HealthCheck,
     HealthRequest,
     ProbeAnswer,
     Request,
+    ServiceStep,
+    Step,
     envelope,
 )
-from berth.engine.resources import Drain, Handler, Resource
+from berth.engine.resources import Directory, Drain, Handler, Resource
 from berth.engine.results import HostResult, Status
 from berth.engine.roles import RoleContext, declare_roles, role_code
 from berth.errors import BerthError, ConfigError, HostFailed, HostUnreachable, InventoryError
 from berth.inventory.loader import Host
-from berth.transport.base import HostSession
+from berth.transport.base import CommandResult, HostSession
 from berth.transport.bootstrap import HostScript
-from berth.transport.ssh import Session, SSHSettings
+from berth.transport.ssh import Session, SessionBroken, SSHSettings
 
 AGENT = HostScript(Path(__file__).parents[1] / "remote" / "agent.py", "berth_agent")
+
+# Who this run is, as the host's apply lock records it (berth/remote/agent.py ApplyLock) for a run that waits for it.
+RUN_ID = secrets.token_hex(4)
+EVENT_MARK = "berth-event: "
+NO_EXIT_STATUS = -1           # paramiko's exit status of a channel that closed without one
+
+
+def controller_identity() -> dict[str, Any]:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return {"controller": f"{user}@{socket.gethostname()}", "pid": os.getpid(), "run": RUN_ID}
+
+
+DEFAULT_SECONDS = {"berth_apply_lock_timeout": 600.0, "berth_apt_lock_timeout": 300.0}   # config/defaults.yml
+
+
+def seconds_var(host: Host, name: str) -> float:
+    """A timeout variable of the host, in seconds (a number >= 0), or an error naming where it was set."""
+    value = host.vars.get(name, DEFAULT_SECONDS.get(name))
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ConfigError(f"{host.origins.get(name, name)}: {host.name}: {name} must be a number of seconds "
+                          f">= 0, not {value!r}")
+    return float(value)
+
+
+def lock_request(host: Host) -> ApplyLock:
+    return ApplyLock(timeout=seconds_var(host, "berth_apply_lock_timeout"), holder=controller_identity())
+
+
+def expectations(resources: list[Resource], found: ProbeAnswer, steps: list[Step]) -> Expectation:
+    """What the plan was made from, for the agent to re-check before it writes anything.
+
+    Every probed file but directories (a certificate's preparation may make its folder), with the units the
+    plan starts or enables.
+    """
+    folders = {r.path for r in resources if isinstance(r, Directory)}
+    files = {path: {k: state.get(k) for k in ("exists", "sha256", "mode", "owner", "group")}
+             for path, state in found.files.items() if path not in folders and not state.get("is_dir")}
+    units = {s.name for s in steps if isinstance(s, ServiceStep)}
+    return Expectation(files, {u: found.services[u] for u in units if u in found.services})
 
 
 @dataclass
@@ -63,9 +116,28 @@ class HostReport(HostResult):
         }
 
 
-def run_agent(session: HostSession, request: Request) -> dict[str, Any]:
-    """Send one request to the agent (one command); its answer as JSON. Read it with the answer's type."""
-    result = AGENT.run(session, json.dumps(envelope(request, root=session.agent_root)))
+def run_agent(session: HostSession, request: Request,
+              on_event: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Send one request to the agent (one command); its answer as JSON. Read it with the answer's type.
+
+    ``on_event``: told the agent's events (an apply waiting for the lock, for apt) while it runs.
+    """
+    def line(text: str) -> None:
+        if on_event is not None and text.startswith(EVENT_MARK):
+            with contextlib.suppress(ValueError):
+                on_event(json.loads(text[len(EVENT_MARK):]))
+
+    applying = isinstance(request, ApplyRequest)
+    try:
+        result = AGENT.run(session, json.dumps(envelope(request, root=session.agent_root)), on_stderr_line=line)
+    except HostUnreachable as exc:
+        if applying:
+            raise HostUnreachable(lost_during_apply(session, str(exc))) from None
+        raise
+    result = CommandResult(result.exit_code, result.stdout, "\n".join(
+        t for t in result.stderr.splitlines() if not t.startswith(EVENT_MARK)))
+    if result.exit_code == NO_EXIT_STATUS and applying:
+        raise HostUnreachable(lost_during_apply(session, "the connection closed without an exit status"))
     if not result.ok:
         hint = " (is python3 installed on the host?)" if "python3" in result.stderr else ""
         raise HostFailed(f"{session.host.name}: the berth agent failed{hint}: {result.stderr.strip()[-800:]}")
@@ -73,6 +145,29 @@ def run_agent(session: HostSession, request: Request) -> dict[str, Any]:
         return json.loads(result.stdout)
     except json.JSONDecodeError:
         raise HostFailed(f"{session.host.name}: unreadable agent answer: {result.stdout[:300]!r}") from None
+
+
+def lost_during_apply(session: HostSession, why: str) -> str:
+    return (f"{session.host.name}: the SSH connection was lost during the apply ({why}). The agent on the host "
+            "goes on to the end of the apply and holds the host's apply lock until then; re-run to see the result "
+            "(a re-run waits for that apply, up to berth_apply_lock_timeout)")
+
+
+def describe_holder(holder: dict[str, Any] | None) -> str:
+    if not holder:
+        return "an apply that has not said who it is yet"
+    return (f"run {holder.get('run', '?')} of {holder.get('controller', '?')} "
+            f"(controller pid {holder.get('pid', '?')}), applying since {holder.get('since', '?')}")
+
+
+def event_text(host: str, event: dict[str, Any]) -> str:
+    if event.get("wait") == "apply lock":
+        return (f"{host}: waiting for another berth apply on this host to end: {describe_holder(event.get('holder'))} "
+                f"(up to {event.get('timeout', 0):g}s, berth_apply_lock_timeout)")
+    if event.get("wait") == "apt lock":
+        return (f"{host}: waiting for apt's lock {event.get('lock')}, held by {event.get('holder')} "
+                f"(up to {event.get('timeout', 0):g}s, berth_apt_lock_timeout)")
+    return f"{host}: {event}"
 
 
 @dataclass
@@ -84,6 +179,7 @@ class Converger:
     options: RunOptions = field(default_factory=RunOptions)
     # How a host is reached: an SSH session; berth.transport.local's for tests without hosts.
     connect: Callable[[Host], HostSession] | None = None
+    log: Callable[[str], None] | None = None   # told at once when an apply waits (for another apply, for apt)
 
     @property
     def check(self) -> bool:
@@ -108,7 +204,7 @@ class Converger:
             with role_code(self.context.roles_dir):
                 derived = [d for s in states for d in s.derived]
                 request = probe_request(resources, derived)
-            found = ProbeAnswer.from_wire(run_agent(session, request))
+            found = ProbeAnswer.from_wire(self._probe(session, request))
             report.facts = found.facts
             with role_code(self.context.roles_dir):      # notify rules and derived plans are role code
                 plan = make_plan(resources, handlers, found, derived=derived, host=host, ctx=self.context)
@@ -121,7 +217,7 @@ class Converger:
             elif self.check:
                 report.status = Status.PENDING
             else:
-                self._apply(session, plan, report)
+                self._apply(session, plan, report, expectations(resources, found, plan.steps), host)
         except HostUnreachable as exc:
             report.status, report.error = Status.UNREACHABLE, str(exc)
         except (ConfigError, InventoryError) as exc:
@@ -137,7 +233,8 @@ class Converger:
             report.seconds = time.monotonic() - started
         return report
 
-    def _apply(self, session: HostSession, plan: Plan, report: HostReport) -> None:
+    def _apply(self, session: HostSession, plan: Plan, report: HostReport, expect: Expectation,
+               host: Host) -> None:
         for prepare in plan.prepare:
             plan.steps += prepare(session)
         if plan.uploads:
@@ -146,13 +243,34 @@ class Converger:
             steps=tuple(plan.steps), handlers=tuple(handler_call(h) for h in plan.handlers),
             drain=self._drain_request(plan.drains) if plan.drains else None,
             upload_dir=plan.upload_dir if plan.uploads else None,     # the agent removes it when the apply ends
+            lock=lock_request(host), expect=expect,
+            apt_lock_timeout=seconds_var(host, "berth_apt_lock_timeout"),
         )
-        answer = ApplyAnswer.from_wire(run_agent(session, request))
+        answer = ApplyAnswer.from_wire(run_agent(session, request,
+                                                 on_event=lambda e: self._tell(event_text(host.name, e))))
         report.handlers = answer.handlers
         report.drain = answer.drain
+        if answer.waited:
+            report.notes.append(f"waited {answer.waited['seconds']:g}s for another berth apply on this host: "
+                                f"{describe_holder(answer.waited['for'])}")
+        if answer.apt_waited:
+            report.notes.append(f"waited {answer.apt_waited:g}s for apt's lock (another apt or dpkg was running)")
         if answer.error:
             raise HostFailed(f"{session.host.name}: {answer.error}")
         report.status = Status.CHANGED
+
+    def _probe(self, session: HostSession, request: Request) -> dict[str, Any]:
+        """The probe is read-only: a session that broke during it is opened again and the probe repeated."""
+        for attempt in Retrying(stop=stop_after_attempt(max(1, self.ssh.connect_attempts)),
+                                retry=retry_if_exception_type(SessionBroken), reraise=True,
+                                wait=wait_exponential(multiplier=self.ssh.retry_wait, max=10)):
+            with attempt:
+                return run_agent(session, request)
+        raise AssertionError("unreachable")     # Retrying either returns or raises
+
+    def _tell(self, line: str) -> None:
+        if self.log is not None:
+            self.log(line)
 
     def _drain_request(self, drains: list[Drain]) -> DrainSpec:
         drain = drains[0]

@@ -33,6 +33,7 @@ from berth.engine.protocol import (
 from berth.engine.resources import (
     DAEMON_RELOAD,
     Absent,
+    Attributes,
     Derived,
     Directory,
     Drain,
@@ -210,9 +211,27 @@ def _plan_service(resource: Service, found: ProbeAnswer, plan: Plan) -> Planned:
                    (ServiceStep(resource.name, resource.enabled, resource.running),))
 
 
+def _plan_attributes(resource: Attributes, found: ProbeAnswer, plan: Plan) -> Planned:
+    state = found.file(resource.path)
+    if not state.get("exists") or state.get("is_link"):
+        return Planned()            # the package makes the file; a link's own mode means nothing
+    mode = state.get("mode", 0)
+    drift = []
+    if mode & ~resource.max_mode:
+        drift.append(f"mode {mode:04o} -> {mode & resource.max_mode:04o}")
+    if (state.get("owner"), state.get("group")) != (resource.owner, resource.group):
+        drift.append(f"owner {state.get('owner')}:{state.get('group')} -> {resource.owner}:{resource.group}")
+    if not drift:
+        return Planned()
+    # A write step without content sets owner, group and mode only (berth/remote/agent.py Applier.write).
+    return Planned((Change("attributes", resource.path, ", ".join(drift)),),
+                   (WriteStep(resource.path, None, mode & resource.max_mode, resource.owner, resource.group),))
+
+
 KINDS: dict[type, ResourceKind[Any]] = {
     File: ResourceKind[File](_plan_file, files=lambda r: [FileQuery(r.path, content=True)]),
     Directory: ResourceKind[Directory](_plan_directory, files=lambda r: [FileQuery(r.path)]),
+    Attributes: ResourceKind[Attributes](_plan_attributes, files=lambda r: [FileQuery(r.path)]),
     Absent: ResourceKind[Absent](_plan_absent, files=lambda r: [FileQuery(r.path)]),
     Packages: ResourceKind[Packages](_plan_packages, packages=lambda r: [*r.names, *r.absent]),
     Service: ResourceKind[Service](_plan_service, services=lambda r: [r.name]),

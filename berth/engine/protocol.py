@@ -115,9 +115,22 @@ class ServiceStep:
         return {"op": self.op, "name": self.name, "enabled": self.enabled, "running": self.running}
 
 
-Step = WriteStep | InstallKeyStep | DirectoryStep | RemoveStep | PackagesStep | ServiceStep
+@dataclass(frozen=True)
+class GroupMembersStep:
+    """Add users to / remove them from a group (gpasswd -a / -d, no shell): CIS 1.1.2's docker group."""
+
+    op: ClassVar[str] = "group_members"
+    group: str
+    add: tuple[str, ...] = ()
+    remove: tuple[str, ...] = ()
+
+    def wire(self) -> dict[str, Any]:
+        return {"op": self.op, "group": self.group, "add": list(self.add), "remove": list(self.remove)}
+
+
+Step = WriteStep | InstallKeyStep | DirectoryStep | RemoveStep | PackagesStep | ServiceStep | GroupMembersStep
 STEP_OPS = frozenset(kind.op for kind in (WriteStep, InstallKeyStep, DirectoryStep, RemoveStep, PackagesStep,
-                                          ServiceStep))
+                                          ServiceStep, GroupMembersStep))
 
 
 # -- what handlers and drains send ---------------------------------------------------------------
@@ -183,12 +196,39 @@ class ProbeRequest:
 
 
 @dataclass(frozen=True)
+class ApplyLock:
+    """The host's apply lock (agent ApplyLock): wait for another apply at most ``timeout`` seconds; ``holder``
+    is who this run is (controller user@host, pid, run id), shown to a run that waits for it."""
+
+    timeout: float
+    holder: dict[str, Any]
+
+    def wire(self) -> dict[str, Any]:
+        return {"timeout": self.timeout, "holder": dict(self.holder)}
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """What the plan was made from, re-checked by the agent under the lock before it writes anything:
+    path -> exists/sha256/mode/owner/group as probed; unit -> active/enabled as probed."""
+
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    services: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def wire(self) -> dict[str, Any]:
+        return {"files": self.files, "services": self.services}
+
+
+@dataclass(frozen=True)
 class ApplyRequest:
     action: ClassVar[str] = "apply"
     steps: tuple[Step, ...] = ()
     handlers: tuple[HandlerCall, ...] = ()
     drain: DrainSpec | None = None
     upload_dir: str | None = None          # removed by the agent when the apply ends, also on failure
+    lock: ApplyLock | None = None          # None: no lock (an agent of this protocol always gets one from berth)
+    expect: Expectation | None = None
+    apt_lock_timeout: float | None = None  # seconds to wait for apt's locks (berth_apt_lock_timeout)
 
     def body(self) -> dict[str, Any]:
         data: dict[str, Any] = {"steps": [s.wire() for s in self.steps], "handlers": [h.wire() for h in self.handlers]}
@@ -196,6 +236,12 @@ class ApplyRequest:
             data["upload_dir"] = self.upload_dir
         if self.drain is not None:
             data["drain"] = self.drain.wire()
+        if self.lock is not None:
+            data["lock"] = self.lock.wire()
+        if self.expect is not None:
+            data["expect"] = self.expect.wire()
+        if self.apt_lock_timeout is not None:
+            data["apt_lock_timeout"] = self.apt_lock_timeout
         return data
 
 
@@ -267,15 +313,17 @@ class ApplyAnswer:
     handlers: list[str] = field(default_factory=list)
     error: str | None = None
     drain: dict[str, Any] | None = None    # the agent's account of a drain: runner, jobs, waited, forced
+    waited: dict[str, Any] | None = None   # {"seconds", "for": holder} when another apply held the lock first
+    apt_waited: float | None = None        # seconds spent waiting for apt's locks
     extra: dict[str, Any] = field(default_factory=dict)   # keys this controller does not read (newer agents)
 
     @classmethod
     def from_wire(cls, answer: Mapping[str, Any]) -> ApplyAnswer:
         _check(answer)
-        known = {"steps", "handlers", "error", "drain", "protocol"}
+        known = {"steps", "handlers", "error", "drain", "waited", "apt_waited", "protocol"}
         return cls(steps=list(answer.get("steps") or []), handlers=list(answer.get("handlers") or []),
-                   error=answer.get("error"), drain=answer.get("drain"),
-                   extra={k: v for k, v in answer.items() if k not in known})
+                   error=answer.get("error"), drain=answer.get("drain"), waited=answer.get("waited"),
+                   apt_waited=answer.get("apt_waited"), extra={k: v for k, v in answer.items() if k not in known})
 
 
 @dataclass

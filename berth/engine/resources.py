@@ -50,6 +50,20 @@ class Directory:
 
 
 @dataclass(frozen=True)
+class Attributes:
+    """Owner, group and a ceiling on the permissions of a file berth does not write (a vendor unit, a socket).
+
+    The content is never read or changed, and a missing file is left missing (its package makes it). A mode
+    with bits beyond ``max_mode`` loses those bits; a stricter mode is kept.
+    """
+
+    path: str
+    max_mode: int = 0o644
+    owner: str = "root"
+    group: str = "root"
+
+
+@dataclass(frozen=True)
 class Absent:
     """A file that must not exist (for example a drop-in that is no longer wanted)."""
 
@@ -141,7 +155,7 @@ def apt_source(name: str, line: str, keyring: bytes) -> list[File]:
     ]
 
 
-Resource = File | Directory | Absent | Packages | Service
+Resource = File | Directory | Attributes | Absent | Packages | Service
 
 
 class Derived(Protocol):

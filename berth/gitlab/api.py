@@ -13,6 +13,13 @@ user; ``glrtr-`` authenticates a runner that was registered with a registration 
 authentication tokens (``/runners/verify``); only a registration token goes to ``POST /runners``. Newer
 GitLab makes them routable: ``glrt-<payload>.01.<length><crc>``, dots included.
 
+Retries (tenacity, with backoff, ``attempts`` in all) are made only where repeating cannot do harm: a call that
+got no answer or a 429/5xx answer is repeated when it is idempotent (verify, delete, list, read, token reset).
+Creating a runner is never repeated blindly: each create carries a marker in its maintenance note, and after a
+create without an answer berth looks for a runner with that marker first (``GET /runners``, ``GET /runners/:id``);
+if GitLab made it, berth takes it over with a new token (``POST /runners/:id/reset_authentication_token``) instead
+of creating a second one (gitlabhq lib/api/ci/runners.rb).
+
 Every error is a :class:`GitLabAPIError` whose message never contains a token.
 """
 
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets as token_bytes
 import socket
 import ssl
 import urllib.error
@@ -27,6 +35,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
+
+from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from berth import __version__
 from berth.errors import BerthError, ConfigError
@@ -62,14 +72,27 @@ def is_registration_token(token: str) -> bool:
 
 # The longest part of a server message worth showing to an operator.
 _MAX_SERVER_MESSAGE = 300
+# Answers after which the same request may well succeed: rate limited, or GitLab (or its proxy) failing for now.
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Put in a created runner's maintenance note, so that berth can tell whether a create without an answer made it.
+CREATE_MARKER = "berth-create:"
 
 
 class GitLabAPIError(BerthError):
-    """GitLab refused or did not answer a request. ``status`` is the HTTP status, or None without one."""
+    """GitLab refused or did not answer a request. ``status`` is the HTTP status, or None without one.
 
-    def __init__(self, message: str, *, status: int | None = None) -> None:
+    ``transient``: no answer, or an answer that says "try again" (RETRY_STATUSES); the request may have been
+    carried out all the same.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, transient: bool = False) -> None:
         super().__init__(message)
         self.status = status
+        self.transient = transient
+
+
+def _transient(exc: BaseException) -> bool:
+    return isinstance(exc, GitLabAPIError) and exc.transient
 
 
 @dataclass(frozen=True)
@@ -108,7 +131,8 @@ def _form_value(value: Any) -> str:
 class GitLabAPI:
     """Client for one GitLab instance. ``access_token`` (a PAT) is needed only to create runners."""
 
-    def __init__(self, url: str, access_token: str | None, *, timeout: float = 10) -> None:
+    def __init__(self, url: str, access_token: str | None, *, timeout: float = 10, attempts: int = 3,
+                 retry_wait: float = 0.5) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"GitLab URL {_public_url(url)!r} must start with https:// (or http://)")
@@ -116,7 +140,22 @@ class GitLabAPI:
         self.public_url = _public_url(self.url)
         self._access_token = access_token
         self.timeout = timeout
+        self.attempts = max(1, attempts)
+        self.retry_wait = retry_wait
         self._opener = urllib.request.build_opener(_NoRedirect)
+
+    def _retried(self, call: Any) -> Any:
+        """``call(attempt_number)``, repeated while it fails transiently, at most ``attempts`` times."""
+        try:
+            for attempt in Retrying(stop=stop_after_attempt(self.attempts), retry=retry_if_exception(_transient),
+                                    wait=wait_exponential(multiplier=self.retry_wait, max=10)):
+                with attempt:
+                    return call(attempt.retry_state.attempt_number)
+        except RetryError as exc:
+            last = exc.last_attempt.exception()
+            assert isinstance(last, GitLabAPIError)
+            raise GitLabAPIError(f"{last} (after {self.attempts} attempts)", status=last.status) from None
+        raise AssertionError("unreachable")     # Retrying either returns or raises
 
     def __repr__(self) -> str:
         return f"GitLabAPI({self.public_url!r}, timeout={self.timeout})"
@@ -147,6 +186,7 @@ class GitLabAPI:
                 f"no access token for GitLab at {self.public_url}: "
                 "set a token with scope create_runner in GITLAB_TOKEN"
             )
+        marker = CREATE_MARKER + token_bytes.token_hex(8)
         form = {
             "runner_type": runner_type,
             "group_id": group_id if runner_type == "group_type" else None,
@@ -158,17 +198,80 @@ class GitLabAPI:
             "access_level": access_level,
             "paused": paused,
             "maximum_timeout": maximum_timeout,
-            "maintenance_note": maintenance_note,
+            "maintenance_note": f"{maintenance_note}\n{marker}" if maintenance_note else marker,
         }
-        status, body = self._request("POST", "/api/v4/user/runners", form, context="create")
-        if status != 201 or not isinstance(body, dict):
-            raise self._unexpected(status, "/api/v4/user/runners")
+
+        def attempt(number: int) -> CreatedRunner:
+            try:
+                status, body = self._request("POST", "/api/v4/user/runners", form, context="create")
+            except GitLabAPIError as exc:
+                if not exc.transient:
+                    raise                   # GitLab answered no: nothing was created
+                found = self._created_by(marker, runner_type, description, exc)
+                if found is not None:
+                    return self._take_over(found)
+                raise                       # GitLab has no runner from this create: another one is safe
+            if status != 201 or not isinstance(body, dict):
+                raise self._unexpected(status, "/api/v4/user/runners")
+            try:
+                return CreatedRunner(
+                    id=int(body["id"]), token=str(body["token"]), token_expires_at=body.get("token_expires_at")
+                )
+            except (KeyError, TypeError, ValueError):
+                raise self._unexpected(status, "/api/v4/user/runners") from None
+
+        return self._retried(attempt)
+
+    def _created_by(self, marker: str, runner_type: str, description: str | None,
+                    failed: GitLabAPIError) -> int | None:
+        """The id of the runner a create without an answer made (its maintenance note holds ``marker``), or None.
+
+        If GitLab cannot tell, the create must not be repeated: that error is not transient.
+        """
         try:
-            return CreatedRunner(
-                id=int(body["id"]), token=str(body["token"]), token_expires_at=body.get("token_expires_at")
-            )
-        except (KeyError, TypeError, ValueError):
-            raise self._unexpected(status, "/api/v4/user/runners") from None
+            for runner in sorted(self.list_runners(runner_type), key=lambda r: -int(r.get("id", 0))):
+                if description is not None and runner.get("description") != description:
+                    continue
+                if marker in (self.get_runner(int(runner["id"])).get("maintenance_note") or ""):
+                    return int(runner["id"])
+        except (GitLabAPIError, KeyError, TypeError, ValueError) as exc:
+            raise GitLabAPIError(
+                f"{failed}; GitLab then could not say whether it created the runner ({exc}), so berth does not "
+                f"create it again: look for a runner whose maintenance note holds {marker} at {self.public_url} "
+                "(delete it, or give its token with token_env/token_file), then re-run. Listing runners needs the "
+                "access token's scope api (or read_api)", status=getattr(exc, "status", None)) from None
+        return None
+
+    def _take_over(self, runner_id: int) -> CreatedRunner:
+        """A runner created without berth seeing its token: a new token for it (the old one was never seen)."""
+        status, body = self._retried(lambda _: self._request(
+            "POST", f"/api/v4/runners/{runner_id}/reset_authentication_token", {}, context="create"))
+        if status != 201 or not isinstance(body, dict) or "token" not in body:
+            raise self._unexpected(status, "/api/v4/runners/:id/reset_authentication_token")
+        return CreatedRunner(id=runner_id, token=str(body["token"]), token_expires_at=body.get("token_expires_at"))
+
+    def list_runners(self, runner_type: str) -> list[dict[str, Any]]:
+        """The runners of ``runner_type`` the access token's user can see: ``GET /runners`` (owned: group and
+        project runners) or, for instance runners, ``GET /runners/all`` (administrators), every page."""
+        path = "/api/v4/runners/all" if runner_type == "instance_type" else "/api/v4/runners"
+        runners: list[dict[str, Any]] = []
+        for page in range(1, 101):      # 100 pages of 100: far more runners than berth looks through
+            status, body = self._retried(lambda _, p=page: self._request(
+                "GET", path, {"type": runner_type, "per_page": 100, "page": p}, context="create"))
+            if status != 200 or not isinstance(body, list):
+                raise self._unexpected(status, path)
+            runners += [r for r in body if isinstance(r, dict)]
+            if len(body) < 100:
+                break
+        return runners
+
+    def get_runner(self, runner_id: int) -> dict[str, Any]:
+        """``GET /runners/:id``: a runner's details (its maintenance note among them)."""
+        status, body = self._retried(lambda _: self._request(
+            "GET", f"/api/v4/runners/{runner_id}", {}, context="create"))
+        if status != 200 or not isinstance(body, dict):
+            raise self._unexpected(status, "/api/v4/runners/:id")
+        return body
 
     def register_runner_legacy(
         self, registration_token: str, *, description: str | None = None
@@ -197,35 +300,46 @@ class GitLabAPI:
 
         ``system_id`` is optional to GitLab (lib/api/ci/runner.rb); without it the manager is ``<legacy>``.
         """
-        status, body = self._request(
+        status, body = self._retried(lambda _: self._request(
             "POST",
             "/api/v4/runners/verify",
             {"token": token, "system_id": system_id or None},
             context="runner",
             secrets=(token,),
-        )
+        ))
         if status != 200 or not isinstance(body, dict):
             raise self._unexpected(status, "/api/v4/runners/verify")
         return body
 
     def delete_runner(self, token: str) -> None:
         """Delete the runner itself, for every host that uses it (``DELETE /api/v4/runners``)."""
-        status, _ = self._request(
-            "DELETE", "/api/v4/runners", {"token": token}, context="runner", secrets=(token,)
-        )
+        def attempt(number: int) -> int:
+            try:
+                return self._request("DELETE", "/api/v4/runners", {"token": token}, context="runner",
+                                     secrets=(token,))[0]
+            except GitLabAPIError as exc:
+                # A repeat refused because the token is gone: the unanswered attempt before it deleted the runner.
+                if number > 1 and exc.status == 403:
+                    return 204
+                raise
+
+        status = self._retried(attempt)
         if status != 204:
             raise self._unexpected(status, "/api/v4/runners")
 
     def delete_runner_manager(self, token: str, system_id: str) -> None:
         """Remove only this host's runner manager (``DELETE /api/v4/runners/managers``), like unregister."""
+        def attempt(number: int) -> int:
+            try:
+                return self._request("DELETE", "/api/v4/runners/managers", {"token": token, "system_id": system_id},
+                                     context="runner", secrets=(token,))[0]
+            except GitLabAPIError as exc:
+                if number > 1 and exc.status == 404:
+                    return 204      # the unanswered attempt before this one removed it
+                raise
+
         try:
-            status, _ = self._request(
-                "DELETE",
-                "/api/v4/runners/managers",
-                {"token": token, "system_id": system_id},
-                context="runner",
-                secrets=(token,),
-            )
+            status = self._retried(attempt)
         except GitLabAPIError as exc:
             if exc.status != 404:
                 raise
@@ -264,7 +378,10 @@ class GitLabAPI:
     ) -> tuple[int, Any]:
         """Send a form-encoded request; return (status, decoded JSON body). Errors become GitLabAPIError."""
         secrets = (*secrets, self._access_token or "")
-        data = urlencode({k: _form_value(v) for k, v in form.items() if v is not None}).encode()
+        encoded = urlencode({k: _form_value(v) for k, v in form.items() if v is not None})
+        data = None if method == "GET" else encoded.encode()
+        if method == "GET" and encoded:
+            path = f"{path}?{encoded}"
         headers = {
             "Content-Type": "application/x-www-form-urlencoded",
             "Accept": "application/json",
@@ -273,6 +390,7 @@ class GitLabAPI:
         if context == "create" and self._access_token:
             headers["PRIVATE-TOKEN"] = self._access_token
         request = urllib.request.Request(self.url + path, data=data, headers=headers, method=method)
+        path = path.split("?", 1)[0]
         try:
             with self._opener.open(request, timeout=self.timeout) as response:
                 return response.status, _decode(response.read())
@@ -289,7 +407,8 @@ class GitLabAPI:
             raise self._no_answer(type(exc).__name__) from None
 
     def _no_answer(self, why: str) -> GitLabAPIError:
-        return GitLabAPIError(f"GitLab at {self.public_url} did not answer within {self.timeout:g}s ({why})")
+        return GitLabAPIError(f"GitLab at {self.public_url} did not answer within {self.timeout:g}s ({why})",
+                              transient=True)
 
     def _unreachable(self, reason: Any) -> GitLabAPIError:
         if isinstance(reason, TimeoutError):
@@ -357,7 +476,7 @@ class GitLabAPI:
             message = f"GitLab at {url} failed on {path} (HTTP {status}); try again later{detail}"
         else:
             message = f"GitLab at {url} answered {path} with HTTP {status}{detail}"
-        return GitLabAPIError(message, status=status)
+        return GitLabAPIError(message, status=status, transient=status in RETRY_STATUSES)
 
 
 def _check_create_params(

@@ -182,6 +182,8 @@ class RunnerSpec:
     # remote mode
     remote_host: str | None = None  # e.g. tcp://r1:2376
     remote_cert_dir: str = ""  # "" = /etc/gitlab-runner/certs/<name>; host path with ca.pem cert.pem key.pem
+    # The fleet's job hardening (gitlab_runner_job_* variables, :func:`job_settings`), on top of the mode's keys.
+    hardening: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.image:
@@ -674,8 +676,56 @@ def docker_settings(spec: RunnerSpec) -> dict[str, Any]:
     settings["volumes"] = [*settings["volumes"], *spec.volumes]
     if spec.services:
         settings["services"] = [dict(s) for s in spec.services]
+    for key, value in spec.hardening.items():
+        if key in ("cap_drop", "security_opt"):     # added to the mode's own entries, never replacing them
+            settings[key] = list(dict.fromkeys([*settings.get(key, []), *value]))
+        else:
+            settings[key] = value
     settings.update(spec.docker)
     return settings
+
+
+# Job hardening variables (role gitlab_runner) -> [runners.docker] keys (gitlab-runner common/config.go
+# DockerConfig: memory, cpus for the job container; service_memory, service_cpus for services; cap_drop and
+# security_opt apply to the job container only, executors/docker/docker.go createHostConfig).
+JOB_VARIABLES = {
+    "gitlab_runner_job_memory": "memory", "gitlab_runner_job_cpus": "cpus",
+    "gitlab_runner_service_memory": "service_memory", "gitlab_runner_service_cpus": "service_cpus",
+}
+NO_NEW_PRIVILEGES = "no-new-privileges:true"
+# docker/go-units RAMInBytes, as gitlab-runner reads memory values (it exits on anything else).
+_MEMORY_RE = re.compile(r"^\d+(\.\d+)* ?[kKmMgGtTpP]?[iI]?[bB]?$")
+
+
+def job_settings(host_vars: Mapping[str, Any], origin: Any = "inventory") -> dict[str, Any]:
+    """The [runners.docker] keys the fleet's job hardening variables ask for (nothing when none is set)."""
+    settings: dict[str, Any] = {}
+    for variable, key in JOB_VARIABLES.items():
+        value = host_vars.get(variable)
+        if value in (None, ""):
+            continue
+        if key.endswith("memory") and not _MEMORY_RE.match(str(value)):
+            raise ConfigError(f"{origin}: {variable} {value!r} is not a size gitlab-runner reads (e.g. 2g, 512m)")
+        if key.endswith("cpus"):
+            try:
+                float(value)
+            except ValueError:
+                raise ConfigError(f"{origin}: {variable} {value!r} is not a number of CPUs (e.g. 2 or 1.5)") from None
+        settings[key] = str(value)
+    drops = host_vars.get("gitlab_runner_job_cap_drop") or []
+    if drops:
+        settings["cap_drop"] = [str(c).upper().removeprefix("CAP_") for c in drops]
+    if host_vars.get("gitlab_runner_job_no_new_privileges") is True:
+        settings["security_opt"] = [NO_NEW_PRIVILEGES]
+    return settings
+
+
+def harden(specs: list[RunnerSpec], host_vars: Mapping[str, Any], origin: Any = "inventory") -> list[RunnerSpec]:
+    """Give every runner the fleet's job hardening (a runner's own ``docker`` keys still win)."""
+    settings = job_settings(host_vars, origin)
+    for spec in specs:
+        spec.hardening = dict(settings)
+    return specs
 
 
 def runner_environment(spec: RunnerSpec) -> list[str]:

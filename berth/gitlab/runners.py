@@ -39,6 +39,7 @@ from berth.engine.protocol import (
     ApplyAnswer,
     ApplyRequest,
     DirectoryStep,
+    Expectation,
     FileQuery,
     ProbeAnswer,
     ProbeRequest,
@@ -345,7 +346,7 @@ def remove_from_host(session: HostSession, name: str, *, delete: bool) -> str:
     runner (registered for this host alone) is deleted. With ``delete`` the runner itself is deleted in
     GitLab, for every host that uses it.
     """
-    from berth.engine.converge import handler_call, run_agent
+    from berth.engine.converge import handler_call, lock_request, run_agent
     from berth.engine.resources import Handler
     from berth.gitlab.runner_config import remove_runner
 
@@ -376,9 +377,13 @@ def remove_from_host(session: HostSession, name: str, *, delete: bool) -> str:
                 outcome = api.unregister_runner(removed.token, system_id)
     except BerthError as exc:
         raise HostFailed(f"{host.name}: runner {name}: {redact(str(exc))}; config.toml left as it was") from None
+    state = found.file(path)
+    seen = {k: state.get(k) for k in ("exists", "sha256", "mode", "owner", "group")}
     step = replace_step(_write(path, remaining), backup=True,
                         backup_keep=int(host.vars.get("gitlab_runner_config_backups", 3)))
-    request = ApplyRequest(steps=(step,), handlers=(handler_call(Handler(RELOAD_HANDLER, RELOAD_RUNNER)),))
+    request = ApplyRequest(steps=(step,), handlers=(handler_call(Handler(RELOAD_HANDLER, RELOAD_RUNNER)),),
+                           lock=lock_request(host),
+                           expect=Expectation(files={path: seen}))  # GitLab has been told; the file must be as read
     answer = ApplyAnswer.from_wire(run_agent(session, request))
     if answer.error:
         raise HostFailed(f"{host.name}: {answer.error}")

@@ -32,7 +32,7 @@ from berth.engine.protocol import FileQuery, ProbeAnswer, ProbeRequest
 from berth.engine.results import exit_code as results_exit_code
 from berth.errors import BerthError, ExitCode, HostUnreachable
 from berth.gitlab import doublestar
-from berth.gitlab.runner_config import docker_settings, parse_runners, runner_environment
+from berth.gitlab.runner_config import docker_settings, harden, parse_runners, runner_environment
 from berth.inventory.loader import Host
 from berth.redact import redact
 from berth.transport.ssh import Session, SSHSettings, network_address
@@ -94,6 +94,7 @@ class Runner:
 def runners_of(host: Host, found: ProbeAnswer) -> list[Runner]:
     """The host's runners: those in its config.toml, and declared ones not registered yet."""
     specs, _ = parse_runners(host.vars.get("gitlab_runners") or [], str(host.origins.get("gitlab_runners")))
+    harden(specs, host.vars)
     declared = {s.name: s for s in specs}
     text = found.content(host.vars.get("gitlab_runner_config", ""))
     config = tomllib.loads(text.decode()) if text else {}

@@ -67,9 +67,16 @@ class HostCertificate:
             reason = "key rotation asked (docker_tls_rotate_key)" if key.get("exists") else "key missing"
         changes: list[Change] = []
         steps: list[Step] = []
-        if key.get("exists") and not new_key and (key.get("mode"), key.get("owner")) != (0o400, "root"):
+        if key.get("exists") and not new_key and (key.get("mode"), key.get("owner"), key.get("group")) != (
+                0o400, "root", "root"):
             changes.append(Change("file", self.key_path, f"mode {key.get('mode', 0):04o} -> 0400, owner root"))
             steps.append(WriteStep(self.key_path, None, 0o400))
+        cert = found.file(self.cert_path)
+        if reason is None and (cert.get("mode"), cert.get("owner"), cert.get("group")) != (0o444, "root", "root"):
+            # CIS 3.11/3.12: verify holds the certificate to root:root 0444; a valid one only gets its attributes.
+            changes.append(Change("file", self.cert_path, f"mode {cert.get('mode', 0):04o} -> 0444, owner "
+                                                          f"{cert.get('owner')}:{cert.get('group')} -> root:root"))
+            steps.append(WriteStep(self.cert_path, None, 0o444))
         if reason is None:
             leaf, chain = split_leaf(pem or b"")
             if chain != ctx.ca().chain_pem():

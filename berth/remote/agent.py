@@ -7,7 +7,10 @@ SSH command, and reads one JSON answer from stdout. Three requests exist:
 - ``apply``: an ordered list of steps, then the notified handlers, each guarded by a health check
   that restores the files written in this run when the service does not come back. With a
   ``drain`` (a handler will restart dockerd), the host is drained BEFORE the first step, so that
-  a drain that times out leaves the host exactly as it was.
+  a drain that times out leaves the host exactly as it was. An apply holds the host's apply lock
+  from start to end (one apply at a time per host, ApplyLock) and first checks that every file
+  and unit it was planned from is still as the probe saw it (``expect``); if not, it changes
+  nothing.
 - ``health``: read-only. Do the daemons answer (unix socket /_ping, TCP ports accept)?
 
 Keeping the whole exchange to one command each is what keeps a no-op converge at one round trip.
@@ -20,6 +23,9 @@ and is looked up on PATH: the one seam where the local transport puts its stand-
 """
 
 import base64
+import contextlib
+import errno
+import fcntl
 import grp
 import hashlib
 import json
@@ -27,6 +33,7 @@ import os
 import pwd
 import re
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -57,6 +64,38 @@ def sh(argv, check=False, env=None, timeout=None):
 
 class StepFailed(Exception):
     pass
+
+
+def _run_bounded(cmd, timeout, unit, stop=True):
+    """Run a handler's command for at most ``timeout`` seconds; None, or why it did not finish.
+
+    On time-out the command's process group is killed and, with ``stop``, the unit stopped: systemd would
+    otherwise carry on with the hanging start job after its client is gone (and `stop` cancels that job).
+    Without ``stop`` (starting the restored configuration) systemd is left to finish the start.
+    """
+    proc = subprocess.Popen(["sh", "-c", cmd], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True, env=dict(os.environ, LC_ALL="C"))
+    try:
+        proc.wait(timeout=timeout)
+        return None
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(OSError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        if unit and stop:
+            sh(["systemctl", "stop", unit], timeout=120)
+        return "`%s` did not finish within %gs (the health timeout): %s hangs while starting" % (
+            cmd, timeout, unit or "the service")
+
+
+RECOVERY_TIMEOUT = 120      # seconds the restored configuration's restart may take at least
+
+
+def _write_error(path, exc):
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return ("cannot write %s: no space left on the file system of %s; the old file is unchanged. "
+                "Free space there and re-run" % (path, os.path.dirname(path) or "/"))
+    return "cannot write %s: %s; the old file is unchanged" % (path, exc.strerror or exc)
 
 
 # -- probe ------------------------------------------------------------------------------------
@@ -216,7 +255,9 @@ def apt_install_commands(step):
 
 
 class Applier:
-    def __init__(self):
+    def __init__(self, apt_lock_timeout=300.0):
+        self.apt_lock_timeout = apt_lock_timeout
+        self.apt_waited = None      # seconds this apply waited for apt's lock, when it had to
         self.written = []          # (path, previous bytes or None), for rollback
         self.staged = []           # (write step, candidate path): checked and moved into place after all steps
         self.log = []
@@ -232,7 +273,7 @@ class Applier:
             # The candidate goes beside the real file (same file system: the rename is atomic). It is checked
             # after the other steps, when the files it names (TLS certificates) are in place too.
             candidate = path + CANDIDATE_SUFFIX
-            self._atomic(candidate, data, step["mode"], step["owner"], step["group"])
+            self._atomic(candidate, data, step["mode"], step["owner"], step["group"], target=path)
             self.staged.append((step, candidate))
         elif data is not None:
             self._backup(step, previous)
@@ -275,31 +316,49 @@ class Applier:
             os.rename(candidate, path)
 
     def restore(self):
-        """Put back every file this run wrote or removed; returns their paths."""
+        """Put back every file this run wrote or removed; returns their paths.
+
+        Each through a temporary file and a rename, as it was written: a file system that filled up meanwhile
+        leaves the file as it is rather than truncated.
+        """
         for logical, previous in reversed(self.written):
             path = host_path(logical)
             if previous is None:
                 os.unlink(path) if os.path.exists(path) else None
-            else:
+                continue
+            try:
+                st = os.stat(path)
+                self._atomic(path, previous, stat.S_IMODE(st.st_mode), _name(pwd.getpwuid, st.st_uid),
+                             _name(grp.getgrgid, st.st_gid))
+            except (OSError, StepFailed):
                 with open(path, "wb") as fh:
                     fh.write(previous)
         return [p for p, _ in self.written]
 
     @staticmethod
-    def _atomic(path, data, mode, owner, group):
-        # Temp file beside the target, then rename: readers see the old or the new file, never half.
-        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".berth-tmp",
-                                   dir=os.path.dirname(path) or "/")
+    def _atomic(path, data, mode, owner, group, target=None):
+        # Temp file beside the target, then rename: readers see the old or the new file, never half. ``target``:
+        # the file an error names (a candidate is written beside the file it will replace).
+        folder = os.path.dirname(path) or "/"
+        try:
+            fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".berth-tmp", dir=folder)
+        except OSError as exc:
+            raise StepFailed(_write_error(target or path, exc)) from None
         try:
             os.fchmod(fd, mode)
             os.fchown(fd, pwd.getpwnam(owner).pw_uid, grp.getgrnam(group).gr_gid)
-            os.write(fd, data)
+            view = memoryview(data)
+            while view:
+                # A nearly full file system takes part of a write without an error; the next part fails.
+                view = view[os.write(fd, view):]
             os.fsync(fd)
             os.close(fd)
             os.rename(tmp, path)
-        except BaseException:
+        except BaseException as exc:
             os.close(fd) if _is_open(fd) else None
             os.unlink(tmp) if os.path.exists(tmp) else None
+            if isinstance(exc, OSError):
+                raise StepFailed(_write_error(target or path, exc)) from None
             raise
 
     def install_key(self, step):
@@ -332,6 +391,8 @@ class Applier:
     def packages(self, step):
         if step.get("debs"):
             check_upload_dir(step.get("upload_dir"), step["debs"])
+        waited = wait_for_apt(self.apt_lock_timeout, tell)
+        self.apt_waited = waited or self.apt_waited
         max_age = step.get("cache_valid_time", 3600)
         age = _apt_lists_age()
         # A pinned version that is not installed yet may be newer than the lists, however fresh they are.
@@ -340,7 +401,9 @@ class Applier:
             sh(["apt-get", "update", "-qq"], check=True)
         debs = set(step.get("debs", []))
         for argv in apt_install_commands(step):
-            sh([host_path(a) if a in debs else a for a in argv], check=True)
+            # apt's own wait covers a lock taken between our look and its start (DPkg::Lock::Timeout).
+            sh([host_path(a) if a in debs else "DPkg::Lock::Timeout=%d" % max(int(self.apt_lock_timeout), 1)
+                if a.startswith("DPkg::Lock::Timeout=") else a for a in argv], check=True)
 
     def service(self, step):
         name = step["name"]
@@ -354,6 +417,14 @@ class Applier:
         elif step.get("running") is False:
             sh(["systemctl", "stop", name], check=True)
 
+    def group_members(self, step):
+        """gpasswd with an argument vector (no shell): a user name cannot become a command."""
+        for flag, users in (("-a", step.get("add", [])), ("-d", step.get("remove", []))):
+            for user in users:
+                code, out = sh(["gpasswd", flag, user, step["group"]])
+                if code != 0:
+                    raise StepFailed("gpasswd %s %s %s: %s" % (flag, user, step["group"], out.strip()[-500:]))
+
     def command(self, step):
         code, out = sh(["sh", "-c", step["cmd"]])
         if code != 0:
@@ -362,22 +433,33 @@ class Applier:
 
     # -- handlers -----------------------------------------------------------------------------
     def handler(self, step):
-        """Run a handler; if its health check fails, restore this run's files and try again."""
+        """Run a handler; if its health check fails, restore this run's files and try again.
+
+        The command itself is bounded by the health check's timeout too: a service that hangs while starting
+        (`systemctl restart` waits for it) is a failed start, not a reason to wait forever.
+        """
         if not step.get("health"):
             self.command(step)
             return {"name": step["name"], "ok": True}
-        sh(["sh", "-c", step["cmd"]])
-        error = self.healthy(step["health"])
+        timeout = float(step["health"].get("timeout", 30))
+        error = _run_bounded(step["cmd"], timeout, step.get("unit"))
+        if error is None:
+            error = self.healthy(step["health"])
         if error is None:
             return {"name": step["name"], "ok": True}
-        reason = self.journal_error(step.get("unit")) or error
+        # The unit's own words (dockerd's "failed to start daemon: ...") say what to fix; a start that hung
+        # says so first, with what the unit logged before it was stopped.
+        said = self.journal_error(step.get("unit"))
+        hung = "did not finish" in error
+        reason = (error + ("; its log: %s" % said if said else "")) if hung else (said or error)
         if not step.get("rollback"):
             raise StepFailed("%s: %s" % (step["name"], reason))
         self.restore()
         sh(["systemctl", "daemon-reload"])
         if step.get("unit"):
             sh(["systemctl", "reset-failed", step["unit"]])
-        sh(["sh", "-c", step["cmd"]])
+        # The previous configuration gets more time than the new one had, and is never stopped for being slow.
+        _run_bounded(step["cmd"], max(timeout, RECOVERY_TIMEOUT), step.get("unit"), stop=False)
         recovered = self.healthy(step["health"]) is None
         raise StepFailed(
             "%s failed: %s; the previous %s %s restored%s" % (
@@ -642,11 +724,206 @@ def remove_upload_dir(path):
         shutil.rmtree(host_path(path), ignore_errors=True)
 
 
-def apply(request):
-    applier = Applier()
-    results = {"steps": [], "handlers": [], "error": None, "drain": None}  # type: dict
-    drain = Drain(request["drain"]) if request.get("drain") else None
+# -- one apply at a time -----------------------------------------------------------------------
+LOCK_DIR = "/run/berth"        # a tmpfs on systemd hosts: a lock never outlives a reboot
+LOCK_FILE = "apply.lock"
+HOLDER_FILE = "apply.holder"   # who holds the lock: read by the apply that waits for it
+
+
+class ApplyLock:
+    """The host's apply lock: flock(2) on /run/berth/apply.lock, held by this process for the whole apply.
+
+    The kernel releases it when the process ends, however it ends, so a killed apply never leaves it behind.
+    The holder's account (controller user@host, its pid, the run id, when it started) is kept beside it.
+    """
+
+    def __init__(self, spec, on_wait):
+        self.dir = host_path(spec.get("dir", LOCK_DIR))
+        self.timeout = float(spec.get("timeout", 600))
+        self.holder = dict(spec.get("holder", {}), agent_pid=os.getpid())
+        self.on_wait = on_wait
+        self.fd = None
+        self.waited = None          # {"seconds": s, "for": holder} when another apply held it
+
+    def acquire(self):
+        if not os.path.isdir(self.dir):
+            os.makedirs(self.dir, mode=0o700)
+        os.chmod(self.dir, 0o700)
+        self.fd = os.open(os.path.join(self.dir, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        os.fchmod(self.fd, 0o600)
+        started = time.time()
+        other = None
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+            current = self._read_holder()
+            if current != other:
+                other = current
+                self.on_wait({"wait": "apply lock", "holder": other, "timeout": self.timeout})
+            if time.time() - started >= self.timeout:
+                os.close(self.fd)
+                self.fd = None
+                raise StepFailed("another berth apply is running on this host: %s; waited %gs for it "
+                                 "(berth_apply_lock_timeout); nothing was changed. Re-run when it has ended"
+                                 % (describe_holder(other), self.timeout))
+            time.sleep(0.5)
+        if other is not None:
+            self.waited = {"seconds": round(time.time() - started, 1), "for": other}
+        self.holder["since"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        Applier._atomic(os.path.join(self.dir, HOLDER_FILE), json.dumps(self.holder).encode(), 0o600,
+                        "root", "root")
+
+    def _read_holder(self):
+        try:
+            with open(os.path.join(self.dir, HOLDER_FILE)) as fh:
+                return json.load(fh)
+        except (OSError, ValueError):
+            return {}
+
+    def release(self):
+        if self.fd is None:
+            return
+        path = os.path.join(self.dir, HOLDER_FILE)
+        if self._read_holder().get("agent_pid") == os.getpid():
+            os.unlink(path) if os.path.exists(path) else None
+        os.close(self.fd)       # closing the last descriptor releases the flock
+        self.fd = None
+
+
+def describe_holder(holder):
+    if not holder:
+        return "an apply of an older berth, or one that has not said who it is yet"
+    since = holder.get("since", "?")
+    return "run %s of %s (controller pid %s), applying since %s (agent pid %s on this host)" % (
+        holder.get("run", "?"), holder.get("controller", "?"), holder.get("pid", "?"), since,
+        holder.get("agent_pid", "?"))
+
+
+def check_expected(expect):
+    """What changed since the probe among the files and units the plan was made from (empty: nothing)."""
+    changed = []
+    for path, seen in sorted(expect.get("files", {}).items()):
+        now = file_state(path, False)
+        if not seen.get("exists"):
+            if now.get("exists"):
+                changed.append("%s (created)" % path)
+            continue
+        if not now.get("exists"):
+            changed.append("%s (removed)" % path)
+            continue
+        what = [key for key in ("sha256", "mode", "owner", "group") if seen.get(key) != now.get(key)]
+        if what:
+            changed.append("%s (%s)" % (path, "content" if "sha256" in what else ", ".join(what)))
+    for unit, seen in sorted(expect.get("services", {}).items()):
+        now = services([unit])[unit]
+        what = [key for key in ("active", "enabled") if bool(seen.get(key)) != now[key]]
+        if what:
+            changed.append("unit %s (%s)" % (unit, ", ".join(what)))
+    return changed
+
+
+# -- apt's locks --------------------------------------------------------------------------------
+# What apt-get and dpkg lock (apt-pkg/deb/debsystem.cc: the frontend lock, then dpkg's own; apt-get update:
+# the lists; downloads: the archives). unattended-upgrades, apt-daily and a person's apt-get hold them alike.
+APT_LOCKS = ("/var/lib/dpkg/lock-frontend", "/var/lib/dpkg/lock", "/var/lib/apt/lists/lock",
+             "/var/cache/apt/archives/lock")
+
+
+def apt_lock_holder(locks=APT_LOCKS):
+    """(lock file, holder description) of the first of apt's locks someone holds, else None.
+
+    Held means a POSIX lock (what apt and dpkg take, fcntl F_SETLK) or a flock(2) is on it; the holder is the
+    process that has the file open, found in /proc (the lock's owner may be a child of that process).
+    """
+    for path in locks:
+        path = host_path(path)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            held = False
+            for kind, take, drop in ((fcntl.lockf, fcntl.LOCK_EX | fcntl.LOCK_NB, fcntl.LOCK_UN),
+                                     (fcntl.flock, fcntl.LOCK_EX | fcntl.LOCK_NB, fcntl.LOCK_UN)):
+                try:
+                    kind(fd, take)
+                    kind(fd, drop)
+                except OSError:
+                    held = True
+        finally:
+            os.close(fd)
+        if held:
+            return path, _processes_with(path)
+    return None
+
+
+def _processes_with(path):
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        if int(pid) == os.getpid():
+            continue
+        try:
+            fds = os.listdir("/proc/%s/fd" % pid)
+            if not any(os.readlink("/proc/%s/fd/%s" % (pid, fd)) == path for fd in fds):
+                continue
+            with open("/proc/%s/cmdline" % pid, "rb") as fh:
+                cmd = fh.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
+        except OSError:
+            continue
+        found.append("process %s (%s)" % (pid, cmd[:120] or "?"))
+    return ", ".join(found) or "a process this agent cannot see"
+
+
+def wait_for_apt(timeout, on_wait, locks=APT_LOCKS):
+    """Wait until nobody holds apt's locks, for at most ``timeout`` seconds; returns the seconds waited."""
+    started = time.time()
+    told = None
+    while True:
+        held = apt_lock_holder(locks)
+        if held is None:
+            return round(time.time() - started, 1)
+        if held != told:
+            told = held
+            on_wait({"wait": "apt lock", "lock": held[0], "holder": held[1], "timeout": timeout})
+        if time.time() - started >= timeout:
+            raise StepFailed("apt's lock %s is still held after %gs (berth_apt_lock_timeout) by %s; nothing was "
+                             "installed. Let it finish (unattended-upgrades, apt-daily) or stop it, then re-run"
+                             % (held[0], timeout, held[1]))
+        time.sleep(1.0)
+
+
+def tell(event):
+    """A line on stderr for the controller, which shows it while the apply runs (berth/engine/converge.py)."""
     try:
+        sys.stderr.write("berth-event: %s\n" % json.dumps(event))
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass      # the controller is gone: the apply goes on
+
+
+def apply(request):
+    # The apply goes on to its end when the controller or its SSH connection goes away (sshd then hangs up on
+    # us): an apply cut short between two steps is worse than one that completes without an audience.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    applier = Applier(apt_lock_timeout=float(request.get("apt_lock_timeout", 300)))
+    results = {"steps": [], "handlers": [], "error": None, "drain": None, "waited": None}  # type: dict
+    lock = ApplyLock(request["lock"], tell) if request.get("lock") else None
+    drain = None
+    try:
+        if lock is not None:
+            lock.acquire()
+            results["waited"] = lock.waited
+        changed = check_expected(request.get("expect", {}))
+        if changed:
+            after = " (meanwhile this run waited %gs for %s)" % (lock.waited["seconds"], describe_holder(
+                lock.waited["for"])) if lock is not None and lock.waited else ""
+            raise StepFailed("changed since it was read: %s%s; nothing was changed: re-run"
+                             % ("; ".join(changed), after))
+        drain = Drain(request["drain"]) if request.get("drain") else None
         if drain is not None:
             drain.run()         # before any step: a drain that times out has changed nothing
         for step in request.get("steps", []):
@@ -671,6 +948,9 @@ def apply(request):
             results["drain"] = drain.state
             if results["error"] and drain.stopped_runner:
                 results["error"] += "; %s %s" % (drain.unit, drain.state["runner"])
+        if lock is not None:
+            lock.release()
+    results["apt_waited"] = applier.apt_waited
     return results
 
 
@@ -686,7 +966,7 @@ def health(request):
 
 ACTIONS = {"probe": probe, "apply": apply, "health": health}
 # The steps an apply may name (berth/engine/protocol.py STEP_OPS), each an Applier method.
-STEPS = ("write", "install_key", "directory", "remove", "packages", "service")
+STEPS = ("write", "install_key", "directory", "remove", "packages", "service", "group_members")
 
 
 def refusal(request):
@@ -717,7 +997,11 @@ def main(raw):
         ROOT = request.get("root", "/")
         answer = ACTIONS[request["action"]](request)
     answer["protocol"] = PROTOCOL
-    sys.stdout.write(json.dumps(answer))
+    try:
+        sys.stdout.write(json.dumps(answer))
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        pass      # the controller went away; what the apply did is on the host (a re-run reads it)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -27,8 +28,11 @@ class HostSession(Protocol):
     commands: int
     agent_root: str          # the agent's root: "/" on a host, a temporary directory for the local transport
 
-    def run(self, command: str, *, stdin: bytes | None = None, sudo: bool = True,
-            timeout: float | None = 600) -> CommandResult: ...
+    def run(self, command: str, *, stdin: bytes | None = None, sudo: bool = True, timeout: float | None = 600,
+            on_stderr_line: Callable[[str], None] | None = None) -> CommandResult:
+        """``on_stderr_line``: told each line of stderr (as it comes where the transport can), e.g. an apply's
+        "waiting for the apply lock" while it waits."""
+        ...
 
     def put_private(self, directory: str, files: list[tuple[bytes, str]]) -> None: ...
 

@@ -7,6 +7,7 @@ at a marker line, runs the source and calls its ``main(request)``. The converge 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,5 +43,6 @@ class HostScript:
     def payload(self, request: str) -> bytes:
         return (self.source + REQUEST_MARK + request).encode()
 
-    def run(self, session: HostSession, request: str) -> CommandResult:
-        return session.run(self.command, stdin=self.payload(request))
+    def run(self, session: HostSession, request: str,
+            on_stderr_line: Callable[[str], None] | None = None) -> CommandResult:
+        return session.run(self.command, stdin=self.payload(request), on_stderr_line=on_stderr_line)

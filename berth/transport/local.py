@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,8 +34,8 @@ class LocalSession:
     def agent_root(self) -> str:
         return str(self.root)
 
-    def run(self, command: str, *, stdin: bytes | None = None, sudo: bool = True,
-            timeout: float | None = 600) -> CommandResult:
+    def run(self, command: str, *, stdin: bytes | None = None, sudo: bool = True, timeout: float | None = 600,
+            on_stderr_line: Callable[[str], None] | None = None) -> CommandResult:
         """Run the agent's bootstrap here (counted, as an SSH command is)."""
         if not command.startswith(AGENT_PREFIX):
             raise HostFailed(f"{self.host.name}: the local transport runs only berth's agent; refused "
@@ -47,8 +48,11 @@ class LocalSession:
                                   cwd=self.root)
         except subprocess.TimeoutExpired:
             raise HostFailed(f"{self.host.name}: the agent did not answer within {timeout}s") from None
-        return CommandResult(done.returncode, done.stdout.decode(errors="replace"),
-                             done.stderr.decode(errors="replace"))
+        stderr = done.stderr.decode(errors="replace")
+        if on_stderr_line is not None:
+            for line in stderr.splitlines():
+                on_stderr_line(line)       # after the fact: a local run is short
+        return CommandResult(done.returncode, done.stdout.decode(errors="replace"), stderr)
 
     def put_private(self, directory: str, files: list[tuple[bytes, str]]) -> None:
         """As the SSH session's: a new 0700 directory (refused if anything is there), files made exclusively."""

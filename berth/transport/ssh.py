@@ -5,20 +5,29 @@ ssh_config (its config is cloned lazily; fabric#2111), and Connection.__init__ a
 AutoAddPolicy, so every connection, ProxyJump hops included, accepts any host key silently (fabric#1804).
 Here the ssh_config is loaded explicitly and every hop's host key policy is strict unless the operator asks
 for ``accept-new`` (OpenSSH's meaning: unknown keys are added, changed keys are refused).
+
+A host that cannot be reached is reported with the reason (timed out after how long, refused, no route, a name
+that does not resolve, authentication failed with which keys, host key unknown or changed) and what to do.
+Connecting is retried (``connect_attempts``, with backoff) only where another attempt can succeed: a time-out,
+a refusal (sshd restarting), no route (a host rebooting); never a failed login or a host key problem.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shlex
+import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import fabric
 import paramiko
 from paramiko.ssh_exception import NoValidConnectionsError
+from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from berth.errors import HostFailed, HostUnreachable
 from berth.inventory.loader import Host
@@ -34,6 +43,75 @@ class SSHSettings:
     ssh_config: Path | None = None           # None: ~/.ssh/config when it exists
     host_key_checking: str = "strict"        # or "accept-new"
     connect_timeout: float = 10.0
+    connect_attempts: int = 3                # tries of a connection that timed out, was refused or had no route
+    retry_wait: float = 1.0                  # seconds before the second try; doubled each time, at most 10
+
+
+class Transient(Exception):
+    """A connection failure another attempt may not meet (carries the operator's message)."""
+
+
+class SessionBroken(HostUnreachable):
+    """The SSH session broke during a command (the connection was lost, the host went away)."""
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, Transient)
+
+
+def explain_connect_error(exc: BaseException, target: str, timeout: float) -> tuple[str, bool]:
+    """(what happened and what to do, whether another attempt may succeed) for a failed TCP/SSH connect."""
+    if isinstance(exc, NoValidConnectionsError):
+        # paramiko tried every address of the name; one reason stands for all (the first).
+        exc = next(iter(exc.errors.values()), exc)
+    if isinstance(exc, socket.gaierror):
+        return (f"the name {target.rsplit(':', 1)[0]} does not resolve ({exc.strerror}): check HostName in the "
+                "ssh_config or ansible_host, and the controller's DNS", False)
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return (f"no answer from {target} within {timeout:g}s (connect_timeout): the host is down, or a firewall "
+                "drops SSH; check that it runs and that port is open to this controller", True)
+    code = getattr(exc, "errno", None)
+    if code == errno.ECONNREFUSED:
+        return (f"connection refused at {target}: sshd is not running there, or listens on another port "
+                "(Port in the ssh_config, ansible_port)", True)
+    if code in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+        return (f"no route to {target} ({os.strerror(code)}): the host is down or not on a network this controller "
+                "reaches", True)
+    if isinstance(exc, paramiko.SSHException) and "banner" in str(exc).lower():
+        return (f"{target} accepted the connection but sent no SSH greeting within {timeout:g}s: sshd hangs, or "
+                "something other than sshd listens there", True)
+    if isinstance(exc, EOFError | ConnectionResetError) or code in (errno.ECONNRESET, errno.EPIPE):
+        return f"{target} closed the connection during the SSH handshake ({exc.__class__.__name__})", True
+    if isinstance(exc, paramiko.SSHException) and "no existing session" in str(exc).lower():
+        return (f"the SSH connection to {target} ended before the login (no session): sshd dropped it "
+                "(its MaxStartups, a firewall, a host going down)", True)
+    return f"cannot connect to {target} ({exc.__class__.__name__}: {exc})", False
+
+
+def _cause(cx: fabric.Connection, exc: BaseException) -> BaseException:
+    """The transport's own error behind paramiko's "No existing session" (a handshake that failed in its thread)."""
+    if "no existing session" not in str(exc).lower():
+        return exc
+    transport = cx.client.get_transport() if cx.client is not None else None
+    saved = getattr(transport, "saved_exception", None)
+    if saved is not None:
+        return saved
+    if transport is not None and not getattr(transport, "remote_version", ""):
+        # start_client gave up at the connect timeout before the banner timeout recorded its error.
+        return paramiko.SSHException("Error reading SSH protocol banner")
+    return exc
+
+
+def tried_keys(cx: fabric.Connection) -> str:
+    """The keys paramiko offers: IdentityFile/key_filename, the ssh-agent's, then ~/.ssh/id_* (look_for_keys)."""
+    files = cx.connect_kwargs.get("key_filename") or []
+    keys = [str(f) for f in ([files] if isinstance(files, str) else files)]
+    if os.environ.get("SSH_AUTH_SOCK") and cx.connect_kwargs.get("allow_agent", True):
+        keys.append("the keys of the ssh-agent at $SSH_AUTH_SOCK")
+    if cx.connect_kwargs.get("look_for_keys", True):
+        keys += [str(p) for p in (Path("~/.ssh").expanduser() / f"id_{kind}" for kind in
+                                  ("rsa", "dsa", "ecdsa", "ed25519")) if p.exists()]
+    return ", ".join(dict.fromkeys(keys)) or "none (no IdentityFile, no ssh-agent, no ~/.ssh/id_* key)"
 
 
 class _AcceptNewPolicy(paramiko.MissingHostKeyPolicy):
@@ -80,6 +158,31 @@ class Session:
         strict = self.settings.host_key_checking == "strict" and lookup.get("stricthostkeychecking") != "accept-new"
         # Every hop is checked like the last one: Fabric gives ProxyJump hops paramiko's AutoAddPolicy.
         known = _check_host_keys(cx, known_hosts, strict)
+        target = f"{cx.host}:{cx.port}"
+        attempts = max(1, self.settings.connect_attempts)
+        try:
+            for attempt in Retrying(stop=stop_after_attempt(attempts), retry=retry_if_exception(_retryable),
+                                    wait=wait_exponential(multiplier=self.settings.retry_wait, max=10),
+                                    reraise=False):
+                with attempt:
+                    self._connect(cx, known, known_hosts, target)
+        except RetryError as exc:
+            last = exc.last_attempt.exception()
+            raise HostUnreachable(f"{self.host.name}: {last} (after {attempts} attempts)") from None
+        # A drain can keep one command silent for many minutes: keepalives stop NAT and firewalls
+        # from dropping the idle connection meanwhile.
+        transport = cx.client.get_transport()
+        if transport is not None:
+            transport.set_keepalive(30)
+        self._cx = cx
+        return self
+
+    def _connect(self, cx: fabric.Connection, known: dict[str, Path], known_hosts: Path, target: str) -> None:
+        """One attempt; raises Transient for what another attempt may overcome, HostUnreachable otherwise."""
+        timeout = self.settings.connect_timeout
+        # paramiko waits 15 s for the greeting and 30 s for the login by default, whatever the connect timeout.
+        cx.connect_kwargs.setdefault("banner_timeout", timeout)
+        cx.connect_kwargs.setdefault("auth_timeout", timeout)
         try:
             cx.open()
         except paramiko.BadHostKeyException as exc:
@@ -90,6 +193,12 @@ class Session:
                 f"(ssh-keygen -R {hop} -f {known.get(hop, known_hosts)}); "
                 "otherwise someone may be intercepting the connection."
             ) from None
+        except paramiko.AuthenticationException as exc:
+            raise HostUnreachable(
+                f"{self.host.name}: authentication failed for user {cx.user} at {target} ({exc}); keys tried: "
+                f"{tried_keys(cx)}. Put the matching public key in ~{cx.user}/.ssh/authorized_keys on the host, or "
+                "name the right key (IdentityFile in the ssh_config, ansible_ssh_private_key_file)"
+            ) from None
         except paramiko.SSHException as exc:
             if "not found in known_hosts" in str(exc):
                 hop = _hop_named_in(str(exc)) or cx.host
@@ -98,18 +207,17 @@ class Session:
                     f"{known.get(hop, known_hosts)}); strict host key checking refuses it. Add it to known_hosts, "
                     "or pass --accept-new-host-keys to trust it on first use."
                 ) from None
-            raise HostUnreachable(f"{self.host.name}: SSH to {cx.host}:{cx.port} failed: {exc}") from None
-        except (TimeoutError, NoValidConnectionsError, OSError) as exc:
-            raise HostUnreachable(
-                f"{self.host.name}: cannot connect to {cx.host}:{cx.port} ({exc.__class__.__name__}: {exc})"
-            ) from None
-        # A drain can keep one command silent for many minutes: keepalives stop NAT and firewalls
-        # from dropping the idle connection meanwhile.
-        transport = cx.client.get_transport()
-        if transport is not None:
-            transport.set_keepalive(30)
-        self._cx = cx
-        return self
+            self._give_up_or_retry(cx, _cause(cx, exc), target)
+        except (TimeoutError, NoValidConnectionsError, OSError, EOFError) as exc:
+            self._give_up_or_retry(cx, exc, target)
+
+    def _give_up_or_retry(self, cx: fabric.Connection, exc: BaseException, target: str) -> None:
+        with contextlib.suppress(Exception):
+            cx.close()      # a half-open client must not be reused by the next attempt
+        message, transient = explain_connect_error(exc, target, self.settings.connect_timeout)
+        if transient:
+            raise Transient(message) from None
+        raise HostUnreachable(f"{self.host.name}: {message}") from None
 
     def close(self) -> None:
         if self._cx is not None:
@@ -129,7 +237,8 @@ class Session:
 
     # -- commands ------------------------------------------------------------------------------
     def run(
-        self, command: str, *, stdin: bytes | None = None, sudo: bool = True, timeout: float | None = 600
+        self, command: str, *, stdin: bytes | None = None, sudo: bool = True, timeout: float | None = 600,
+        on_stderr_line: Callable[[str], None] | None = None,
     ) -> CommandResult:
         """Run one command (as root through ``sudo -n`` for a non-root user), feeding ``stdin`` if given.
 
@@ -147,11 +256,13 @@ class Session:
             if stdin is not None:
                 chan.sendall(stdin)
             chan.shutdown_write()
-            stdout, stderr = _drain(chan)
+            stdout, stderr = _drain(chan, on_stderr_line)
             code = chan.recv_exit_status()
             chan.close()
-        except (TimeoutError, paramiko.SSHException, OSError) as exc:
-            raise HostUnreachable(f"{self.host.name}: the SSH session broke during a command ({exc})") from None
+        except (TimeoutError, paramiko.SSHException, OSError, EOFError) as exc:
+            self.close()
+            raise SessionBroken(f"{self.host.name}: the SSH session broke during a command "
+                                f"({exc.__class__.__name__}: {exc})") from None
         return CommandResult(code, stdout.decode(errors="replace"), stderr.decode(errors="replace"))
 
     def put_private(self, directory: str, files: list[tuple[bytes, str]]) -> None:
@@ -247,9 +358,13 @@ def network_address(host: Host, settings: SSHSettings) -> str:
     return str(fabric_config(host, settings).base_ssh_config.lookup(host.name).get("hostname", host.name))
 
 
-def _drain(chan: paramiko.Channel) -> tuple[bytes, bytes]:
-    """Read stdout and stderr together, so that a chatty stderr cannot stall stdout."""
+def _drain(chan: paramiko.Channel, on_line: Callable[[str], None] | None = None) -> tuple[bytes, bytes]:
+    """Read stdout and stderr together, so that a chatty stderr cannot stall stdout.
+
+    ``on_line`` gets each complete stderr line as it arrives (the agent's events: it waits for a lock).
+    """
     out, err = bytearray(), bytearray()
+    told = 0
     while True:
         progressed = False
         if chan.recv_ready():
@@ -258,6 +373,12 @@ def _drain(chan: paramiko.Channel) -> tuple[bytes, bytes]:
         if chan.recv_stderr_ready():
             err += chan.recv_stderr(65536)
             progressed = True
+            if on_line is not None:
+                end = err.rfind(b"\n")
+                if end >= told:
+                    for line in bytes(err[told:end]).decode(errors="replace").splitlines():
+                        on_line(line)
+                    told = end + 1
         if not progressed:
             if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
                 break

@@ -18,8 +18,10 @@ from typing import Any
 
 from berth.docker import daemon_keys
 from berth.docker import hosts as docker_hosts
+from berth.docker.group_members import DockerGroupMembers
 from berth.role import (
     Absent,
+    Attributes,
     ConfigError,
     Contributions,
     Directory,
@@ -110,6 +112,8 @@ def declare(host: Host, ctx: RoleContext) -> RoleState:
     else:
         state.resources.append(Absent(dropin_path, notify=("systemd daemon-reload", restart)))
     state.resources.append(Service("docker", enabled=True, running=True))
+    state.resources += vendor_file_attributes(host)
+    state.derived.append(DockerGroupMembers(list(v["docker_group_members"]), host.origins.get("docker_group_members")))
     # reset-failed first: the unit's start limit (3 in 60 s) must not turn a deliberate restart
     # into a refusal; the health check is what judges the restart.
     restart_cmd = "systemctl reset-failed docker; systemctl restart docker"
@@ -120,6 +124,25 @@ def declare(host: Host, ctx: RoleContext) -> RoleState:
                 disruptive=bool(v["docker_restart_drains"]), drain=drain, supersedes=(RELOAD,)),
     ]
     return state
+
+
+# CIS section 3 for the files the packages and systemd make: berth sets their owner and takes permission bits
+# away, never writes them (an edited vendor unit would be replaced by the next package upgrade anyway).
+# Debian's docker.io and Docker's docker-ce both install their units in /lib/systemd/system.
+VENDOR_FILES = (
+    ("/lib/systemd/system/docker.service", 0o644, "root"),     # 3.1, 3.2
+    ("/lib/systemd/system/docker.socket", 0o644, "root"),      # 3.3, 3.4
+    ("/etc/default/docker", 0o644, "root"),                    # 3.19, 3.20
+    ("/etc/sysconfig/docker", 0o644, "root"),                  # 3.21, 3.22
+    ("/run/containerd/containerd.sock", 0o660, "root"),        # 3.23, 3.24
+)
+
+
+def vendor_file_attributes(host: Host) -> list[Attributes]:
+    found = [Attributes(path, mode, "root", group) for path, mode, group in VENDOR_FILES]
+    # 3.15, 3.16: the socket's group is what lets docker_group_members (and nobody else) reach the daemon.
+    found.append(Attributes(host.vars["docker_socket"], 0o660, "root", "docker"))
+    return found
 
 
 def daemon_json(host: Host, shared: Contributions) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from berth.gitlab.runner_config import OWNED_GLOBAL_KEYS, package_pins, parse_runners
+from berth.gitlab.runner_config import OWNED_GLOBAL_KEYS, harden, package_pins, parse_runners
 from berth.gitlab.runners import RELOAD_HANDLER, RELOAD_RUNNER, RESTART_HANDLER, RESTART_RUNNER, RunnerConfigFile
 from berth.gitlab.urls import VARIABLE, allowed_http
 from berth.inventory.paths import check_runner_config
@@ -62,6 +62,7 @@ def declare(host: Host, ctx: RoleContext) -> RoleState:
         # privileged_form capabilities is a testbed device (see berth.gitlab.runner_config); berth_testbed allows it.
         allow_capabilities=v["berth_testbed"] is True, insecure_http=insecure_http, config_dir=config_dir,
     )
+    harden(specs, v, host.origins.get("gitlab_runner_job_memory", "gitlab_runner_job_*"))
     stop_timeout, stop_warnings = _stop_timeout(host)
     state = RoleState("gitlab_runner")
     state.resources += _install(host)

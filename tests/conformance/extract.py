@@ -5,7 +5,7 @@ committed here, each file recording the repository, the commit and the files it 
 when moving berth to newer upstream versions, then read the diff of the JSON files:
 
     python -m tests.conformance.extract --gitlab-runner /path/to/gitlab-runner.git \
-        --moby /path/to/moby.git
+        --moby /path/to/moby.git --docker-bench /path/to/docker-bench-security.git
 
 Both paths may be bare repositories (the files are read with ``git show REV:PATH``).
 """
@@ -147,11 +147,38 @@ def extract_moby_reload(repo: Path) -> dict[str, object]:
             "tested_with_is_value_set": gated}
 
 
+# docker-bench-security (the CIS Docker Benchmark v1.6 reference implementation): the controls of the sections
+# berth covers, one check function each, `local id=` and `local desc=` with (Automated)/(Scored) or (Manual).
+BENCH_FILES = ("tests/1_host_configuration.sh", "tests/2_docker_daemon_configuration.sh",
+               "tests/3_docker_daemon_configuration_files.sh", "tests/5_container_runtime.sh")
+_BENCH_CHECK = re.compile(
+    r'^check_[0-9_]+\(\) \{\n(?:(?!^\}).*\n)*?\s*local id="([0-9.]+)"\n\s*local desc="([^"]*)"', re.M)
+
+
+def extract_docker_bench(repo: Path, rev: str = "HEAD") -> dict[str, object]:
+    commit = subprocess.run(["git", "-C", str(repo), "rev-parse", rev], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    controls = []
+    for path in BENCH_FILES:
+        for cis_id, desc in _BENCH_CHECK.findall(git_show(repo, commit, path)):
+            if cis_id.count(".") == 0 or desc.endswith(("Configuration", "configuration", "files", "Runtime")):
+                continue        # section headers
+            kind = re.search(r"\((Automated|Scored|Manual)\)\s*$", desc)
+            title = re.sub(r"^[0-9.]+ ", "", re.sub(r"\s*\((Automated|Scored|Manual)\)\s*$", "", desc))
+            controls.append({"id": cis_id, "title": title, "file": path,
+                             "automated": bool(kind) and kind.group(1) in ("Automated", "Scored")})
+    return {"source": {"repository": "docker/docker-bench-security", "commit": commit, "files": list(BENCH_FILES),
+                       "note": "automated: the description says (Automated) or (Scored); (Manual) controls only "
+                               "inform (docker-bench's info, never warn)"},
+            "controls": controls}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gitlab-runner", type=Path)
     parser.add_argument("--gitlab-runner-rev", default="HEAD")
     parser.add_argument("--moby", type=Path)
+    parser.add_argument("--docker-bench", type=Path)
     args = parser.parse_args()
     if args.gitlab_runner:
         facts = extract_runner(args.gitlab_runner, args.gitlab_runner_rev)
@@ -163,6 +190,9 @@ def main() -> None:
     if args.moby:
         facts = extract_moby_reload(args.moby)
         (HERE / "moby_reload.json").write_text(json.dumps(facts, indent=1, sort_keys=True) + "\n")
+    if args.docker_bench:
+        facts = extract_docker_bench(args.docker_bench)
+        (HERE / "docker_bench.json").write_text(json.dumps(facts, indent=1) + "\n")
 
 
 if __name__ == "__main__":

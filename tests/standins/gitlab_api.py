@@ -35,10 +35,28 @@ What it answers:
 - ``DELETE /api/v4/runners/managers`` (token, system_id): 204; 403 for an unknown token; 404
   ``404 Runner manager not found Not Found`` for a system_id with no manager; 400 without system_id.
 
+- ``GET /api/v4/runners`` (the user's own runners: group and project ones, ``current_user.ci_owned_runners``) and
+  ``GET /api/v4/runners/all`` (administrators only, else 403), filtered by ``type``, one page, each runner as
+  ``lib/api/entities/ci/runner.rb`` shows it (id, description, runner_type, paused, ...); ``GET /api/v4/runners/:id``
+  as ``lib/api/entities/ci/runner_details.rb`` (with ``maintenance_note`` and ``tag_list``); ``POST
+  /api/v4/runners/:id/reset_authentication_token``: 201 ``{token, token_expires_at}``
+  (``lib/api/entities/ci/reset_token_result.rb``), the old token no longer valid. All in ``lib/api/ci/runners.rb``;
+  the list needs the token scope ``api`` or ``read_api``, the ``:id`` routes accept ``manage_runner`` too
+  (``allow_access_with_scope :manage_runner``); 404 ``404 Runner Not Found`` for an unknown id (``get_runner``).
+
+Faults, for the tests of berth's retries:
+
+- :meth:`GitLabStandIn.fail_next`: the next ``times`` requests to a route answer 500 ``{"message": "500 Internal
+  Server Error"}`` (what ``handle_api_exception`` in ``lib/api/helpers.rb`` renders for an unhandled error) without
+  doing anything; then the route answers as usual.
+- :meth:`GitLabStandIn.hang_after_create`: the next ``POST /user/runners`` creates the runner, then holds its
+  answer for ``seconds`` (a client with a shorter timeout gets none): a create that GitLab committed while the
+  answer was lost, as behind a proxy that timed out.
+
 Every request is recorded in :attr:`GitLabStandIn.requests` (method, path, form) with token values masked,
 so tests can assert for example that no runner was created. ``delay`` makes every answer late, to test
-timeouts. It does not implement users, token expiry or rotation, pagination, JSON request bodies, or any
-other endpoint (404). Use it as a context manager::
+timeouts. It does not implement users, token expiry or rotation (other than the reset above), pagination (a
+list is one page), JSON request bodies, or any other endpoint (404). Use it as a context manager::
 
     with GitLabStandIn(access_token="glpat-test") as gl:
         api = GitLabAPI(gl.url, "glpat-test")
@@ -48,6 +66,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import secrets
 import threading
 import zlib
@@ -149,6 +168,8 @@ class GitLabStandIn:
         self.token_expires_at = token_expires_at
         self.delay = delay
         self.requests: list[RecordedRequest] = []
+        self._failures: dict[tuple[str, str], int] = {}
+        self._hang_create = 0.0
         self.runners: dict[int, StandInRunner] = {}
         self._next_id = 1
         self._lock = threading.Lock()
@@ -200,6 +221,23 @@ class GitLabStandIn:
         with self._lock:
             return self._create(runner_type, {}, token, registered=registered)
 
+    def fail_next(self, method: str, path: str, *, times: int = 1) -> None:
+        """The next ``times`` ``method path`` requests answer 500 and change nothing (see the module docstring)."""
+        with self._lock:
+            self._failures[(method, path)] = self._failures.get((method, path), 0) + times
+
+    def hang_after_create(self, seconds: float) -> None:
+        """The next create makes the runner, then answers only after ``seconds``."""
+        with self._lock:
+            self._hang_create = seconds
+
+    def _take_hang(self, method: str, path: str, status: int) -> float:
+        with self._lock:
+            if (method, path) != ("POST", "/api/v4/user/runners") or status != 201:
+                return 0.0
+            seconds, self._hang_create = self._hang_create, 0.0
+            return seconds
+
     @property
     def created(self) -> list[RecordedRequest]:
         """The recorded create-runner requests."""
@@ -243,12 +281,20 @@ class GitLabStandIn:
         with self._lock:
             masked = {k: ("***" if k in _SECRET_FIELDS else v) for k, v in form.items()}
             self.requests.append(RecordedRequest(method, path, masked, private_token is not None))
+            if self._failures.get((method, path)):
+                self._failures[(method, path)] -= 1
+                return 500, {"message": "500 Internal Server Error"}
+            runner_route = re.fullmatch(r"/api/v4/runners/(\d+)(/reset_authentication_token)?", path)
+            if runner_route and method == ("POST" if runner_route[2] else "GET"):
+                return self._runner_by_id(int(runner_route[1]), bool(runner_route[2]), private_token)
             route = {
                 ("POST", "/api/v4/user/runners"): self._post_user_runners,
                 ("POST", "/api/v4/runners"): self._post_legacy_runners,
                 ("POST", "/api/v4/runners/verify"): self._post_verify,
                 ("DELETE", "/api/v4/runners"): self._delete_runner,
                 ("DELETE", "/api/v4/runners/managers"): self._delete_manager,
+                ("GET", "/api/v4/runners"): self._list_owned,
+                ("GET", "/api/v4/runners/all"): self._list_all,
             }.get((method, path))
             if route is None:
                 return 404, {"message": "404 Not Found"}
@@ -291,6 +337,60 @@ class GitLabStandIn:
             return 400, {"message": "400 Bad request - " + _to_sentence(problems)}
         runner = self._create(runner_type, dict(form))
         return 201, self._registration_details(runner)
+
+    # -- lib/api/ci/runners.rb: the user's view of runners (PRIVATE-TOKEN) --------------------------------
+
+    def _user_error(self, scopes: tuple[str, ...], private_token: str | None) -> tuple[int, Any] | None:
+        # `before { authenticate! }`; lib/api/api_guard.rb: a token without an allowed scope is refused.
+        if private_token != self.access_token:
+            return 401, {"message": "401 Unauthorized"}
+        if not set(scopes) & set(self.scopes):
+            return 403, {"error": "insufficient_scope", "scope": " ".join(scopes), "error_description":
+                         "The request requires higher privileges than provided by the access token."}
+        return None
+
+    def _listed(self, runner: StandInRunner) -> dict[str, Any]:
+        # lib/api/entities/ci/runner.rb
+        paused = runner.params.get("paused", "false").lower() in ("true", "1")
+        return {"id": runner.id, "description": runner.params.get("description", ""), "ip_address": None,
+                "active": not paused, "paused": paused, "is_shared": runner.runner_type == "instance_type",
+                "runner_type": runner.runner_type, "name": "gitlab-runner", "online": bool(runner.managers),
+                "status": "online" if runner.managers else "never_contacted"}
+
+    def _list(self, form: dict[str, str], runners: list[StandInRunner]) -> tuple[int, Any]:
+        wanted = form.get("type")
+        if wanted is not None and wanted not in RUNNER_TYPES:
+            return 400, {"error": "type does not have a valid value"}
+        return 200, [self._listed(r) for r in runners if wanted in (None, r.runner_type)]
+
+    def _list_owned(self, form: dict[str, str], private_token: str | None) -> tuple[int, Any]:
+        # `get do`: current_user.ci_owned_runners, the runners of the groups and projects the user owns.
+        if error := self._user_error(("api", "read_api"), private_token):
+            return error
+        return self._list(form, [r for r in self.runners.values() if r.runner_type != "instance_type"])
+
+    def _list_all(self, form: dict[str, str], private_token: str | None) -> tuple[int, Any]:
+        # `get 'all'`: authenticated_as_admin! (403 for anyone else).
+        if error := self._user_error(("api", "read_api"), private_token):
+            return error
+        if not self.admin:
+            return 403, {"message": "403 Forbidden"}
+        return self._list(form, list(self.runners.values()))
+
+    def _runner_by_id(self, runner_id: int, reset: bool, private_token: str | None) -> tuple[int, Any]:
+        # `get ':id'` (Entities::Ci::RunnerDetails) and `post ':id/reset_authentication_token'`
+        # (Entities::Ci::ResetTokenResult); get_runner: not_found!('Runner').
+        if error := self._user_error(("api", "read_api", "manage_runner"), private_token):
+            return error
+        runner = self.runners.get(runner_id)
+        if runner is None:
+            return 404, {"message": "404 Runner Not Found"}
+        if reset:
+            runner.token = routable_token(CREATED_PREFIX, {"c": 1, "o": 1, "t": _TYPE_IDS[runner.runner_type]})
+            return 201, {"token": runner.token, "token_expires_at": runner.token_expires_at}
+        tags = [t.strip() for t in runner.params.get("tag_list", "").split(",") if t.strip()]
+        return 200, {**self._listed(runner), "tag_list": tags,
+                     "maintenance_note": runner.params.get("maintenance_note")}
 
     def _post_legacy_runners(self, form: dict[str, str], private_token: str | None) -> tuple[int, Any]:
         # lib/api/ci/runner.rb `post '/'`: `requires :token`; RegisterRunnerService#attrs_from_token: a valid
@@ -415,8 +515,14 @@ class _Handler(BaseHTTPRequestHandler):
         form = dict(parse_qsl(raw, keep_blank_values=True))
         if self.standin.delay and self.standin._stopping.wait(self.standin.delay):
             return  # stopped while delaying: answer nothing
-        path = urlsplit(self.path).path
+        parts = urlsplit(self.path)
+        if self.command == "GET":
+            form = dict(parse_qsl(parts.query, keep_blank_values=True))
+        path = parts.path
         status, body = self.standin.handle(self.command, path, form, self.headers.get("PRIVATE-TOKEN"))
+        hang = self.standin._take_hang(self.command, path, status)
+        if hang and self.standin._stopping.wait(hang):
+            return
         payload = b"" if body is None else json.dumps(body).encode()
         self.send_response(status)
         if payload:

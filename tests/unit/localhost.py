@@ -55,7 +55,7 @@ def declare(host, ctx):
 '''
 
 DEFAULTS = {"demo_conf": "listen = 1\n", "demo_limits": "files = 1024\n", "demo_dropin": "[Service]\nNice=5\n",
-            "demo_health_timeout": 0.3}
+            "demo_health_timeout": 5.0}   # bounds the restart command too (agent _run_bounded): not too tight
 
 
 class PingServer:

@@ -187,7 +187,7 @@ def test_the_key_table_for_dockerd_20_10():
 def plan_notes(options: dict, dockerd: str | None, *, changed: bool = True) -> list[str]:
     h = host(["docker_engine"], docker_daemon_options=options)
     state = engine_role.declare(h, CTX)
-    (notes,) = state.derived
+    notes = state.derived[0]
     plan = Plan()
     if changed:
         plan.changes.append(Change("file", "/etc/docker/daemon.json", "update content"))

@@ -85,7 +85,9 @@ def test_create_runner_returns_the_new_token(gl):
     assert created.token not in repr(created)
     [request] = gl.created
     assert request.private_token_sent
-    assert request.form == {
+    form = dict(request.form)
+    assert re.fullmatch(r"berth-create:[0-9a-f]{16}", form.pop("maintenance_note"))  # finds an unanswered create
+    assert form == {
         "runner_type": "project_type",
         "project_id": "42",
         "tag_list": "docker,linux",
@@ -98,7 +100,9 @@ def test_create_runner_passes_expiry_and_omits_unset_params(gl):
     gl.token_expires_at = "2026-03-01T00:00:00.000Z"
     created = GitLabAPI(gl.url, PAT).create_runner(runner_type="group_type", group_id=7, project_id=9)
     assert created.token_expires_at == "2026-03-01T00:00:00.000Z"
-    assert gl.created[0].form == {"runner_type": "group_type", "group_id": "7"}  # project_id not for groups
+    form = dict(gl.created[0].form)
+    assert form.pop("maintenance_note").startswith("berth-create:")
+    assert form == {"runner_type": "group_type", "group_id": "7"}  # project_id not for groups
 
 
 def test_401_wrong_access_token_names_the_fix_and_creates_nothing(gl):
@@ -274,7 +278,7 @@ def test_connection_refused():
         GitLabAPI(f"http://127.0.0.1:{port}", PAT, timeout=2).verify_runner(RUNNER_TOKEN, SYSTEM_ID)
     assert (
         str(caught.value)
-        == f"GitLab at http://127.0.0.1:{port} did not answer within 2s (connection refused)"
+        == f"GitLab at http://127.0.0.1:{port} did not answer within 2s (connection refused) (after 3 attempts)"
     )
     assert_no_secret(caught.value)
 
@@ -419,3 +423,77 @@ def test_redact_masks_given_secrets_and_token_shapes():
 def test_redact_ignores_short_secrets_and_masks_url_encoded_ones():
     assert redact("a b abc", ["a", "abc"]) == "a b abc"
     assert redact("token=p%40ss%2Fword", ["p@ss/word"]) == "token=***"
+
+
+# -- retries where they are safe (berth/gitlab/api.py; the stand-in's faults) ----------------------------------
+
+
+def quick(url: str, token: str | None = PAT, **kwargs: float) -> GitLabAPI:
+    return GitLabAPI(url, token, retry_wait=0.01, **kwargs)
+
+
+def test_verify_after_a_500_is_repeated_and_succeeds(gl):
+    runner = gl.add_runner()
+    gl.fail_next("POST", "/api/v4/runners/verify")
+    answer = quick(gl.url).verify_runner(runner.token, SYSTEM_ID)
+    assert answer["id"] == runner.id
+    assert [r.path for r in gl.requests].count("/api/v4/runners/verify") == 2
+
+
+def test_a_500_that_lasts_is_reported_with_the_attempts(gl):
+    runner = gl.add_runner()
+    gl.fail_next("POST", "/api/v4/runners/verify", times=5)
+    with pytest.raises(GitLabAPIError) as caught:
+        quick(gl.url).verify_runner(runner.token, SYSTEM_ID)
+    assert "(HTTP 500)" in str(caught.value) and "(after 3 attempts)" in str(caught.value)
+    assert [r.path for r in gl.requests].count("/api/v4/runners/verify") == 3
+
+
+def test_a_refusal_is_never_repeated(gl):
+    with pytest.raises(GitLabAPIError):
+        quick(gl.url).verify_runner("glrt-MARKERunknown", SYSTEM_ID)
+    assert len(gl.requests) == 1
+
+
+def test_delete_whose_answer_was_lost_is_not_an_error(gl):
+    runner = gl.add_runner(registered=True)
+    gl.fail_next("DELETE", "/api/v4/runners")          # the stand-in's 500 changes nothing: deleted on the repeat
+    quick(gl.url).delete_runner(runner.token)
+    assert gl.runners == {}
+
+
+def test_create_that_got_a_500_without_creating_is_created_once(gl):
+    gl.fail_next("POST", "/api/v4/user/runners")
+    created = quick(gl.url).create_runner(runner_type="project_type", project_id=1, description="b")
+    assert len(gl.created) == 2                         # the second only after GitLab said it had none
+    assert [r.path for r in gl.requests].index("/api/v4/runners") < [
+        i for i, r in enumerate(gl.requests) if r.path == "/api/v4/user/runners"][1]
+    assert list(gl.runners) == [created.id]
+
+
+def test_create_that_timed_out_after_creating_takes_that_runner_over(gl):
+    gl.hang_after_create(3)
+    created = quick(gl.url, timeout=0.5).create_runner(runner_type="group_type", group_id=7, description="b")
+    assert len(gl.created) == 1                         # never created twice
+    assert list(gl.runners) == [created.id]
+    assert gl.runner_by_token(created.token) is not None    # the token berth got works (a new one, reset)
+    assert any(r.path.endswith("/reset_authentication_token") for r in gl.requests)
+
+
+def test_create_that_timed_out_for_an_instance_runner_looks_at_all_runners(gl):
+    gl.hang_after_create(3)
+    created = quick(gl.url, timeout=0.5).create_runner(runner_type="instance_type")
+    assert len(gl.created) == 1 and list(gl.runners) == [created.id]
+    assert "/api/v4/runners/all" in [r.path for r in gl.requests]
+
+
+def test_create_is_not_repeated_when_gitlab_cannot_say_whether_it_made_it():
+    with GitLabStandIn(access_token=PAT, scopes=("create_runner",)) as standin:   # may create, may not list
+        standin.hang_after_create(3)
+        with pytest.raises(GitLabAPIError) as caught:
+            quick(standin.url, timeout=0.5).create_runner(runner_type="project_type", project_id=1)
+        assert len(standin.created) == 1
+        assert len(standin.runners) == 1
+    message = str(caught.value)
+    assert "does not create it again" in message and "berth-create:" in message and "scope api" in message
+    assert_no_secret(caught.value)

@@ -22,6 +22,7 @@ from berth.engine.protocol import (
 from berth.engine.resources import (
     DAEMON_RELOAD,
     Absent,
+    Attributes,
     Directory,
     Drain,
     File,
@@ -45,7 +46,7 @@ def present(content: bytes, mode: int = 0o644, owner: str = "root", group: str =
 
 
 def test_every_resource_class_is_declared_once_and_every_step_is_one_the_agent_knows():
-    assert set(KINDS) == {File, Directory, Absent, Packages, Service}
+    assert set(KINDS) == {File, Directory, Attributes, Absent, Packages, Service}
     assert set(agent.STEPS) == STEP_OPS
     assert agent.PROTOCOL == 1
 

@@ -14,6 +14,7 @@ DROP_IN = "/etc/systemd/system/gitlab-runner.service.d/berth-kill.conf"
 # What systemd applies (the drop-in only counts once loaded): KillSignal as a number, TimeoutStopUSec as
 # a time span or "infinity".
 STOP_SETTINGS = "gitlab_runner_stop_settings"
+DAEMON_JSON = "/etc/docker/daemon.json"
 
 
 def pytest_berth_verify_facts(request: FactsRequest, host_vars: dict[str, Any]) -> None:
@@ -24,6 +25,8 @@ def pytest_berth_verify_facts(request: FactsRequest, host_vars: dict[str, Any]) 
     request.unit("gitlab-runner")
     request.command(STOP_SETTINGS, "systemctl show -p KillSignal,TimeoutStopUSec gitlab-runner")
     request.package("gitlab-runner", "gitlab-runner-helper-images")
+    # userns-remap on the daemon changes what a dind runner needs (CIS 5.31 of its job containers).
+    request.file(host_vars.get("docker_daemon_json") or DAEMON_JSON, content=True)
 
 
 @pytest.fixture(scope="session")

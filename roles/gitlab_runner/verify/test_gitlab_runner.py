@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import signal
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from berth.checks.container_controls import CONTROLS
+from berth.checks.job_containers import FAIL, RISK, RunnerFacts, judge
 from berth.gitlab.runner_config import (
     MODE_OWNED_KEYS,
     OWNED_GLOBAL_KEYS,
     RUNNER_PACKAGE,
     docker_settings,
+    harden,
     package_pins,
     parse_runners,
 )
@@ -94,7 +99,7 @@ def test_global_keys(runner_config: dict[str, Any], host_vars: dict[str, Any]) -
 
 def _declared(host_vars: dict[str, Any]) -> list[Any]:
     specs, _ = parse_runners(host_vars["gitlab_runners"], "inventory")
-    return specs
+    return harden(specs, host_vars)
 
 
 @pytest.fixture(scope="session")
@@ -123,3 +128,40 @@ def test_declared_runners_have_their_modes_exact_settings(declared_runners: list
         if foreign:
             problems.append(f"{spec.name} ({spec.mode}): keys of another mode: {', '.join(foreign)}")
     assert not problems, "; ".join(problems)
+
+
+def _userns_remap(facts: Facts, host_vars: dict[str, Any]) -> bool:
+    found = facts.file(host_vars.get("docker_daemon_json") or "/etc/docker/daemon.json")
+    try:
+        return bool(found.exists and json.loads(found.content or b"{}").get("userns-remap"))
+    except ValueError:
+        return False            # docker_engine's daemon_json check reports the broken file
+
+
+@pytest.mark.parametrize("cis_id", [pytest.param(c[0], id=c[0], marks=pytest.mark.cis(c[0])) for c in CONTROLS])
+def test_job_containers(cis_id: str, runner_config: dict[str, Any], host_vars: dict[str, Any], facts: Facts,
+                        accept_risk: Callable[[str], None]) -> None:
+    """Section 5 for the containers each runner will start (job and services), judged from config.toml.
+
+    Per runner: pass, accepted risk (its docker mode, a key gitlab-runner lacks, docker_accepted_risks, or a
+    hardening variable left unset) or failure (a control the inventory declares, or a dangerous setting).
+    """
+    specs = {s.name: s for s in _declared(host_vars)}
+    accepted = {str(k): str(v) for k, v in (host_vars.get("docker_accepted_risks") or {}).items()}
+    remap = _userns_remap(facts, host_vars)
+    verdicts = []
+    for block in runner_config.get("runners", []):
+        if block.get("executor") != "docker":
+            continue
+        spec = specs.get(block.get("name"))
+        runner = RunnerFacts(str(block.get("name")), block.get("docker") or {},
+                             spec.mode if spec else host_vars.get("runner_docker_mode"),
+                             spec.privileged_form if spec else "privileged")
+        verdicts.append(judge(cis_id, runner, host_vars, accepted, userns_remap=remap))
+    failed = [f"runner {v.runner}: {v.message}" + ("" if v.runner in specs else
+              " (a runner berth does not manage: edit its [runners.docker] by hand)")
+              for v in verdicts if v.status == FAIL]
+    assert not failed, "; ".join(failed)
+    risks = [f"runner {v.runner}: {v.message}" for v in verdicts if v.status == RISK]
+    if risks:
+        accept_risk("; ".join(risks))
