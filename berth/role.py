@@ -63,6 +63,7 @@ from berth.inventory.loader import Host
 from berth.inventory.paths import check_file_name, check_path
 from berth.pki.ca import KEY_TYPES, host_zone
 from berth.pki.certificates import HostCertificate
+from berth.settings import RolePath
 from berth.transport.ssh import SSHSettings, network_address
 
 __all__ = [
@@ -89,7 +90,7 @@ def host_address(host: Host) -> str | None:
         return None
 
 
-def make_context(roles_dir: Path, pki_dir: Path | None = None, passphrase: bytes | None = None, *,
+def make_context(roles_dir: RolePath | Path, pki_dir: Path | None = None, passphrase: bytes | None = None, *,
                  read_only: bool = False, inventory: Any = None,
                  warn: Callable[[str], None] | None = None) -> RoleContext:
     """A RoleContext whose CA is berth's in ``pki_dir``, loaded on first use (``read_only``: certificates only,
@@ -100,6 +101,6 @@ def make_context(roles_dir: Path, pki_dir: Path | None = None, passphrase: bytes
                        ca_loader=CertificateAuthority.load)
 
 
-def load_role(roles_dir: Path, name: str) -> Any:
+def load_role(roles_dir: RolePath | Path, name: str) -> Any:
     """A role's module, for its checks (``load_role(roles_dir, "docker_engine").daemon_json(...)``)."""
     return RoleContext(roles_dir).module(name)

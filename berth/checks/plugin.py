@@ -40,6 +40,7 @@ from berth.engine.roles import RoleContext
 from berth.errors import HostFailed, HostUnreachable
 from berth.inventory.loader import Host
 from berth.pki.tls import ClientIdentity, Served, client_context, probe_port
+from berth.settings import RolePath
 from berth.transport.bootstrap import HostScript
 from berth.transport.ssh import Session, SSHSettings
 
@@ -128,7 +129,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def berth_context(pytestconfig: pytest.Config) -> dict[str, Any]:
     path = pytestconfig.getoption("berth_context")
     if not path:
-        raise pytest.UsageError("run the checks with `invoke verify` (--berth-context is missing)")
+        raise pytest.UsageError("run the checks with `berth verify` (--berth-context is missing)")
     return json.loads(Path(path).read_text())
 
 
@@ -145,8 +146,9 @@ def inventory_host(berth_context: dict[str, Any]) -> Host:
 
 
 @pytest.fixture(scope="session")
-def roles_dir(berth_context: dict[str, Any]) -> Path:
-    return Path(berth_context["roles_dir"])
+def roles_dir(berth_context: dict[str, Any]) -> RolePath:
+    """Where the host's roles are found (the project's roles/, then berth's): RoleContext(roles_dir) takes it."""
+    return RolePath.of(berth_context["roles_dir"])
 
 
 @pytest.fixture(scope="session")

@@ -35,6 +35,7 @@ from berth.engine.results import HostResult, Status
 from berth.engine.results import exit_code as results_exit_code
 from berth.errors import BerthError, ExitCode
 from berth.inventory.loader import Host
+from berth.settings import RolePath
 
 PASSED, FAILED, UNREACHABLE = Status.PASSED, Status.FAILED, Status.UNREACHABLE   # a host's and a check's
 RISK, ERROR = "risk", "error"                                                     # a check's only
@@ -76,9 +77,10 @@ class HostChecks(HostResult):
                 "finished": self.finished, "error": self.error}
 
 
-def verify_dirs(host: Host, roles_dir: Path) -> list[Path]:
+def verify_dirs(host: Host, roles_dir: RolePath | Path) -> list[Path]:
     """The verify/ folders of the host's roles, in role order. A role without one has no checks yet."""
-    return [roles_dir / role / "verify" for role in host.roles if (roles_dir / role / "verify").is_dir()]
+    found = [RolePath.of(roles_dir).find(role) for role in host.roles]
+    return [folder / "verify" for folder in found if folder is not None and (folder / "verify").is_dir()]
 
 
 def host_status(checks: Sequence[CheckResult], error: str | None = None) -> str:
@@ -100,7 +102,7 @@ class Verifier:
     """Runs the checks of hosts; safe to share between worker threads (one process per host)."""
 
     root: Path
-    roles_dir: Path
+    roles_dir: RolePath | Path
     ssh: dict[str, Any]                     # host_key_checking, connect_timeout
     workdir: Path
     identity: Path | None = None            # the controller's client certificate folder (role docker_tls)
@@ -115,7 +117,8 @@ class Verifier:
         except BerthError as exc:
             controller["address_error"] = str(exc)
         return {"host": {"name": host.name, "groups": host.groups, "vars": host.vars, "roles": host.roles},
-                "ssh": self.ssh, "roles_dir": str(self.roles_dir), "controller": controller}
+                "ssh": self.ssh, "roles_dir": [str(d) for d in RolePath.of(self.roles_dir).dirs],
+                "controller": controller}
 
     def run(self, host: Host) -> HostChecks:
         result = HostChecks(host.name, started=time.time())
@@ -157,7 +160,7 @@ class Verifier:
         result.commands = data["ssh_commands"]
 
 
-def verify(hosts: Sequence[Host], *, root: Path, roles_dir: Path, ssh: dict[str, Any], forks: int,
+def verify(hosts: Sequence[Host], *, root: Path, roles_dir: RolePath | Path, ssh: dict[str, Any], forks: int,
            identity: Path | None) -> list[HostChecks]:
     with tempfile.TemporaryDirectory(prefix="berth-verify-") as tmp:
         verifier = Verifier(root, roles_dir, ssh, Path(tmp), identity)

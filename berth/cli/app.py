@@ -98,7 +98,7 @@ class Project:
 
     def role_context(self, *, read_only: bool = False) -> RoleContext:
         """``read_only`` (--check, with or without --diff): the CA is read from ca.pem, never its key."""
-        return make_context(self.settings.roles_dir, self.settings.pki_dir, ca_passphrase(), read_only=read_only,
+        return make_context(self.settings.role_path, self.settings.pki_dir, ca_passphrase(), read_only=read_only,
                             inventory=self.inventory,
                             warn=lambda line: console.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True))
 
@@ -106,13 +106,18 @@ class Project:
 def load_project(inventory: str | Sequence[str] | None = None, extra: Sequence[str] = (),
                  vault_password_files: Sequence[str] | None = None) -> Project:
     """``inventory``: one source or several (``-i`` repeated), files or directories; none means
-    config/berth.yml's. Vault passwords: ``[id@]file`` items, else $ANSIBLE_VAULT_PASSWORD_FILE."""
+    berth.yml's. Vault passwords: ``[id@]file`` items, else $ANSIBLE_VAULT_PASSWORD_FILE."""
     settings = load_settings()
     given = [inventory] if isinstance(inventory, str) else list(inventory or [])
     paths = [Path(item) for item in given if item] or [settings.inventory]
     inv = Inventory.load(paths, extra_vars=list(extra), config_defaults=settings.config_defaults,
-                         roles_dir=settings.roles_dir, base_dir=settings.root,
+                         roles_dir=settings.role_path, base_dir=settings.root,
                          vault_passwords=vault.load_passwords(vault_password_files or []))
+    for host in inv.hosts.values():
+        # A controller path in the inventory is the project's, wherever berth is run from.
+        named = host.vars.get("berth_ssh_config")
+        if isinstance(named, str) and named and not Path(named).expanduser().is_absolute():
+            host.vars["berth_ssh_config"] = str(settings.root / named)
     return Project(settings, inv)
 
 

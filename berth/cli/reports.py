@@ -32,7 +32,7 @@ def verify(project: Project, hosts: Sequence[Host], *, forks: int = 0, junit: st
     ssh = {"host_key_checking": project.settings.host_key_checking,
            "connect_timeout": project.settings.connect_timeout}
     began = time.monotonic()
-    results = verifying.verify(hosts, root=project.settings.root, roles_dir=project.settings.roles_dir, ssh=ssh,
+    results = verifying.verify(hosts, root=project.settings.root, roles_dir=project.settings.role_path, ssh=ssh,
                                forks=forks or project.settings.forks, identity=identity)
     seconds = time.monotonic() - began
     console.print(verifying.table(results))
@@ -85,7 +85,7 @@ def smoke(project: Project, hosts: list[Host], registry: smoking.Registry, *, ru
         for warning in r.warnings:
             console.print(f"[yellow]{r.host} {r.runner} warning[/]: {escape(warning)}", soft_wrap=True)
     if keep:
-        console.print("containers kept for inspection (label berth.smoke); remove them with `invoke smoke --clean`")
+        console.print("containers kept for inspection (label berth.smoke); remove them with `berth smoke --clean`")
     write_junit(junit, smoking.junit_xml(results))   # redacted like the console (berth/redact.py)
     write_json(json_path, [r.as_dict() for r in results])
     return smoking.exit_code(results)

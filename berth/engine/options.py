@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 class RunOptions:
     check: bool = False                 # plan only: change nothing (the CA is read without its key)
     diff: bool = False                  # print each change's diff (secrets redacted)
-    forks: int = 0                      # hosts at once; 0: config/berth.yml's forks
+    forks: int = 0                      # hosts at once; 0: berth.yml's forks
     force: bool = False                 # dockerd restarts do not wait for running CI jobs
     drain_timeout: float | None = None  # seconds to wait for running jobs; None: each handler's own
     accept_new_host_keys: bool = False  # OpenSSH accept-new: trust unknown keys on first use, never changed ones
-    heavy_forks: int = 0                # hosts installing packages at once; 0: config/berth.yml's package_concurrency
+    heavy_forks: int = 0                # hosts installing packages at once; 0: berth.yml's package_concurrency
 
     @property
     def label(self) -> str:

@@ -1,4 +1,5 @@
-"""Roles: folders under ``roles/`` with ``defaults.yml``, ``templates/``, ``role.py`` and ``verify/``.
+"""Roles: folders with ``defaults.yml``, ``templates/``, ``role.py`` and ``verify/``, found on the role path
+(the project's ``roles/``, then the roles berth ships; berth.settings.RolePath).
 
 ``role.py`` imports from ``berth.role`` (the role API, docs/WRITING_A_ROLE.md) and defines
 ``declare(host, ctx) -> RoleState``: the wanted state as data, computed from the host's merged variables;
@@ -26,6 +27,7 @@ from berth.engine.contributions import Contributions, collect
 from berth.engine.resources import DAEMON_RELOAD, RoleState
 from berth.errors import BerthError, ConfigError, ExitCode, InventoryError
 from berth.inventory.loader import Host
+from berth.settings import RolePath
 
 # Handlers every host has, whatever its roles (berth.engine.plan.Plan.notify).
 BUILTIN_HANDLERS = frozenset({DAEMON_RELOAD, "apt update"})
@@ -54,7 +56,7 @@ class RoleContext:
     berth.role.make_context) loads it from ``pki_dir`` the first time a role asks.
     """
 
-    roles_dir: Path
+    roles_dir: RolePath | Path                    # a RolePath, or one folder of roles
     pki_dir: Path | None = None
     ca_passphrase: bytes | None = None
     read_only: bool = False                       # --check: the CA is loaded from its certificates, no key
@@ -66,13 +68,19 @@ class RoleContext:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _ca: Any = None
 
+    def folder(self, name: str) -> Path:
+        """The role's folder: the first on the role path (a project's role overrides a shipped one)."""
+        roles = RolePath.of(self.roles_dir)
+        found = roles.find(name)
+        if found is None or not (found / "role.py").is_file():
+            known = [n for n, p in roles.roles().items() if (p / "role.py").is_file()]
+            raise ConfigError(f"unknown role '{name}' (roles in {roles}: {', '.join(known)})")
+        return found
+
     def module(self, name: str) -> ModuleType:
         with self._lock:
             if name not in self._modules:
-                path = self.roles_dir / name / "role.py"
-                if not path.exists():
-                    known = sorted(p.name for p in self.roles_dir.iterdir() if (p / "role.py").exists())
-                    raise ConfigError(f"unknown role '{name}' (roles in {self.roles_dir}: {', '.join(known)})")
+                path = self.folder(name) / "role.py"
                 spec = importlib.util.spec_from_file_location(f"berth_role_{name}", path)
                 assert spec and spec.loader
                 module = importlib.util.module_from_spec(spec)
@@ -86,7 +94,7 @@ class RoleContext:
             env = self._envs.get(role)
             if env is None:
                 env = self._envs[role] = jinja2.Environment(
-                    loader=jinja2.FileSystemLoader(self.roles_dir / role / "templates"),
+                    loader=jinja2.FileSystemLoader(self.folder(role) / "templates"),
                     undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False,
                 )
         try:
@@ -134,7 +142,7 @@ def declare_roles(host: Host, ctx: RoleContext) -> list[RoleState]:
     return states
 
 
-def check_notify(states: list[RoleState], roles_dir: Path) -> None:
+def check_notify(states: list[RoleState], roles_dir: RolePath | Path) -> None:
     """Every handler a role's resources notify exists on this host (a misspelt name fails the role, not a plan)."""
     known = BUILTIN_HANDLERS | {h.name for s in states for h in s.handlers}
     for state in states:
@@ -150,7 +158,7 @@ def check_notify(states: list[RoleState], roles_dir: Path) -> None:
 class role_code:
     """``with role_code(roles_dir):`` turns an exception raised by a role's own code into a RoleError."""
 
-    def __init__(self, roles_dir: Path) -> None:
+    def __init__(self, roles_dir: RolePath | Path) -> None:
         self.roles_dir = roles_dir
 
     def __enter__(self) -> None:
@@ -164,28 +172,31 @@ class role_code:
             raise failure from None
 
 
-def role_failure(exc: BaseException, roles_dir: Path, role: str | None = None) -> RoleError | None:
-    """A RoleError naming the role file and line where ``exc`` was raised (its deepest frame in ``roles_dir``),
-    or None when no role's code is on the traceback (then it is berth's own bug and stays one)."""
+def role_failure(exc: BaseException, roles_dir: RolePath | Path, role: str | None = None) -> RoleError | None:
+    """A RoleError naming the role file and line where ``exc`` was raised (its deepest frame in a folder of the
+    role path), or None when no role's code is on the traceback (then it is berth's own bug and stays one)."""
     if isinstance(exc, ConfigError | InventoryError):
         return None
-    root = str(roles_dir.resolve())
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if str(Path(f.filename).resolve()).startswith(root)]
+    roots = [d.resolve() for d in RolePath.of(roles_dir).dirs]
+    frames = [(f, root) for f in traceback.extract_tb(exc.__traceback__) for root in roots
+              if Path(f.filename).resolve().is_relative_to(root)]
     if not frames and role is None:
         return None
-    where = f"{_relative(frames[-1].filename, roles_dir)}:{frames[-1].lineno}" if frames else _role_file(roles_dir,
-                                                                                                          role or "?")
-    name = role or Path(frames[-1].filename).resolve().relative_to(root).parts[0]
+    if frames:
+        frame, root = frames[-1]
+        inside = Path(frame.filename).resolve().relative_to(root)
+        where, name = f"{root.name}/{inside}:{frame.lineno}", role or inside.parts[0]
+    else:
+        where, name = _role_file(roles_dir, role or "?"), role or "?"
     return RoleError(f"{where}: role {name} failed: {exc.__class__.__name__}: {exc} (a bug in the role's code, "
                      "not in the inventory; the host was not changed)")
 
 
-def _role_file(roles_dir: Path, role: str) -> str:
-    return f"{roles_dir.name}/{role}/role.py"
-
-
-def _relative(filename: str, roles_dir: Path) -> str:
-    return f"{roles_dir.name}/{Path(filename).resolve().relative_to(roles_dir.resolve())}"
+def _role_file(roles_dir: RolePath | Path, role: str) -> str:
+    roles = RolePath.of(roles_dir)
+    folder = roles.find(role)
+    parent = folder.parent if folder is not None else (roles.dirs[0] if roles.dirs else Path("roles"))
+    return f"{parent.name}/{role}/role.py"
 
 
 def controller_files(host: Host, variable: str, purpose: str) -> tuple[Path, ...]:

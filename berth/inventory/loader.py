@@ -20,9 +20,9 @@ Variable precedence, lowest first; a later level replaces a variable's whole val
 ``hash_behaviour=replace``, so dicts are not merged). Levels 3-8 are Ansible's VariableManager order with
 the default VARIABLE_PRECEDENCE:
 
-1. role defaults: ``<roles_dir>/<role>/defaults.yml`` for each role in the host's ``berth_roles``, in the
-   order listed (a later role wins over an earlier one);
-2. the ``config_defaults`` file (e.g. ``config/defaults.yml``);
+1. role defaults: ``<role>/defaults.yml`` (on the role path: the project's roles, then berth's) for each
+   role in the host's ``berth_roles``, in the order listed (a later role wins over an earlier one);
+2. the ``config_defaults`` file (berth's ``config/defaults.yml``);
 3. the inventory's vars of ``all``;
 4. the inventory's vars of every other group the host is in (directly or through a child group), sorted
    by ``(depth, ansible_group_priority, name)``: depth is the longest path from ``all``, so parents come
@@ -73,6 +73,7 @@ from berth.inventory.layers import Layer, Origin, kind, show, type_name
 from berth.inventory.templating import HostData, Renderer, has_template
 from berth.inventory.vault import Password
 from berth.inventory.yamlfile import LineDict, parse_yaml
+from berth.settings import RolePath
 
 EXTRA_VARS_SOURCE = "-e (command line)"
 VARS_SUFFIXES = (".yml", ".yaml", ".json")  # Ansible's YAML_FILENAME_EXTENSIONS
@@ -149,7 +150,7 @@ class Inventory:
         *,
         extra_vars: Sequence[str] = (),
         config_defaults: Path | None = None,
-        roles_dir: Path | None = None,
+        roles_dir: RolePath | Path | None = None,
         base_dir: Path | None = None,
         vault_passwords: Sequence[Password] | None = None,
     ) -> Inventory:
@@ -177,10 +178,12 @@ class Inventory:
             _load_vars_dir(d / "host_vars", "host", all_hosts, paths, label, passwords) for d in basedirs
         ]
         config = _load_config_defaults(config_defaults, label, passwords) if config_defaults else Layer()
-        roles = _load_roles(Path(roles_dir), label) if roles_dir is not None else None
+        role_path = RolePath.of(roles_dir) if roles_dir is not None else None
+        roles = _load_roles(role_path, label) if role_path is not None else None
         extras = [_parse_extra_vars(arg, label, passwords) for arg in extra_vars]
 
-        checker = _Checker(roles, config, label(Path(roles_dir)) if roles_dir is not None else "")
+        roles_label = ", ".join(f"{label(d)}/" for d in role_path.dirs) if role_path is not None else ""
+        checker = _Checker(roles, config, roles_label)
         for layer in [
             config,
             *(group.vars for group in parser.groups.values()),
@@ -404,18 +407,16 @@ class _Role:
     layer: Layer
 
 
-def _load_roles(roles_dir: Path, label: _Labeler) -> dict[str, _Role]:
-    """Every role under roles_dir (sub-folders, by name) with its defaults.yml (optional)."""
-    if not roles_dir.is_dir():
-        return {}
+def _load_roles(role_path: RolePath, label: _Labeler) -> dict[str, _Role]:
+    """Every role on the role path (sub-folders, by name; the first of a name wins) with its defaults.yml
+    (optional)."""
     roles = {}
-    for entry in sorted(roles_dir.iterdir()):
-        if entry.is_dir() and not entry.name.startswith((".", "_")):  # skip __pycache__ and the like
-            layer = Layer()
-            defaults = entry / "defaults.yml"
-            if defaults.is_file():
-                layer.add(_load_mapping(defaults, label(defaults)), label(defaults))
-            roles[entry.name] = _Role(entry.name, layer)
+    for name, entry in role_path.roles().items():
+        layer = Layer()
+        defaults = entry / "defaults.yml"
+        if defaults.is_file():
+            layer.add(_load_mapping(defaults, label(defaults)), label(defaults))
+        roles[name] = _Role(name, layer)
     return roles
 
 
@@ -511,7 +512,7 @@ class _Checker:
                 near = _nearest(role, list(self.roles))
                 hint = f"nearest: {', '.join(near)}" if near else f"roles: {', '.join(self.roles) or 'none'}"
                 raise InventoryError(
-                    f"{origin}: berth_roles names unknown role {role!r}, not in {self.roles_label}/ ({hint})"
+                    f"{origin}: berth_roles names unknown role {role!r}, not in {self.roles_label} ({hint})"
                 )
 
 

@@ -589,9 +589,9 @@ class CertificateAuthority:
             if previous_dir.is_dir():
                 raise PKIError(
                     f"{previous_dir} exists but {current} does not: a CA rotation was interrupted. "
-                    f"Move {previous_dir} back to {current} and run `invoke certs.rotate` again"
+                    f"Move {previous_dir} back to {current} and run `berth certs.rotate-ca` again"
                 )
-            raise PKIError(f"no CA in {pki_dir}: run `invoke certs.init`")
+            raise PKIError(f"no CA in {pki_dir}: run `berth certs.init`")
         cert = cls._read_cert(current / CA_CERT)
         previous = cls._read_cert(previous_dir / CA_CERT) if previous_dir.is_dir() else None
         if not need_key:

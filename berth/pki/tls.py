@@ -65,7 +65,7 @@ def controller_identity(ca: CertificateAuthority, pki_dir: Path) -> ClientIdenti
     if found is None:
         raise PKIError(
             "no client certificate for the daemons' TLS port, and the CA key is not loaded (read-only): set "
-            "DOCKER_CERT_PATH to a folder made by `invoke certs.client` (ca.pem, cert.pem, key.pem), or give "
+            "DOCKER_CERT_PATH to a folder made by `berth certs.client` (ca.pem, cert.pem, key.pem), or give "
             "BERTH_CA_PASSPHRASE and the CA key so that berth issues its own")
     return found
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from berth import shipped
 from berth.errors import BerthError
 
 SUITE = "bookworm"
@@ -78,7 +79,6 @@ rm -f /etc/hostname /etc/machine-id && touch /etc/machine-id
 
 
 REGISTRY = "registry"
-IMAGES_DIR = Path(__file__).parent / "images"
 REGISTRY_CONFIG = """version: 0.1
 storage:
   filesystem: {rootdirectory: /var/lib/docker-registry}
@@ -117,7 +117,7 @@ def job_images_label() -> str:
     """A digest of what makes the job images, so that a changed entrypoint rebuilds them."""
     digest = hashlib.sha256(JOB_IMAGES_SCRIPT.encode())
     for script in ("docker-entrypoint.sh", "dockerd-entrypoint.sh"):
-        digest.update((IMAGES_DIR / script).read_bytes())
+        digest.update((shipped.testbed_images() / script).read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -311,7 +311,8 @@ class Testbed:
                 return
             self.exec(host, "mkdir", "-p", "/tmp/berth-images")
             for script in ("docker-entrypoint.sh", "dockerd-entrypoint.sh"):
-                _docker("cp", str(IMAGES_DIR / script), f"{self.container_name(host)}:/tmp/berth-images/{script}")
+                source = shipped.testbed_images() / script
+                _docker("cp", str(source), f"{self.container_name(host)}:/tmp/berth-images/{script}")
             self.exec(host, "chmod", "0755", "/tmp/berth-images/docker-entrypoint.sh",
                       "/tmp/berth-images/dockerd-entrypoint.sh")
             self.exec(host, "sh", "-c", JOB_IMAGES_SCRIPT.format(version=version, label=label))

@@ -243,16 +243,25 @@ def test_matches_ansible_vault_output() -> None:
 # -- the command line ---------------------------------------------------------------------------------
 
 
+def shipped_defaults() -> dict:
+    """The variables every host gets from berth's own config/defaults.yml."""
+    import yaml
+
+    from berth import shipped
+
+    return yaml.safe_load(shipped.config_defaults().read_text())
+
+
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    write(tmp_path, {"config/berth.yml": "inventory: inventory/hosts.yml\n", "config/defaults.yml": "x: 1\n"})
+    write(tmp_path, {"berth.yml": "inventory: inventory/hosts.yml\n"})
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("ANSIBLE_VAULT_PASSWORD_FILE", raising=False)
     return tmp_path
 
 
 def test_wrong_password_exits_4_and_prints_no_secret(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    import tasks
+    from berth.cli import tasks
 
     pw = passwords(project, "not-the-password")
     assert pw
@@ -267,7 +276,7 @@ def test_wrong_password_exits_4_and_prints_no_secret(project: Path, capsys: pyte
 
 
 def test_show_json_masks_decrypted_values(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    import tasks
+    from berth.cli import tasks
 
     passwords(project)
     write(project, {"inventory/hosts.yml":
@@ -276,7 +285,7 @@ def test_show_json_masks_decrypted_values(project: Path, capsys: pytest.CaptureF
     tasks.inventory_show(MockContext(), host="h1", json=True,
                          vault_password_file=[str(project / "pass-default.txt")])
     out = json.loads(capsys.readouterr().out)
-    assert out == {"token": "***", "url": "https://***@x", "x": 1}    # userinfo masked whole
+    assert out == {**shipped_defaults(), "token": "***", "url": "https://***@x"}    # userinfo masked whole
 
 
 def test_list_json_has_ansible_inventorys_shape(tmp_path: Path) -> None:
@@ -293,7 +302,7 @@ def test_list_json_has_ansible_inventorys_shape(tmp_path: Path) -> None:
 
 def test_encrypt_string_task(project: Path, monkeypatch: pytest.MonkeyPatch,
                              capsys: pytest.CaptureFixture[str]) -> None:
-    import tasks
+    from berth.cli import tasks
 
     passwords(project)
     monkeypatch.setattr("sys.stdin", io.StringIO("value-to-hide\n"))
@@ -336,14 +345,14 @@ def test_inventory_scripts_are_refused(tmp_path: Path) -> None:
 
 
 def test_list_json_with_repeated_inventory_option(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    import tasks
+    from berth.cli import tasks
 
     write(project, {"one.ini": "[web]\nw1\n", "two/hosts.yml": "db:\n  hosts:\n    d1: {port: 5432}\n"})
     tasks.inventory_list(MockContext(), inventory=["one.ini", "two"], json=True)
     out = json.loads(capsys.readouterr().out)
     assert out["all"] == {"children": ["ungrouped", "web", "db"]}
     assert out["web"] == {"hosts": ["w1"]} and out["db"] == {"hosts": ["d1"]}
-    assert out["_meta"]["hostvars"]["d1"] == {"port": 5432, "x": 1}
+    assert out["_meta"]["hostvars"]["d1"] == {**shipped_defaults(), "port": 5432}
 
 
 def test_templates_cannot_change_the_inventory(tmp_path: Path) -> None:
@@ -354,7 +363,7 @@ def test_templates_cannot_change_the_inventory(tmp_path: Path) -> None:
 
 def test_show_prints_template_and_value(project: Path, capsys: pytest.CaptureFixture[str],
                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    import tasks
+    from berth.cli import tasks
 
     monkeypatch.setenv("COLUMNS", "200")
     write(project, {"inventory/hosts.yml": "all:\n  hosts:\n    h1:\n      san: '{{ inventory_hostname }}.lan'\n"})

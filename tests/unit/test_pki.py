@@ -172,7 +172,7 @@ def test_init_rejects_unknown_key_type(pki_dir: Path) -> None:
 
 
 def test_load_missing_ca(pki_dir: Path) -> None:
-    with pytest.raises(PKIError, match=r"run `invoke certs.init`") as err:
+    with pytest.raises(PKIError, match=r"run `berth certs.init`") as err:
         CertificateAuthority.load(pki_dir)
     assert str(pki_dir) in str(err.value)
 

@@ -368,6 +368,6 @@ def test_job_images_label_changes_with_the_entrypoints(monkeypatch, tmp_path):
     for script in ("docker-entrypoint.sh", "dockerd-entrypoint.sh"):
         shutil.copy(IMAGES / script, tmp_path / script)
     (tmp_path / "dockerd-entrypoint.sh").write_text((IMAGES / "dockerd-entrypoint.sh").read_text() + "# changed\n")
-    monkeypatch.setattr(testbed, "IMAGES_DIR", tmp_path)
+    monkeypatch.setattr(testbed.shipped, "testbed_images", lambda: tmp_path)
     assert testbed.job_images_label() != before
     assert json.dumps(before)
