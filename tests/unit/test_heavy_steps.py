@@ -105,8 +105,7 @@ def test_which_plans_are_heavy() -> None:
 
 @pytest.mark.parametrize("value", [0, -1, "ten", True])
 def test_package_concurrency_must_be_a_positive_number(tmp_path: Path, value: object) -> None:
-    (tmp_path / "config").mkdir()
-    (tmp_path / "config" / "berth.yml").write_text(f"package_concurrency: {value}\n")
+    (tmp_path / "berth.yml").write_text(f"package_concurrency: {value}\n")
     with pytest.raises(ConfigError, match="package_concurrency must be a whole number"):
         load_settings(tmp_path)
 
