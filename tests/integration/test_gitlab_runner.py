@@ -229,8 +229,11 @@ open(p, "w").write(head + sep + rest)
     assert broken["exit"]["status"] == 2
     assert broken[check]["status"] == "failed"
     assert "build-dind (dind)" in broken[check]["message"] and "privileged=True" in broken[check]["message"]
-    others = {k: v["status"] for k, v in broken.items() if k not in (check, "exit")}
-    assert set(others.values()) <= {"passed", "risk"}
+    others = {k: v for k, v in broken.items() if k not in (check, "exit")}
+    # The socket mount also breaks the section 5 controls judged for build-dind's job containers (CIS 5.31...);
+    # nothing about another runner or the daemon fails.
+    failed = {k: v.get("message", "") for k, v in others.items() if v["status"] not in ("passed", "risk")}
+    assert all("build-dind" in message for message in failed.values()), failed
     repair = berth("setup-runner", "--host", "r1", "-e", f"@{vars_file}", env=env)
     assert repair.code == 0 and repair.host("r1")["changed"] == 1, repair.output
     assert verify()[check]["status"] == "passed"
