@@ -69,7 +69,8 @@ class HostCertificate:
         steps: list[Step] = []
         if key.get("exists") and not new_key and (key.get("mode"), key.get("owner"), key.get("group")) != (
                 0o400, "root", "root"):
-            changes.append(Change("file", self.key_path, f"mode {key.get('mode', 0):04o} -> 0400, owner root"))
+            changes.append(Change("file", self.key_path, f"mode {key.get('mode', 0):04o} -> 0400, owner "
+                                                         f"{key.get('owner')}:{key.get('group')} -> root:root"))
             steps.append(WriteStep(self.key_path, None, 0o400))
         cert = found.file(self.cert_path)
         if reason is None and (cert.get("mode"), cert.get("owner"), cert.get("group")) != (0o444, "root", "root"):

@@ -65,9 +65,9 @@ def registered(converged, berth, gitlab, socket_token, tmp_path):
     env = {"GITLAB_TOKEN": ACCESS_TOKEN, "BERTH_TEST_SOCKET_TOKEN": socket_token}
     run = berth("setup-runner", "--host", "r1", "--diff", "-e", f"@{vars_file}", env=env)   # diffs hold tokens
     assert run.code == 0, run.output
-    if any(c["target"] == CONFIG for c in run.host("r1")["changes"]):
-        assert 'token = "***"' in run.err       # the config.toml diff was shown, its tokens masked
-        assert socket_token not in run.err
+    if 'token = "' in run.err:                 # the config.toml diff showed a token line: masked
+        assert 'token = "***"' in run.err
+    assert socket_token not in run.err
     return vars_file, env, run
 
 

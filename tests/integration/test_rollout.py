@@ -94,7 +94,7 @@ def test_unreachable_host_fails_alone_and_max_fail_zero_stops_the_next_batch(con
         "r1": "converged", "r2": "unreachable", "r3": "converged", "r4": "converged"}
     assert [by_host[h]["batch"] for h in HOSTS] == [1, 1, 2, 2]
     assert all(by_host[h]["health"] == "ok" for h in ("r1", "r3", "r4"))
-    assert "r2: cannot connect" in run.err                # the summary names it, with the reason
+    assert "r2: connection refused at" in run.err               # the summary names it, with the reason
     assert run.report["summary"]["stopped"] is None
 
     run = berth("rollout", "--batch", "2", "--max-fail", "0", *unreachable,

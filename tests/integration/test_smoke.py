@@ -40,7 +40,12 @@ def smoke_runners(first_converge, berth, testbed, registry, tmp_path_factory):
         vars_file.write_text(yaml.safe_dump({"gitlab_runners": runners}))
         run = berth("setup-runner", "--limit", "r1,r2", "-e", f"@{vars_file}", env=env)
         assert run.code == 0, run.output
-    return vars_file
+    yield vars_file
+    # The modules after this one find r1 and r2 with the inventory's runners, not this module's.
+    for host in ("r1", "r2"):
+        testbed.exec(host, "rm", "-f", CONFIG)
+    restored = berth("setup-runner", "--limit", "r1,r2")
+    assert restored.code == 0, restored.output
 
 
 def smoke(berth, registry, vars_file, *args: str):

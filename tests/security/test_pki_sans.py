@@ -63,7 +63,7 @@ def test_a_certificate_with_more_names_than_the_inventory_is_reissued(ca):
                                                                             "registry.example.com"])
     cert = HostCertificate(cert_path="/c", key_path="/k", common_name="r1", sans=["r1", "192.0.2.11"])
     found = ProbeAnswer({}, {"/c": {"content": base64.b64encode(pem).decode()},
-                             "/k": {"exists": True, "mode": 0o400, "owner": "root"}})
+                             "/k": {"exists": True, "mode": 0o400, "owner": "root", "group": "root"}})
     ctx = RoleContext(ROOT / "roles", ca.pki_dir, ca_loader=CertificateAuthority.load)
     planned = cert.plan(None, found, ctx, Plan())
     assert planned.prepare is not None and planned.notify == cert.notify
