@@ -851,8 +851,12 @@ def describe_holder(holder):
         holder.get("agent_pid", "?"))
 
 
-def check_expected(expect):
-    """What changed since the probe among the files and units the plan was made from (empty: nothing)."""
+def check_expected(expect, steps=()):
+    """What changed since the probe among the files and units the plan was made from (empty: nothing).
+
+    A unit that has meanwhile reached the state this apply's service step wants (started, enabled by someone
+    else) is no conflict: the step would only have done the same.
+    """
     changed = []
     for path, seen in sorted(expect.get("files", {}).items()):
         now = file_state(path, False)
@@ -868,7 +872,12 @@ def check_expected(expect):
             changed.append("%s (%s)" % (path, "content" if "sha256" in what else ", ".join(what)))
     for unit, seen in sorted(expect.get("services", {}).items()):
         now = services([unit])[unit]
-        what = [key for key in ("active", "enabled") if bool(seen.get(key)) != now[key]]
+        wanted = {}
+        for step in steps:
+            if step.get("op") == "service" and step.get("name") == unit:
+                wanted = {"active": step.get("running"), "enabled": step.get("enabled")}
+        what = [key for key in ("active", "enabled")
+                if bool(seen.get(key)) != now[key] and not (wanted.get(key) and now[key])]
         if what:
             changed.append("unit %s (%s)" % (unit, ", ".join(what)))
     return changed
@@ -966,7 +975,7 @@ def apply(request):
         if lock is not None:
             lock.acquire()
             results["waited"] = lock.waited
-        changed = check_expected(request.get("expect", {}))
+        changed = check_expected(request.get("expect", {}), request.get("steps", []))
         if changed:
             after = " (meanwhile this run waited %gs for %s)" % (lock.waited["seconds"], describe_holder(
                 lock.waited["for"])) if lock is not None and lock.waited else ""

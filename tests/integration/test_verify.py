@@ -208,7 +208,7 @@ def test_mode_risks_are_reported_by_name_and_an_unreachable_host_is_its_own_fail
         assert set(engine.values()) == {"unreachable"}
         assert problems(run, "r3")["docker_tls/tls_file[key.pem]"] == "unreachable"
         assert "docker_tls/mutual_tls_ping" not in problems(run, "r3")
-        assert "r3: UNREACHABLE: r3: cannot connect to" in run.err
+        assert "r3: UNREACHABLE: r3: connection refused at" in run.err
 
         dind = berth("verify", "--limit", "r1", "-e", "runner_docker_mode=dind")
         assert dind.code == 2                                  # dind accepts privileged containers, not the socket

@@ -101,6 +101,17 @@ def test_mode_owner_and_existence_count_as_changes():
     assert agent.check_expected({"files": {str(path): {**state, "sha256": digest}}}) == []
 
 
+def test_a_unit_that_reached_the_wanted_state_meanwhile_is_no_conflict(monkeypatch):
+    monkeypatch.setattr(agent, "services", lambda names: {n: {"active": True, "enabled": True} for n in names})
+    seen = {"services": {"gitlab-runner": {"active": False, "enabled": True}}}
+    start = {"op": "service", "name": "gitlab-runner", "running": True, "enabled": True}
+    assert agent.check_expected(seen, [start]) == []          # started by someone else: the step would do the same
+    assert agent.check_expected(seen, []) == ["unit gitlab-runner (active)"]
+    stopped = {"services": {"gitlab-runner": {"active": True, "enabled": True}}}
+    monkeypatch.setattr(agent, "services", lambda names: {n: {"active": False, "enabled": True} for n in names})
+    assert agent.check_expected(stopped, [start]) == ["unit gitlab-runner (active)"]   # stopped meanwhile: re-run
+
+
 def test_apt_lock_held_by_a_posix_lock_names_the_process_then_is_waited_for(tmp_path):
     frontend = tmp_path / "lock-frontend"
     frontend.touch()
