@@ -189,7 +189,7 @@ SHOWN_PHASES = (
     ("heavy_wait", "waiting for a package slot"),
     ("apply", "apply round trip"),
     ("apply:agent", "  of which the agent's own work"),
-    ("drain", "    drain (job containers polled twice, 1 s apart)"),
+    ("drain", "    drain: waiting for job containers (beyond the work it overlaps)"),
     ("steps", "    writing files"),
     ("validate", "    dockerd --validate"),
     ("handler:systemd daemon-reload", "    systemctl daemon-reload"),

@@ -4,9 +4,9 @@ A converged host costs one SSH command. A host with changes costs two, plus one 
 to issue (the host makes its key and CSR) and one SFTP upload when local .deb files are needed.
 
 When a notified handler is disruptive (it ends running CI jobs), or a changed package asks for it, the apply
-request carries a drain:
-the agent stops the runner from taking jobs and waits for running job containers before it
-changes anything (berth/remote/agent.py, Drain).
+request carries a drain: the agent stops the runner from taking jobs and waits for running job containers
+before it changes anything, and polls once more before the first disruptive action (berth/remote/agent.py,
+Drain).
 """
 
 from __future__ import annotations
@@ -342,4 +342,5 @@ class _Clock:
 
 def handler_call(handler: Handler) -> HandlerCall:
     health = HealthCheck(handler.health.unix, handler.health.tcp, handler.health.timeout) if handler.health else None
-    return HandlerCall(handler.name, handler.command, handler.unit, health, handler.rollback)
+    return HandlerCall(handler.name, handler.command, handler.unit, health, handler.rollback,
+                       disruptive=handler.disruptive)

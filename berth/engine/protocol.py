@@ -154,9 +154,12 @@ class HandlerCall:
     unit: str | None = None
     health: HealthCheck | None = None
     rollback: bool = False
+    # It ends running jobs: an apply with a drain runs it only once the drain has settled. A handler that ends
+    # none (daemon-reload, a reload) runs while the drain's last poll is still due (agent apply).
+    disruptive: bool = True
 
     def wire(self) -> dict[str, Any]:
-        return {"name": self.name, "cmd": self.cmd, "unit": self.unit,
+        return {"name": self.name, "cmd": self.cmd, "unit": self.unit, "disruptive": self.disruptive,
                 "health": self.health.wire() if self.health else None, "rollback": self.rollback}
 
 

@@ -6,8 +6,10 @@ SSH command, and reads one JSON answer from stdout. Three requests exist:
 - ``probe``: read-only. Facts about the host and the state of every declared resource.
 - ``apply``: an ordered list of steps, then the notified handlers, each guarded by a health check
   that restores the files written in this run when the service does not come back. With a
-  ``drain`` (a handler will restart dockerd), the host is drained BEFORE the first step, so that
-  a drain that times out leaves the host exactly as it was. An apply holds the host's apply lock
+  ``drain`` (a handler will restart dockerd), the runner is stopped and running jobs waited for
+  BEFORE the first step, so that a drain that times out leaves the host exactly as it was; the
+  drain's last poll comes just before the first disruptive action, and a job that showed up
+  meanwhile puts the files back. An apply holds the host's apply lock
   from start to end (one apply at a time per host, ApplyLock) and first checks that every file
   and unit it was planned from is still as the probe saw it (``expect``); if not, it changes
   nothing.
@@ -63,6 +65,10 @@ def sh(argv, check=False, env=None, timeout=None):
 
 
 class StepFailed(Exception):
+    pass
+
+
+class DrainTimeout(StepFailed):
     pass
 
 
@@ -584,42 +590,71 @@ DRAIN_DROPIN_TEXT = b"# berth: drained before a disruptive change (removed when 
 
 
 class Drain:
-    """Before a dockerd restart: the runner takes no new jobs and its running jobs end."""
+    """Before a dockerd restart: the runner takes no new jobs and its running jobs end.
+
+    Two quiet polls in a row, ``interval`` apart, let the restart go ahead: a job's container stops at the end
+    of each section and starts again for the next, so none may run for a moment. ``begin`` stops the runner and
+    waits for the first; ``settle``, just before the first disruptive action, makes the second. The apply's
+    files, their validation and the daemon-reload run in between: the interval overlaps work that ends no job.
+
+    One poll is enough when no job container exists at all, in any state: gitlab-runner creates a job's
+    containers once, starts them again for each section, and removes them only at the job's end (gitlab-runner
+    executors/docker/docker_command.go requestBuildContainer, requestHelperContainer; docker.go Cleanup removes
+    ``temporary``), so a job between two sections still has a stopped container.
+    """
 
     def __init__(self, spec):
         self.spec = spec
         self.unit = spec.get("runner_unit")
         self.stopped_runner = False
+        self.settled = bool(spec.get("force"))
+        self.quiet = 0              # quiet polls in a row (2: no job container at all, or two an interval apart)
+        self.quiet_at = None        # monotonic time of the last quiet poll, None: the last poll was busy
+        self.deadline = None        # one timeout for the whole drain, from its first wait
         self.state = {"forced": bool(spec.get("force")), "runner": "absent", "jobs": 0, "waited": 0.0,
                       "resumed": False}  # type: dict
 
-    def run(self):
-        jobs = job_containers(host_path(self.spec["socket"]), self.spec["job_label"])
-        self.state["jobs"] = len(jobs)
+    def begin(self):
+        """Stop the runner; wait for one quiet poll. A drain that times out here has changed nothing."""
         if self.spec.get("force"):
-            return          # --force: the restart goes ahead; the answer says how many jobs it hit
+            # --force: the restart goes ahead; the answer says how many jobs it hit
+            self.state["jobs"] = len(running(job_containers(host_path(self.spec["socket"]), self.spec["job_label"])))
+            return
         self._stop_runner()
-        started = time.time()
-        deadline = started + float(self.spec["timeout"])
-        quiet = 0
-        while True:
-            jobs = job_containers(host_path(self.spec["socket"]), self.spec["job_label"])
+        self._wait(quiet_polls=1)
+
+    def settle(self):
+        """The second quiet poll, at least ``interval`` after the first; waits longer when a job showed up."""
+        if not self.settled:
+            self._wait(quiet_polls=2)
+            self.settled = True
+
+    def _wait(self, quiet_polls):
+        started = time.monotonic()
+        if self.deadline is None:
+            self.deadline = started + float(self.spec["timeout"])
+        interval = float(self.spec.get("interval", 1.0))
+        while self.quiet < quiet_polls:
+            if self.quiet_at is not None:      # polls of one row are an interval apart, whatever ran between
+                time.sleep(max(0.0, self.quiet_at + interval - time.monotonic()))
+            found = job_containers(host_path(self.spec["socket"]), self.spec["job_label"])
+            jobs = running(found)
             self.state["jobs"] = max(self.state["jobs"], len(jobs))
-            # The runner exits only when all its jobs are done; between two containers of one job none
-            # runs for a moment, hence two quiet polls in a row when there is no runner to watch.
+            # The runner exits only when all its jobs are done.
             busy = bool(jobs) or (self.stopped_runner and unit_state(self.unit) not in ("inactive", "failed"))
-            quiet = 0 if busy else quiet + 1
-            if quiet >= 2:
-                break
-            if time.time() >= deadline:
-                self.state["waited"] = round(time.time() - started, 1)
+            if busy:
+                self.quiet, self.quiet_at = 0, None
+            else:
+                self.quiet, self.quiet_at = (self.quiet + 1 if found else 2), time.monotonic()
+                continue
+            if time.monotonic() >= self.deadline:
+                self.state["waited"] = round(self.state["waited"] + time.monotonic() - started, 1)
                 what = "%d job container(s) still running (%s)" % (len(jobs), ", ".join(
                     "%s job %s" % (c["Id"][:12], c.get("Labels", {}).get(self.spec["job_label"], "?"))
                     for c in jobs)) if jobs else "%s still finishing its jobs" % self.unit
-                raise StepFailed("drain timed out after %gs: %s; nothing was changed"
-                                 % (float(self.spec["timeout"]), what))
-            time.sleep(float(self.spec.get("interval", 1.0)))
-        self.state["waited"] = round(time.time() - started, 1)
+                raise DrainTimeout("drain timed out after %gs: %s" % (float(self.spec["timeout"]), what))
+            time.sleep(interval)
+        self.state["waited"] = round(self.state["waited"] + time.monotonic() - started, 1)
 
     def _stop_runner(self):
         if not self.unit:
@@ -667,12 +702,17 @@ def unit_state(unit):
 
 
 def job_containers(socket_path, label):
-    """Running containers that carry the label, from the Docker API on the unix socket (no CLI needed)."""
-    query = "/containers/json?filters=" + quote(json.dumps({"label": [label]}))
+    """Every container that carries the label, in any state, from the Docker API on the unix socket (no CLI)."""
+    query = "/containers/json?all=1&filters=" + quote(json.dumps({"label": [label]}))
     try:
         return json.loads(_docker_get(socket_path, query))
     except (OSError, ValueError):
         return []           # no daemon answers: nothing of it runs that a restart could stop
+
+
+def running(containers):
+    """The containers a restart would stop (moby's State: a paused or restarting one is running too)."""
+    return [c for c in containers if c.get("State", "running") in ("running", "paused", "restarting")]
 
 
 def _docker_get(socket_path, path):
@@ -984,22 +1024,47 @@ def apply(request):
         drain = Drain(request["drain"]) if request.get("drain") else None
         started = time.monotonic()
         if drain is not None:
-            drain.run()         # before any step: a drain that times out has changed nothing
+            try:
+                drain.begin()       # before any step: a drain that times out here has changed nothing
+            except DrainTimeout as exc:
+                raise StepFailed("%s; nothing was changed" % exc) from None
             timings["drain"] = time.monotonic() - started
+
+        def settle():
+            """The drain's second poll, before the first action that ends running jobs."""
+            if drain is None or drain.settled:
+                return
+            waited = time.monotonic()
+            try:
+                drain.settle()
+            except DrainTimeout as exc:
+                restored = applier.restore()
+                if results["handlers"]:
+                    sh(["systemctl", "daemon-reload"])      # a daemon-reload may have read the new unit files
+                raise StepFailed("%s; %s, nothing was restarted" % (exc, "the files this apply wrote were put back ("
+                                 + ", ".join(restored) + ")" if restored else "nothing was changed")) from None
+            finally:
+                timings["drain"] = timings.get("drain", 0.0) + time.monotonic() - waited
+
         started = time.monotonic()
         for step in request.get("steps", []):
+            if step["op"] in DISRUPTIVE_STEPS:
+                settle()
             getattr(applier, step["op"])(step)     # a name of STEPS: main refused any other
             results["steps"].append(step.get("id"))
         timings["steps"], started = time.monotonic() - started, time.monotonic()
         applier.commit_staged()
         timings["validate"] = time.monotonic() - started
         for handler in request.get("handlers", []):
+            if handler.get("disruptive", True):
+                settle()
             started = time.monotonic()
             done = applier.handler(handler)
             results["handlers"].append(done["name"])
             timings["handler:" + done["name"]] = time.monotonic() - started - done.get("health", 0.0)
             if "health" in done:
                 timings["health:" + done["name"]] = done["health"]
+        settle()        # a drain the request asked for is always complete when the runner resumes
     except (StepFailed, OSError, KeyError, subprocess.SubprocessError) as exc:
         results["error"] = str(exc)
     finally:
@@ -1037,6 +1102,9 @@ def health(request):
 ACTIONS = {"probe": probe, "apply": apply, "health": health}
 # The steps an apply may name (berth/engine/protocol.py STEP_OPS), each an Applier method.
 STEPS = ("write", "install_key", "directory", "remove", "packages", "service", "group_members")
+# Steps that may end running jobs (a package's maintainer scripts restart dockerd; a unit stops or starts):
+# the drain is settled before them. The others only write files, which no running job reads.
+DISRUPTIVE_STEPS = ("packages", "service")
 
 
 def refusal(request):

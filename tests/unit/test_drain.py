@@ -19,14 +19,18 @@ def spec(**kw) -> dict:
             "job_label": JOB_LABEL, "force": False, **kw}
 
 
-JOB = {"Id": "0123456789abcdef", "Labels": {JOB_LABEL: "42"}}
+JOB = {"Id": "0123456789abcdef", "State": "running", "Labels": {JOB_LABEL: "42"}}
+# A job between two sections: its container exists, stopped, until the job ends (gitlab-runner docker.go Cleanup).
+BETWEEN = {"Id": "fedcba9876543210", "State": "exited", "Labels": {JOB_LABEL: "41"}}
 
 
 def test_drain_waits_until_job_containers_are_gone(monkeypatch):
-    polls = iter([[JOB], [JOB], [JOB], [], [], []])
+    polls = iter([[JOB], [JOB], [JOB], [BETWEEN], [BETWEEN], []])
     monkeypatch.setattr(agent, "job_containers", lambda sock, label: next(polls))
     drain = agent.Drain(spec(timeout=5))
-    drain.run()
+    drain.begin()
+    drain.settle()
+    assert next(polls) == []                  # two quiet polls in a row, no more
     assert drain.state["jobs"] == 1
     assert drain.state["waited"] > 0
     assert not drain.state["forced"]
@@ -53,14 +57,87 @@ def test_drain_timeout_happens_before_any_step_so_nothing_changes(monkeypatch, t
     assert "0123456789ab job 42" in answer["error"] and "nothing was changed" in answer["error"]
 
 
+def test_the_last_poll_comes_after_the_files_and_the_daemon_reload_and_before_the_restart(monkeypatch, tmp_path):
+    events: list[str] = []
+
+    def poll(sock, label):
+        events.append("poll")
+        return [BETWEEN]
+
+    monkeypatch.setattr(agent, "job_containers", poll)
+    monkeypatch.setattr(agent, "sh", lambda argv, **kw: (events.append(" ".join(argv)), (0, ""))[1])
+    target = tmp_path / "docker.conf"
+    answer = agent.apply({
+        "drain": spec(interval=0.4),
+        "steps": [{"op": "write", "path": str(target), "content": "e30K", "mode": 0o644, "owner": "root",
+                   "group": "root"}],
+        "handlers": [{"name": "systemd daemon-reload", "cmd": "systemctl daemon-reload", "disruptive": False},
+                     {"name": "restart docker", "cmd": "systemctl restart docker"}],
+    })
+    assert answer["error"] is None, answer
+    assert events == ["poll", "sh -c systemctl daemon-reload", "poll", "sh -c systemctl restart docker"]
+    assert target.exists()
+    assert answer["timings"]["drain"] < 0.4 + 0.2     # the interval overlapped the work instead of adding to it
+
+
+def test_the_polls_of_a_drain_are_an_interval_apart_when_nothing_runs_between_them(monkeypatch):
+    times: list[float] = []
+    monkeypatch.setattr(agent, "job_containers",
+                        lambda sock, label: times.append(agent.time.monotonic()) or [BETWEEN])
+    drain = agent.Drain(spec(interval=0.3))
+    drain.begin()
+    drain.settle()
+    assert len(times) == 2 and times[1] - times[0] >= 0.3
+
+
+def test_one_poll_is_enough_when_no_job_container_exists_in_any_state(monkeypatch):
+    polls: list[int] = []
+    monkeypatch.setattr(agent, "job_containers", lambda sock, label: polls.append(1) or [])
+    drain = agent.Drain(spec(interval=30))
+    drain.begin()
+    drain.settle()
+    assert polls == [1] and drain.state["waited"] == 0.0
+
+
+def test_a_stopped_container_of_a_job_is_no_running_job_but_keeps_the_second_poll(monkeypatch):
+    assert agent.running([BETWEEN, JOB, {**JOB, "State": "paused"}, {**JOB, "State": "created"}]) == [
+        JOB, {**JOB, "State": "paused"}]
+
+
+def test_a_job_that_shows_up_before_the_last_poll_puts_the_files_back_and_restarts_nothing(monkeypatch, tmp_path):
+    polls = iter([[BETWEEN], [JOB]])
+    monkeypatch.setattr(agent, "job_containers", lambda sock, label: next(polls, [JOB]))
+    ran: list[str] = []
+    monkeypatch.setattr(agent, "sh", lambda argv, **kw: (ran.append(" ".join(argv)), (0, ""))[1])
+    dropin = tmp_path / "docker.conf"
+    dropin.write_bytes(b"old\n")
+    answer = agent.apply({
+        "drain": spec(),
+        "steps": [{"op": "write", "path": str(dropin), "content": "bmV3Cg==", "mode": 0o644, "owner": "root",
+                   "group": "root"},
+                  {"op": "write", "path": str(tmp_path / "new.json"), "content": "e30K", "mode": 0o644,
+                   "owner": "root", "group": "root"}],
+        "handlers": [{"name": "systemd daemon-reload", "cmd": "systemctl daemon-reload", "disruptive": False},
+                     {"name": "restart docker", "cmd": "systemctl restart docker"}],
+    })
+    assert answer["error"].startswith("drain timed out after 0.3s: 1 job container(s) still running")
+    assert "the files this apply wrote were put back" in answer["error"]
+    assert "nothing was restarted" in answer["error"]
+    assert dropin.read_bytes() == b"old\n" and not (tmp_path / "new.json").exists()
+    assert answer["handlers"] == ["systemd daemon-reload"]
+    # systemd read the new drop-in: it reads the old one again; dockerd was never restarted.
+    assert ran == ["sh -c systemctl daemon-reload", "systemctl daemon-reload"]
+
+
 def test_force_does_not_wait_and_reports_the_jobs_it_will_hit(monkeypatch):
     monkeypatch.setattr(agent, "job_containers", lambda sock, label: [JOB, JOB])
     drain = agent.Drain(spec(force=True, timeout=1000))
-    drain.run()
+    drain.begin()
+    drain.settle()
     assert drain.state == {"forced": True, "runner": "absent", "jobs": 2, "waited": 0.0, "resumed": False}
 
 
-def test_job_containers_asks_the_docker_api_for_running_containers_with_the_label(tmp_path):
+def test_job_containers_asks_the_docker_api_for_every_container_with_the_label(tmp_path):
     path = str(tmp_path / "docker.sock")
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(path)
@@ -79,6 +156,6 @@ def test_job_containers_asks_the_docker_api_for_running_containers_with_the_labe
     assert agent.job_containers(path, JOB_LABEL) == [JOB]
     thread.join()
     request_line = seen[0].split(b"\r\n")[0].decode()
-    assert request_line.startswith("GET /containers/json?filters=")
+    assert request_line.startswith("GET /containers/json?all=1&filters=")    # stopped ones too
     assert "com.gitlab.gitlab-runner.job.id" in unquote(request_line.split("filters=")[1])
     assert agent.job_containers(str(tmp_path / "none.sock"), JOB_LABEL) == []   # no daemon: nothing to stop

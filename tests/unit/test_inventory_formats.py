@@ -363,9 +363,10 @@ def test_templates_cannot_change_the_inventory(tmp_path: Path) -> None:
 
 def test_show_prints_template_and_value(project: Path, capsys: pytest.CaptureFixture[str],
                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    from berth.cli import tasks
+    from berth.cli import app, tasks
 
-    monkeypatch.setenv("COLUMNS", "200")
+    # rich reads COLUMNS when the console is made (at import, maybe by another test of this process).
+    monkeypatch.setattr(app.console, "width", 200)
     write(project, {"inventory/hosts.yml": "all:\n  hosts:\n    h1:\n      san: '{{ inventory_hostname }}.lan'\n"})
     tasks.inventory_show(MockContext(), host="h1")
     err = capsys.readouterr().err
