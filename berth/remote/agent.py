@@ -1064,7 +1064,6 @@ def apply(request):
             timings["handler:" + done["name"]] = time.monotonic() - started - done.get("health", 0.0)
             if "health" in done:
                 timings["health:" + done["name"]] = done["health"]
-        settle()        # a drain the request asked for is always complete when the runner resumes
     except (StepFailed, OSError, KeyError, subprocess.SubprocessError) as exc:
         results["error"] = str(exc)
     finally:

@@ -77,7 +77,6 @@ def test_the_last_poll_comes_after_the_files_and_the_daemon_reload_and_before_th
     assert answer["error"] is None, answer
     assert events == ["poll", "sh -c systemctl daemon-reload", "poll", "sh -c systemctl restart docker"]
     assert target.exists()
-    assert answer["timings"]["drain"] < 0.4 + 0.2     # the interval overlapped the work instead of adding to it
 
 
 def test_the_polls_of_a_drain_are_an_interval_apart_when_nothing_runs_between_them(monkeypatch):
