@@ -70,12 +70,14 @@ def controller_identity() -> dict[str, Any]:
     return {"controller": f"{user}@{socket.gethostname()}", "pid": os.getpid(), "run": RUN_ID}
 
 
-DEFAULT_SECONDS = {"berth_apply_lock_timeout": 600.0, "berth_apt_lock_timeout": 300.0}   # config/defaults.yml
-
-
 def seconds_var(host: Host, name: str) -> float:
-    """A timeout variable of the host, in seconds (a number >= 0), or an error naming where it was set."""
-    value = host.vars.get(name, DEFAULT_SECONDS.get(name))
+    """A timeout variable of the host, in seconds (a number >= 0), or an error naming where it was set.
+
+    config/defaults.yml sets every one of them for every host."""
+    if name not in host.vars:
+        raise ConfigError(f"{host.name}: {name} is not set; berth's config/defaults.yml sets it: is the "
+                          "inventory loaded with berth's defaults?")
+    value = host.vars[name]
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
         raise ConfigError(f"{host.origins.get(name, name)}: {host.name}: {name} must be a number of seconds "
                           f">= 0, not {value!r}")

@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from berth import shipped
 from berth.engine.converge import Converger, HostReport
 from berth.engine.options import RunOptions
 from berth.engine.roles import RoleContext
@@ -54,7 +56,9 @@ def declare(host, ctx):
     return state
 '''
 
-DEFAULTS = {"demo_conf": "listen = 1\n", "demo_limits": "files = 1024\n", "demo_dropin": "[Service]\nNice=5\n",
+# berth's variables for every host (config/defaults.yml: the apply's lock timeouts), then the demo role's.
+DEFAULTS = {**yaml.safe_load(shipped.config_defaults().read_text()),
+            "demo_conf": "listen = 1\n", "demo_limits": "files = 1024\n", "demo_dropin": "[Service]\nNice=5\n",
             "demo_health_timeout": 5.0}   # bounds the restart command too (agent _run_bounded): not too tight
 
 

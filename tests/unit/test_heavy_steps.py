@@ -28,7 +28,8 @@ from berth.transport.ssh import SSHSettings
 NOTHING_FOUND: dict[str, Any] = {"files": {}, "services": {}, "packages": {}}
 
 
-HOST = Host("h", [], {}, {}, [])
+# The apply's timeouts are every host's (config/defaults.yml).
+HOST = Host("h", [], {"berth_apply_lock_timeout": 600, "berth_apt_lock_timeout": 300}, {}, [])
 
 def package_plan():
     return make_plan([Packages(("docker.io",))], [], NOTHING_FOUND)

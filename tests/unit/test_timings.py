@@ -17,6 +17,7 @@ from berth.inventory.loader import Host
 from berth.remote import agent
 from berth.transport.ssh import SSHSettings
 
+TIMEOUTS = {"berth_apply_lock_timeout": 600, "berth_apt_lock_timeout": 300}    # every host's (config/defaults.yml)
 
 def test_the_agent_times_steps_and_each_handler(tmp_path) -> None:
     answer = agent.apply({"steps": [], "handlers": [
@@ -43,7 +44,7 @@ def test_the_report_carries_the_apply_split(monkeypatch) -> None:
     monkeypatch.setattr(engine, "run_agent", run_agent)
     report = HostReport("h")
     plan = make_plan([File("/etc/x", b"x")], [], {"files": {}, "services": {}, "packages": {}})
-    Converger(SSHSettings(), None)._apply(None, plan, report, Expectation(), Host("h", [], {}, {}, []))
+    Converger(SSHSettings(), None)._apply(None, plan, report, Expectation(), Host("h", [], TIMEOUTS, {}, []))
     timings = report.as_dict()["timings"]
     assert timings["apply:agent"] == 2.0 and timings["handler:restart docker"] == 1.5
     assert {"csr", "apply"} <= set(timings) and "heavy_wait" not in timings
