@@ -19,6 +19,7 @@ from berth.transport.ssh import SSHSettings
 
 TIMEOUTS = {"berth_apply_lock_timeout": 600, "berth_apt_lock_timeout": 300}    # every host's (config/defaults.yml)
 
+
 def test_the_agent_times_steps_and_each_handler(tmp_path) -> None:
     answer = agent.apply({"steps": [], "handlers": [
         {"name": "first", "cmd": "true", "unit": None, "health": None, "rollback": False},
