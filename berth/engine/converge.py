@@ -1,7 +1,8 @@
-"""Converge one host: probe (one command), plan (local), apply (one command).
+"""Converge one host: probe, plan (local), apply, with one agent process on the host (AgentProcess).
 
-A converged host costs one SSH command. A host with changes costs two, plus one per certificate
-to issue (the host makes its key and CSR) and one SFTP upload when local .deb files are needed.
+A host costs one SSH command, converged or changed: the agent answers the probe, waits while the controller
+plans, and answers the apply on the same command. Plus one per certificate to issue (the host makes its key
+and CSR) and one SFTP upload when local .deb files are needed.
 
 When a notified handler is disruptive (it ends running CI jobs), or a changed package asks for it, the apply
 request carries a drain: the agent stops the runner from taking jobs and waits for running job containers
@@ -50,8 +51,8 @@ from berth.engine.results import HostResult, Status
 from berth.engine.roles import RoleContext, declare_roles, role_code
 from berth.errors import BerthError, ConfigError, HostFailed, HostUnreachable, InventoryError
 from berth.inventory.loader import Host
-from berth.transport.base import CommandResult, HostSession
-from berth.transport.bootstrap import HostScript
+from berth.transport.base import CommandResult, Exchange, HostSession
+from berth.transport.bootstrap import HostScript, line
 from berth.transport.ssh import Session, SessionBroken, SSHSettings
 
 AGENT = HostScript(Path(__file__).parents[1] / "remote" / "agent.py", "berth_agent")
@@ -130,29 +131,91 @@ def run_agent(session: HostSession, request: Request,
 
     ``on_event``: told the agent's events (an apply waiting for the lock, for apt) while it runs.
     """
-    def line(text: str) -> None:
-        if on_event is not None and text.startswith(EVENT_MARK):
-            with contextlib.suppress(ValueError):
-                on_event(json.loads(text[len(EVENT_MARK):]))
-
     applying = isinstance(request, ApplyRequest)
     try:
-        result = AGENT.run(session, json.dumps(envelope(request, root=session.agent_root)), on_stderr_line=line)
+        result = AGENT.run(session, wire(request, session), on_stderr_line=_events(on_event))
     except HostUnreachable as exc:
         if applying:
             raise HostUnreachable(lost_during_apply(session, str(exc))) from None
         raise
-    result = CommandResult(result.exit_code, result.stdout, "\n".join(
-        t for t in result.stderr.splitlines() if not t.startswith(EVENT_MARK)))
-    if result.exit_code == NO_EXIT_STATUS and applying:
-        raise HostUnreachable(lost_during_apply(session, "the connection closed without an exit status"))
-    if not result.ok:
-        hint = " (is python3 installed on the host?)" if "python3" in result.stderr else ""
-        raise HostFailed(f"{session.host.name}: the berth agent failed{hint}: {result.stderr.strip()[-800:]}")
+    return _answer(session, result.stdout, result, applying)
+
+
+class AgentProcess:
+    """One agent process on a host for a whole converge: it answers the probe, waits while the controller
+    plans, and answers the apply made from it (one SSH command per host, whether it changes or not)."""
+
+    def __init__(self, session: HostSession, probe: Request) -> None:
+        self.session = session
+        self.on_event: Callable[[dict[str, Any]], None] | None = None   # the apply's events (lock, apt waits)
+        self.exchange: Exchange | None = AGENT.start(session, wire(probe, session),
+                                                    on_stderr_line=_events(lambda e: self._tell(e)))
+        self.first = self._read(applying=False)
+
+    def ask(self, request: Request, on_event: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        assert self.exchange is not None, "the agent process has ended"
+        applying = isinstance(request, ApplyRequest)
+        self.on_event = on_event
+        try:
+            self.exchange.send(line(wire(request, self.session)))
+        except HostUnreachable as exc:
+            raise HostUnreachable(lost_during_apply(self.session, str(exc)) if applying else str(exc)) from None
+        return self._read(applying)
+
+    def end(self) -> None:
+        """Close the agent's stdin: it exits. Quietly: what it had to say was read already."""
+        if self.exchange is not None:
+            exchange, self.exchange = self.exchange, None
+            with contextlib.suppress(HostUnreachable):
+                exchange.finish()
+
+    def _read(self, applying: bool) -> dict[str, Any]:
+        assert self.exchange is not None
+        try:
+            text = self.exchange.read_line()
+            if text:
+                return _answer(self.session, text.decode(errors="replace"), None, applying)
+            # No answer: the agent ended. How it ended (its exit status, its stderr) says why.
+            exchange, self.exchange = self.exchange, None
+            result = exchange.finish()
+        except HostUnreachable as exc:
+            self.exchange = None
+            if applying:
+                raise HostUnreachable(lost_during_apply(self.session, str(exc))) from None
+            raise
+        return _answer(self.session, result.stdout, result, applying)
+
+    def _tell(self, event: dict[str, Any]) -> None:
+        if self.on_event is not None:
+            self.on_event(event)
+
+
+def wire(request: Request, session: HostSession) -> str:
+    return json.dumps(envelope(request, root=session.agent_root))
+
+
+def _events(on_event: Callable[[dict[str, Any]], None] | None) -> Callable[[str], None]:
+    def told(text: str) -> None:
+        if on_event is not None and text.startswith(EVENT_MARK):
+            with contextlib.suppress(ValueError):
+                on_event(json.loads(text[len(EVENT_MARK):]))
+    return told
+
+
+def _answer(session: HostSession, stdout: str, ended: CommandResult | None, applying: bool) -> dict[str, Any]:
+    """The agent's answer, or the host's failure: ``ended`` is how the agent's command ended, when it did."""
+    if ended is not None:
+        ended = CommandResult(ended.exit_code, ended.stdout, "\n".join(
+            t for t in ended.stderr.splitlines() if not t.startswith(EVENT_MARK)))
+        if ended.exit_code == NO_EXIT_STATUS and applying:
+            raise HostUnreachable(lost_during_apply(session, "the connection closed without an exit status"))
+        if not ended.ok:
+            hint = " (is python3 installed on the host?)" if "python3" in ended.stderr else ""
+            raise HostFailed(f"{session.host.name}: the berth agent failed{hint}: {ended.stderr.strip()[-800:]}")
     try:
-        return json.loads(result.stdout)
+        return json.loads(stdout)
     except json.JSONDecodeError:
-        raise HostFailed(f"{session.host.name}: unreadable agent answer: {result.stdout[:300]!r}") from None
+        raise HostFailed(f"{session.host.name}: unreadable agent answer: {stdout[:300]!r}") from None
 
 
 def lost_during_apply(session: HostSession, why: str) -> str:
@@ -207,6 +270,7 @@ class Converger:
         started = time.monotonic()
         session = self.session(host)
         clock = _Clock(report.timings)
+        agent: AgentProcess | None = None
         try:
             with clock("plan"):
                 states = declare_roles(host, self.context)
@@ -216,7 +280,8 @@ class Converger:
                     derived = [d for s in states for d in s.derived]
                     request = probe_request(resources, derived)
             with clock("probe"):
-                raw = self._probe(session, request)
+                agent = self._probe(session, request)
+                raw = agent.first
             # The connection is made by the probe's command: its time is the session's, not the probe's.
             connect = getattr(session, "connected_in", 0.0)
             report.timings["connect"] = connect
@@ -236,7 +301,7 @@ class Converger:
             elif self.check:
                 report.status = Status.PENDING
             else:
-                self._apply(session, plan, report, expectations(resources, found, plan.steps), host)
+                self._apply(session, agent, plan, report, expectations(resources, found, plan.steps), host)
         except HostUnreachable as exc:
             report.status, report.error = Status.UNREACHABLE, str(exc)
         except (ConfigError, InventoryError) as exc:
@@ -247,13 +312,15 @@ class Converger:
             report.status = Status.FAILED
             report.error = f"{host.name}: internal error: {exc.__class__.__name__}: {exc}"
         finally:
+            if agent is not None:
+                agent.end()
             report.commands = session.commands
             session.close()
             report.seconds = time.monotonic() - started
         return report
 
-    def _apply(self, session: HostSession, plan: Plan, report: HostReport, expect: Expectation,
-               host: Host) -> None:
+    def _apply(self, session: HostSession, agent: AgentProcess, plan: Plan, report: HostReport,
+               expect: Expectation, host: Host) -> None:
         clock = _Clock(report.timings)
         with clock("csr"):
             for prepare in plan.prepare:
@@ -274,7 +341,7 @@ class Converger:
                 apt_lock_timeout=seconds_var(host, "berth_apt_lock_timeout"),
             )
             with clock("apply"):
-                answer = ApplyAnswer.from_wire(run_agent(session, request,
+                answer = ApplyAnswer.from_wire(agent.ask(request,
                                                          on_event=lambda e: self._tell(event_text(host.name, e))))
         report.timings.update({("apply:agent" if k == "agent" else k): v
                                for k, v in (answer.extra.get("timings") or {}).items()})
@@ -289,13 +356,14 @@ class Converger:
             raise HostFailed(f"{session.host.name}: {answer.error}")
         report.status = Status.CHANGED
 
-    def _probe(self, session: HostSession, request: Request) -> dict[str, Any]:
-        """The probe is read-only: a session that broke during it is opened again and the probe repeated."""
+    def _probe(self, session: HostSession, request: Request) -> AgentProcess:
+        """The agent started with the probe (its answer: ``first``). The probe is read-only: a session that broke
+        during it is opened again and the probe repeated."""
         for attempt in Retrying(stop=stop_after_attempt(max(1, self.ssh.connect_attempts)),
                                 retry=retry_if_exception_type(SessionBroken), reraise=True,
                                 wait=wait_exponential(multiplier=self.ssh.retry_wait, max=10)):
             with attempt:
-                return run_agent(session, request)
+                return AgentProcess(session, request)
         raise AssertionError("unreachable")     # Retrying either returns or raises
 
     def _tell(self, line: str) -> None:

@@ -1,7 +1,7 @@
 """The remote half of berth: sent over SSH and run by the host's python3 (stdlib only, 3.9+).
 
-It is never installed on the host. berth sends this source and a JSON request on stdin in one
-SSH command, and reads one JSON answer from stdout. Three requests exist:
+It is never installed on the host. berth sends this source and JSON requests on stdin in one SSH command
+(berth/transport/bootstrap.py), and reads a JSON answer, one line, from stdout for each. Three requests exist:
 
 - ``probe``: read-only. Facts about the host and the state of every declared resource.
 - ``apply``: an ordered list of steps, then the notified handlers, each guarded by a health check
@@ -15,7 +15,8 @@ SSH command, and reads one JSON answer from stdout. Three requests exist:
   nothing.
 - ``health``: read-only. Do the daemons answer (unix socket /_ping, TCP ports accept)?
 
-Keeping the whole exchange to one command each is what keeps a no-op converge at one round trip.
+A converge sends the probe, plans on the controller while this process waits, and sends the apply to
+the same process when something changes: one command per host, converged or not.
 
 The request names its ``protocol`` (berth/engine/protocol.py holds the typed side; this file cannot import
 it) and the ``root`` every path is under ("/" on a host; berth.transport.local runs this file on the
@@ -54,10 +55,15 @@ def host_path(path):
 
 
 def sh(argv, check=False, env=None, timeout=None):
-    """Run a command: the only way this agent starts a process (see the module docstring)."""
+    """Run a command: the only way this agent starts a process (see the module docstring).
+
+    Never with the agent's stdin: it is the controller's channel for the next request (main), and a command
+    that asks a question (a dpkg conffile prompt) must get an end of file, not wait for the controller.
+    """
     full_env = dict(os.environ, DEBIAN_FRONTEND="noninteractive", LC_ALL="C")
     full_env.update(env or {})
-    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env, timeout=timeout)
+    proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          env=full_env, timeout=timeout)
     out = proc.stdout.decode("utf-8", "replace")
     if check and proc.returncode != 0:
         raise StepFailed("%s exited %d: %s" % (" ".join(argv), proc.returncode, out.strip()[-2000:]))
@@ -79,7 +85,8 @@ def _run_bounded(cmd, timeout, unit, stop=True):
     otherwise carry on with the hanging start job after its client is gone (and `stop` cancels that job).
     Without ``stop`` (starting the restored configuration) systemd is left to finish the start.
     """
-    proc = subprocess.Popen(["sh", "-c", cmd], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    proc = subprocess.Popen(["sh", "-c", cmd], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL,
                             start_new_session=True, env=dict(os.environ, LC_ALL="C"))
     try:
         proc.wait(timeout=timeout)
@@ -1124,25 +1131,36 @@ def refusal(request):
     return None
 
 
-def main(raw):
+def answer(raw):
+    """The answer to one request (a JSON text)."""
     global ROOT
     started = time.monotonic()
     request = json.loads(raw)
     problem = refusal(request)
     if problem is not None:
-        answer = {"error": problem, "refused": True}
+        result = {"error": problem, "refused": True}
     else:
         ROOT = request.get("root", "/")
-        answer = ACTIONS[request["action"]](request)
-    if isinstance(answer.get("timings"), dict):
-        answer["timings"]["agent"] = time.monotonic() - started
-    answer["protocol"] = PROTOCOL
-    try:
-        sys.stdout.write(json.dumps(answer))
-        sys.stdout.flush()
-    except (OSError, ValueError):
-        pass      # the controller went away; what the apply did is on the host (a re-run reads it)
+        result = ACTIONS[request["action"]](request)
+    if isinstance(result.get("timings"), dict):
+        result["timings"]["agent"] = time.monotonic() - started
+    result["protocol"] = PROTOCOL
+    return result
+
+
+def main(stream):
+    """Answer each request of ``stream`` (one JSON line each) on a line of stdout, until stdin ends.
+
+    One process answers a converge's probe and then the apply made from it: one SSH command for both.
+    """
+    for raw in iter(stream.readline, b""):
+        result = answer(raw)
+        try:
+            sys.stdout.write(json.dumps(result) + "\n")
+            sys.stdout.flush()
+        except (OSError, ValueError):
+            return      # the controller went away; what the apply did is on the host (a re-run reads it)
 
 
 if __name__ == "__main__":
-    main(sys.stdin.read())
+    main(sys.stdin.buffer)

@@ -29,7 +29,8 @@ UNIT_PROPERTIES = "LoadState,ActiveState,SubState,UnitFileState,FragmentPath,Dro
 def run(command, shell=False, timeout=30):
     env = dict(os.environ, LC_ALL="C")
     try:
-        proc = subprocess.run(command, shell=shell, capture_output=True, env=env, timeout=timeout)
+        proc = subprocess.run(command, shell=shell, stdin=subprocess.DEVNULL, capture_output=True, env=env,
+                              timeout=timeout)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return {"rc": 127, "stdout": "", "stderr": str(exc)}
     return {"rc": proc.returncode, "stdout": proc.stdout.decode("utf-8", "replace"),
@@ -92,8 +93,8 @@ def addresses():
     return found
 
 
-def main(raw):
-    request = json.loads(raw)
+def main(stream):
+    request = json.loads(stream.readline())
     globbed = sorted({p for pattern in request.get("globs", []) for p in glob.glob(pattern, recursive=True)})
     files = {f["path"]: file_state(f["path"], f.get("content", False)) for f in request.get("files", [])}
     # A globbed file is stat-ed; one also requested by name keeps what was asked (its content).
@@ -110,4 +111,4 @@ def main(raw):
 
 
 if __name__ == "__main__":
-    main(sys.stdin.read())
+    main(sys.stdin.buffer)

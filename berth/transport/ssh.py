@@ -249,6 +249,24 @@ class Session:
 
         Every call is one SSH round trip and is counted: that count is the figure berth reports.
         """
+        chan, output = self._exec(command, stdin, sudo, timeout, on_stderr_line)
+        try:
+            output.pump()
+            code = chan.recv_exit_status()
+            chan.close()
+        except (TimeoutError, paramiko.SSHException, OSError, EOFError) as exc:
+            raise self._broken(exc) from None
+        return CommandResult(code, output.stdout(), output.stderr())
+
+    def start(self, command: str, *, stdin: bytes, sudo: bool = True,
+              on_stderr_line: Callable[[str], None] | None = None) -> _ChannelExchange:
+        """As ``run``, stdin left open: the command answers line by line (one SSH command, counted once)."""
+        chan, output = self._exec(command, stdin, sudo, None, on_stderr_line, end_stdin=False)
+        return _ChannelExchange(self, chan, output)
+
+    def _exec(self, command: str, stdin: bytes | None, sudo: bool, timeout: float | None,
+              on_stderr_line: Callable[[str], None] | None,
+              end_stdin: bool = True) -> tuple[paramiko.Channel, _ChannelOutput]:
         self.open()
         assert self._cx is not None
         if sudo and not self.is_root:
@@ -260,15 +278,16 @@ class Session:
             chan.exec_command(command)
             if stdin is not None:
                 chan.sendall(stdin)
-            chan.shutdown_write()
-            stdout, stderr = _drain(chan, on_stderr_line)
-            code = chan.recv_exit_status()
-            chan.close()
+            if end_stdin:
+                chan.shutdown_write()
         except (TimeoutError, paramiko.SSHException, OSError, EOFError) as exc:
-            self.close()
-            raise SessionBroken(f"{self.host.name}: the SSH session broke during a command "
-                                f"({exc.__class__.__name__}: {exc})") from None
-        return CommandResult(code, stdout.decode(errors="replace"), stderr.decode(errors="replace"))
+            raise self._broken(exc) from None
+        return chan, _ChannelOutput(chan, on_stderr_line)
+
+    def _broken(self, exc: BaseException) -> SessionBroken:
+        self.close()
+        return SessionBroken(f"{self.host.name}: the SSH session broke during a command "
+                             f"({exc.__class__.__name__}: {exc})")
 
     def put_private(self, directory: str, files: list[tuple[bytes, str]]) -> None:
         """Upload ``files`` (data, path inside ``directory``) into a directory made now, mode 0700.
@@ -455,36 +474,89 @@ def network_address(host: Host, settings: SSHSettings) -> str:
     return str(_parsed_ssh_config(path).lookup(host.name).get("hostname", host.name))
 
 
-def _drain(chan: paramiko.Channel, on_line: Callable[[str], None] | None = None) -> tuple[bytes, bytes]:
-    """Read stdout and stderr together, so that a chatty stderr cannot stall stdout, until the channel's EOF.
+class _ChannelOutput:
+    """A command's stdout and stderr, read together, so that a chatty stderr cannot stall stdout.
 
-    Not until the exit status: sshd may send it before the last of the output (a 100 kB answer came back
-    cut at 96 kB once in seven tries here), so only EOF says that nothing more will come. ``on_line`` gets
-    each complete stderr line as it arrives (the agent's events: it waits for a lock).
+    Read until the channel's EOF, not until the exit status: sshd may send it before the last of the output
+    (a 100 kB answer came back cut at 96 kB once in seven tries here), so only EOF says that nothing more will
+    come. ``on_line`` gets each complete stderr line as it arrives (the agent's events: it waits for a lock).
     """
-    out, err = bytearray(), bytearray()
-    told = 0
-    # paramiko's pipe for select(): readable while stdout or stderr holds data, and for good after EOF. Waiting
-    # on it instead of polling every 10 ms keeps 100 idle channels from waking the controller 10,000 times a
-    # second (bench/README.md).
-    ready = chan.fileno()
-    while True:
-        progressed = False
-        if chan.recv_ready():
-            out += chan.recv(65536)
-            progressed = True
-        if chan.recv_stderr_ready():
-            err += chan.recv_stderr(65536)
-            progressed = True
-            if on_line is not None:
-                end = err.rfind(b"\n")
-                if end >= told:
-                    for line in bytes(err[told:end]).decode(errors="replace").splitlines():
-                        on_line(line)
-                    told = end + 1
-        if progressed:
-            continue
-        if chan.eof_received or chan.closed:
-            break
-        select.select([ready], [], [], 1.0)
-    return bytes(out), bytes(err)
+
+    def __init__(self, chan: paramiko.Channel, on_line: Callable[[str], None] | None) -> None:
+        self.chan, self.on_line = chan, on_line
+        self.out, self.err = bytearray(), bytearray()
+        self.told = 0
+
+    def pump(self, until: Callable[[], bool] = lambda: False) -> None:
+        """Read until ``until()`` holds or the channel ends."""
+        # paramiko's pipe for select(): readable while stdout or stderr holds data, and for good after EOF. Waiting
+        # on it instead of polling every 10 ms keeps 100 idle channels from waking the controller 10,000 times a
+        # second (bench/README.md).
+        chan, ready = self.chan, self.chan.fileno()
+        while not until():
+            progressed = False
+            if chan.recv_ready():
+                self.out += chan.recv(65536)
+                progressed = True
+            if chan.recv_stderr_ready():
+                self.err += chan.recv_stderr(65536)
+                progressed = True
+                self._tell()
+            if progressed:
+                continue
+            if chan.eof_received or chan.closed:
+                break
+            select.select([ready], [], [], 1.0)
+
+    def _tell(self) -> None:
+        if self.on_line is None:
+            return
+        end = self.err.rfind(b"\n")
+        if end >= self.told:
+            for text in bytes(self.err[self.told:end]).decode(errors="replace").splitlines():
+                self.on_line(text)
+            self.told = end + 1
+
+    def line(self) -> bytes:
+        self.pump(until=lambda: b"\n" in self.out)
+        head, newline, rest = bytes(self.out).partition(b"\n")
+        self.out = bytearray(rest)
+        return head if newline or head else b""
+
+    def stdout(self) -> str:
+        return bytes(self.out).decode(errors="replace")
+
+    def stderr(self) -> str:
+        return bytes(self.err).decode(errors="replace")
+
+
+@dataclass
+class _ChannelExchange:
+    """Session.start's open command (berth.transport.base.Exchange)."""
+
+    session: Session
+    chan: paramiko.Channel
+    output: _ChannelOutput
+
+    def send(self, data: bytes) -> None:
+        try:
+            self.chan.sendall(data)
+        except (TimeoutError, paramiko.SSHException, OSError, EOFError) as exc:
+            raise self.session._broken(exc) from None
+
+    def read_line(self) -> bytes:
+        try:
+            return self.output.line()
+        except (TimeoutError, paramiko.SSHException, OSError, EOFError) as exc:
+            raise self.session._broken(exc) from None
+
+    def finish(self) -> CommandResult:
+        try:
+            if not self.chan.closed:
+                self.chan.shutdown_write()
+            self.output.pump()
+            code = self.chan.recv_exit_status()
+            self.chan.close()
+        except (TimeoutError, paramiko.SSHException, OSError, EOFError) as exc:
+            raise self.session._broken(exc) from None
+        return CommandResult(code, self.output.stdout(), self.output.stderr())

@@ -28,7 +28,7 @@ def owner(path) -> tuple[str, str, int]:
 def test_first_run_installs_writes_starts_and_restarts_once(local: LocalHost) -> None:
     report = local.converge()
     assert report.status == Status.CHANGED, report.error
-    assert report.commands == 2                         # one probe, one apply
+    assert report.commands == 1       # one agent process: the probe, then the apply on the same command
     assert local.path("/etc/demo/demo.conf").read_text() == "listen = 1\n"
     assert owner(local.path("/etc/demo/demo.conf")) == ("root", "adm", 0o640)
     assert owner(local.path("/etc/demo")) == ("root", "adm", 0o750)

@@ -1,6 +1,6 @@
 """Heavy steps (package installs) have their own concurrency bound, apart from forks.
 
-The applies are counted as they enter and leave the agent call (no SSH: ``run_agent`` is replaced by a
+The applies are counted as they enter and leave the agent call (no SSH: the agent process is replaced by a
 counter); nothing here measures time. An apply waits inside the counter until it sees more applies than the
 bound at once (a breach) or a short while passes, so that a gate that lets too many through is caught.
 """
@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from berth.engine import converge as engine
 from berth.engine.converge import Converger, HostReport
 from berth.engine.fleet import HeavySteps
 from berth.engine.plan import make_plan
@@ -40,7 +39,7 @@ def file_plan():
 
 
 class Counter:
-    """Stands in for the agent call: counts the applies inside it at once, per kind."""
+    """Stands in for the agent process: counts the applies inside it at once, per kind."""
 
     def __init__(self, bound: int) -> None:
         self.bound = bound
@@ -48,7 +47,7 @@ class Counter:
         self.inside = {"heavy": 0, "light": 0}
         self.most = {"heavy": 0, "light": 0}
 
-    def run_agent(self, session: Any, request: Any, on_event: Any = None) -> dict[str, Any]:
+    def ask(self, request: Any, on_event: Any = None) -> dict[str, Any]:
         steps = [s if isinstance(s, dict) else s.wire() for s in request.steps]
         kind = "heavy" if any(s["op"] == "packages" for s in steps) else "light"
         with self.lock:
@@ -63,9 +62,9 @@ class Counter:
 
 def apply_all(monkeypatch, converger: Converger, plans: list) -> Counter:
     counter = Counter(converger.heavy.limit if converger.heavy else 0)
-    monkeypatch.setattr(engine, "run_agent", counter.run_agent)
     with ThreadPoolExecutor(max_workers=len(plans)) as pool:     # forks = every host at once
-        list(pool.map(lambda plan: converger._apply(None, plan, HostReport("h"), Expectation(), HOST), plans))
+        list(pool.map(lambda plan: converger._apply(None, counter, plan, HostReport("h"), Expectation(), HOST),
+                      plans))
     return counter
 
 

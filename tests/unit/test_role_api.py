@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import io
 import json
 import textwrap
 from pathlib import Path
@@ -171,11 +172,15 @@ def converge_roles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Converge (check mode) hosts with roles from a temporary roles dir; the agent answers an empty probe."""
     calls: list[str] = []
 
-    def fake_agent(session: Any, request: dict[str, Any]) -> dict[str, Any]:
-        calls.append(session.host.name)
-        return EMPTY_PROBE
+    class FakeAgent:
+        def __init__(self, session: Any, request: Any) -> None:
+            calls.append(session.host.name)
+            self.first = EMPTY_PROBE
 
-    monkeypatch.setattr(converging, "run_agent", fake_agent)
+        def end(self) -> None:
+            pass
+
+    monkeypatch.setattr(converging, "AgentProcess", FakeAgent)
     for name, source in (("good", GOOD), ("broken", BROKEN), ("misspelt", MISSPELT)):
         write_role(tmp_path / "roles", name, source)
 
@@ -251,14 +256,32 @@ def test_the_runner_global_keys_are_one_list() -> None:
 
 def test_one_stdin_bootstrap_for_the_agent_and_the_facts_command() -> None:
     from berth.checks import plugin
-    from berth.transport.bootstrap import REQUEST_MARK, HostScript
+    from berth.transport.bootstrap import HostScript
 
     assert isinstance(converging.AGENT, HostScript) and isinstance(plugin.FACTS, HostScript)
     payload = plugin.FACTS.payload('{"files": []}')
-    source, _, request = payload.decode().partition(REQUEST_MARK)
-    assert source == (ROOT / "berth/remote/facts.py").read_text() and request == '{"files": []}'
+    size, _, rest = payload.partition(b"\n")
+    source, request = rest[:int(size)], rest[int(size):]
+    assert source.decode() == (ROOT / "berth/remote/facts.py").read_text() and request == b'{"files": []}\n'
     for text in (ROOT / "berth/engine/converge.py").read_text(), (ROOT / "berth/checks/plugin.py").read_text():
         assert "sys.stdin.read()" not in text
+
+
+def test_the_bootstrap_runs_the_script_on_requests_line_by_line(tmp_path) -> None:
+    # The real bootstrap command under sh, with a script that echoes each request: the source is read by its
+    # length, then each line of stdin is a request (as the agent answers a probe, then an apply).
+    import subprocess
+
+    from berth.transport.bootstrap import HostScript
+
+    script = tmp_path / "echo.py"
+    script.write_text("import sys\n\ndef main(stream):\n    for raw in iter(stream.readline, b''):\n"
+                      "        sys.stdout.write('got ' + raw.decode())\n        sys.stdout.flush()\n")
+    echo = HostScript(script, "berth_echo")
+    done = subprocess.run(["sh", "-c", echo.command], input=echo.payload('{"a": 1}') + b'{"b": 2}\n',
+                          capture_output=True, timeout=30, env={"PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == b'got {"a": 1}\ngot {"b": 2}\n'
 
 
 def test_contributions_keep_role_order() -> None:
@@ -273,6 +296,7 @@ def test_a_file_requested_with_content_keeps_it_when_a_glob_matches_it_too(tmp_p
     (tmp_path / "certs.d" / "m:5000").mkdir(parents=True)
     (tmp_path / "certs.d" / "m:5000" / "ca.crt").write_text("PEM")
     path = str(tmp_path / "certs.d" / "m:5000" / "ca.crt")
-    facts.main(json.dumps({"files": [{"path": path, "content": True}], "globs": [f"{tmp_path}/certs.d/**"]}))
+    request = json.dumps({"files": [{"path": path, "content": True}], "globs": [f"{tmp_path}/certs.d/**"]})
+    facts.main(io.BytesIO(request.encode() + b"\n"))
     answer = json.loads(capsys.readouterr().out)
     assert base64.b64decode(answer["files"][path]["content"]) == b"PEM"
