@@ -131,26 +131,27 @@ def run_agent(session: HostSession, request: Request,
 
     ``on_event``: told the agent's events (an apply waiting for the lock, for apt) while it runs.
     """
-    applying = isinstance(request, ApplyRequest)
-    try:
-        result = AGENT.run(session, wire(request, session), on_stderr_line=_events(on_event))
-    except HostUnreachable as exc:
-        if applying:
-            raise HostUnreachable(lost_during_apply(session, str(exc))) from None
-        raise
-    return _answer(session, result.stdout, result, applying)
+    agent = AgentProcess(session, request, on_event)
+    agent.end()
+    return agent.first
 
 
 class AgentProcess:
-    """One agent process on a host for a whole converge: it answers the probe, waits while the controller
-    plans, and answers the apply made from it (one SSH command per host, whether it changes or not)."""
+    """One agent process on a host: it answers the first request (``first``) and waits for more. A converge
+    sends the probe, plans while the agent waits, and asks it for the apply made from it: one SSH command per
+    host, whether it changes or not."""
 
-    def __init__(self, session: HostSession, probe: Request) -> None:
+    def __init__(self, session: HostSession, first: Request,
+                 on_event: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.session = session
-        self.on_event: Callable[[dict[str, Any]], None] | None = None   # the apply's events (lock, apt waits)
-        self.exchange: Exchange | None = AGENT.start(session, wire(probe, session),
-                                                    on_stderr_line=_events(lambda e: self._tell(e)))
-        self.first = self._read(applying=False)
+        self.on_event = on_event      # told the agent's events (an apply waiting for the lock, for apt)
+        applying = isinstance(first, ApplyRequest)
+        try:
+            self.exchange: Exchange | None = AGENT.start(session, wire(first, session),
+                                                        on_stderr_line=_events(lambda e: self._tell(e)))
+        except HostUnreachable as exc:
+            raise HostUnreachable(lost_during_apply(session, str(exc)) if applying else str(exc)) from None
+        self.first = self._read(applying)
 
     def ask(self, request: Request, on_event: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
         assert self.exchange is not None, "the agent process has ended"

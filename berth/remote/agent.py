@@ -395,6 +395,13 @@ class Applier:
                     fh.write(previous)
         return [p for p, _ in self.written]
 
+    def put_back(self):
+        """Restore this run's files, and have systemd read the restored units (a daemon-reload may have read the
+        new ones); returns their paths."""
+        restored = self.restore()
+        sh(["systemctl", "daemon-reload"])
+        return restored
+
     @staticmethod
     def _atomic(path, data, mode, owner, group, target=None):
         # Temp file beside the target, then rename: readers see the old or the new file, never half. ``target``:
@@ -515,8 +522,7 @@ class Applier:
         reason = (error + ("; its log: %s" % said if said else "")) if hung else (said or error)
         if not step.get("rollback"):
             raise StepFailed("%s: %s" % (step["name"], reason))
-        self.restore()
-        sh(["systemctl", "daemon-reload"])
+        self.put_back()
         if step.get("unit"):
             sh(["systemctl", "reset-failed", step["unit"]])
         # The previous configuration gets more time than the new one had, and is never stopped for being slow.
@@ -1045,9 +1051,7 @@ def apply(request):
             try:
                 drain.settle()
             except DrainTimeout as exc:
-                restored = applier.restore()
-                if results["handlers"]:
-                    sh(["systemctl", "daemon-reload"])      # a daemon-reload may have read the new unit files
+                restored = applier.put_back()
                 raise StepFailed("%s; %s, nothing was restarted" % (exc, "the files this apply wrote were put back ("
                                  + ", ".join(restored) + ")" if restored else "nothing was changed")) from None
             finally:

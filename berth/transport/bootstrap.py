@@ -40,10 +40,10 @@ class HostScript:
     def command(self) -> str:
         return command(self.module_name)
 
-    def payload(self, request: str | None = None) -> bytes:
-        """The source, framed by its length, then the request's line (when given)."""
+    def payload(self, request: str) -> bytes:
+        """The source, framed by its length, then the request's line."""
         source = self.source.encode()
-        return b"%d\n" % len(source) + source + (line(request) if request is not None else b"")
+        return b"%d\n" % len(source) + source + line(request)
 
     def run(self, session: HostSession, request: str,
             on_stderr_line: Callable[[str], None] | None = None) -> CommandResult:

@@ -519,9 +519,9 @@ class _ChannelOutput:
 
     def line(self) -> bytes:
         self.pump(until=lambda: b"\n" in self.out)
-        head, newline, rest = bytes(self.out).partition(b"\n")
+        head, _, rest = bytes(self.out).partition(b"\n")
         self.out = bytearray(rest)
-        return head if newline or head else b""
+        return head
 
     def stdout(self) -> str:
         return bytes(self.out).decode(errors="replace")
