@@ -12,7 +12,6 @@ from invoke import Collection, task
 from invoke.exceptions import Exit
 
 from berth.cli import app as cli
-from berth.cli import reports
 from berth.cli.app import console, exits_cleanly
 from berth.cli.tasks import certs_client, certs_init, collection
 from berth.engine.options import RunOptions
@@ -72,6 +71,7 @@ def _print_testbed(hosts):
 @exits_cleanly
 def demo(c):
     """The main job on the local testbed: hosts up, converged twice, verified, smoke-tested, TLS client lines."""
+    from berth.cli import reports
     from berth.pki.ca import CertificateAuthority
     from berth.transport.ssh import network_address
 

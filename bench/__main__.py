@@ -17,6 +17,7 @@ Raw figures go to bench/results.json, the tables to bench/RESULTS.md (see bench/
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import platform
@@ -31,6 +32,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from bench.floor import FloorError, measure_floor
 from bench.measure import Measurement, run_measured
 from bench.report import first_breakdown, per_host_line, scale_verdict, table
 from bench.tools import ROOT, TOOLS, Berth, Context, Tool, berth_argv
@@ -236,6 +238,11 @@ def bench_n(args: argparse.Namespace, bed: Testbed, tools: list[Tool], n: int, r
                 raise BenchError(f"{tool.name}: first converge changed {outcome.changed_hosts} of {n} hosts")
             check_converged(ctx, f"{tool.name}'s first converge")
             record(results, n, "first", rep, tool, m, outcome)
+        for reload in (False, True):
+            floor = measure_floor(bed, ctx.hosts, reload=reload)
+            results.setdefault("floors", []).append(floor.as_json(n, rep))
+            log(f"  N={n} first rep {rep + 1} floor    {floor.slowest:7.2f} s  (dockerd restart"
+                f"{' after a daemon-reload' if reload else ''} on every host at once, nothing else)")
     for rep in range(args.repeat):
         for tool in rotate(tools, rep, args, n):
             m, outcome = measure(tool, ctx, f"n{n}-noop-{rep + 1}")
@@ -282,6 +289,14 @@ def versions() -> dict[str, str]:
     }
 
 
+def compile_berth() -> None:
+    """berth's bytecode, as ``pip install`` leaves it: pip compiles what it installs (pyinfra and ansible in
+    site-packages are), but an editable install compiles on first import only, and never where
+    PYTHONDONTWRITEBYTECODE is set; berth would then compile its 15,000 lines on every run (0.1 s)."""
+    for package in (ROOT / "berth", ROOT / "roles"):
+        compileall.compile_dir(package, quiet=1)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.render:
@@ -291,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         out.write_text(markdown(results) + "\n" + (old[old.index(NOTES_MARK):] if NOTES_MARK in old else NOTES_MARK))
         return 0
     WORK.mkdir(parents=True, exist_ok=True)
+    compile_berth()
     command = shlex.join([".venv/bin/python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)])
     results: dict[str, Any] = {
         "command": command, "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
@@ -307,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         for n in args.host_counts:
             bench_n(args, bed, tools, n, results)
             write(results, Path(args.out), started)
-    except BenchError as exc:
+    except (BenchError, FloorError) as exc:
         log(f"error: {exc}")
         return 1
     finally:

@@ -12,7 +12,6 @@ from invoke import Collection, task
 from invoke.exceptions import Exit
 
 from berth.cli import app as cli
-from berth.cli import reports
 from berth.cli.app import console, exits_cleanly
 from berth.engine.options import RolloutOptions, RunOptions
 
@@ -99,6 +98,8 @@ def rollout(c, limit="", batch="25%", parallel=0, max_fail="", check=False, shar
 @exits_cleanly
 def verify(c, limit="", junit="", json="", inventory=None, vault_password_file=None, extra=None, forks=0):
     """Compliance checks of every role of each host (testinfra, CIS Docker Benchmark IDs); exit 2 on a failure."""
+    from berth.cli import reports  # here, not above: a converge does not need testinfra's or smoke's imports
+
     project = cli.load_project(inventory, extra or [], vault_password_file)
     code = reports.verify(project, project.hosts(limit), forks=forks, junit=junit, json_path=json)
     if code:
@@ -118,6 +119,7 @@ def smoke(c, limit="", extra=None, runner="", keep=False, clean=False, registry=
     """A canary job per runner, as the Docker executor runs it: reach a daemon, build, push, pull by digest."""
     import os
 
+    from berth.cli import reports
     from berth.gitlab import smoke as smoking
     project = cli.load_project(inventory, extra or [], vault_password_file)
     hosts = project.hosts(limit)

@@ -102,6 +102,8 @@ def _run_bounded(cmd, timeout, unit, stop=True):
 
 
 RECOVERY_TIMEOUT = 120      # seconds the restored configuration's restart may take at least
+HEALTH_POLL = 0.05          # seconds between a health check's looks: systemd says dockerd started a few
+                            # ms before its TLS port listens; a look costs one connect
 
 
 def _write_error(path, exc):
@@ -547,7 +549,7 @@ class Applier:
                 last = last or _tcp_open(hostport[0], hostport[1])
             if last is None or time.time() > deadline:
                 return last
-            time.sleep(0.3)
+            time.sleep(HEALTH_POLL)
 
     @staticmethod
     def journal_error(unit):

@@ -1,6 +1,6 @@
 """The one way berth runs its host-side scripts (berth/remote/): source and requests on stdin.
 
-Nothing is installed on the host. ``python3 -c`` reads a line with the length of the script's source, the
+Nothing is installed on the host. ``python3 -I -S -c`` reads a line with the length of the script's source, the
 source, compiles and runs it, and calls its ``main`` with the rest of stdin: requests, one JSON line each.
 The converge agent (berth/remote/agent.py) answers each request on a line of stdout, so one process answers
 a probe and then the apply made from it; verify's facts command (berth/remote/facts.py) answers one. Both go
@@ -17,10 +17,15 @@ from berth.transport.base import CommandResult, Exchange, HostSession
 
 
 def command(module_name: str) -> str:
-    """The shell command that runs a script sent on stdin as module ``module_name`` (shown in tracebacks)."""
+    """The shell command that runs a script sent on stdin as module ``module_name`` (shown in tracebacks).
+
+    ``-I -S``: the standard library alone. Without ``-I`` the working directory (the SSH user's home) comes
+    first on ``sys.path`` and a ``json.py`` there would run as root; without ``-S`` every ``.pth`` file of the
+    host's site-packages runs first, and the start-up takes longer.
+    """
     label = module_name.replace("_", "-")
     return (
-        "python3 -c \"import sys; f = sys.stdin.buffer; c = f.read(int(f.readline())); "
+        "python3 -I -S -c \"import sys; f = sys.stdin.buffer; c = f.read(int(f.readline())); "
         f"g = {{'__name__': '{module_name}'}}; exec(compile(c, '{label}', 'exec'), g); g['main'](f)\""
     )
 

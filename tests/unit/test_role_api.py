@@ -284,6 +284,26 @@ def test_the_bootstrap_runs_the_script_on_requests_line_by_line(tmp_path) -> Non
     assert done.stdout == b'got {"a": 1}\ngot {"b": 2}\n'
 
 
+
+def test_the_bootstrap_imports_nothing_from_the_working_directory_or_the_environment(tmp_path) -> None:
+    # sudo keeps the SSH user's directory: a json.py there must not run as root, nor a PYTHONPATH's module.
+    import subprocess
+
+    from berth.transport.bootstrap import HostScript
+
+    planted = tmp_path / "home"
+    planted.mkdir()
+    for name in ("json", "sitecustomize"):
+        (planted / f"{name}.py").write_text(f"open({str(tmp_path / name)!r}, 'w').close()\n")
+    script = tmp_path / "uses_json.py"
+    script.write_text("import json\n\ndef main(stream):\n    print(json.dumps(json.loads(stream.readline())))\n")
+    uses_json = HostScript(script, "berth_uses_json")
+    done = subprocess.run(["sh", "-c", uses_json.command], input=uses_json.payload('{"a": 1}'), cwd=planted,
+                          capture_output=True, timeout=30, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(planted)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == b'{"a": 1}\n'
+    assert not (tmp_path / "json").exists() and not (tmp_path / "sitecustomize").exists()
+
 def test_contributions_keep_role_order() -> None:
     shared = Contributions([Contribution("d", "b", 1, role="x"), Contribution("d", "a", 2, role="y")], {"d": "o"})
     assert list(shared.values("d")) == ["b", "a"]
