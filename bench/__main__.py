@@ -239,10 +239,12 @@ def bench_n(args: argparse.Namespace, bed: Testbed, tools: list[Tool], n: int, r
             check_converged(ctx, f"{tool.name}'s first converge")
             record(results, n, "first", rep, tool, m, outcome)
         for reload in (False, True):
+            before = hosts_cpu(ctx.container_ids)
             floor = measure_floor(bed, ctx.hosts, reload=reload)
-            results.setdefault("floors", []).append(floor.as_json(n, rep))
-            log(f"  N={n} first rep {rep + 1} floor    {floor.slowest:7.2f} s  (dockerd restart"
-                f"{' after a daemon-reload' if reload else ''} on every host at once, nothing else)")
+            host_cpu = hosts_cpu(ctx.container_ids) - before      # docker exec's python3 included (~10 ms a host)
+            results.setdefault("floors", []).append({**floor.as_json(n, rep), "host_cpu": round(host_cpu, 3)})
+            log(f"  N={n} first rep {rep + 1} floor    {floor.slowest:7.2f} s  hosts' cpu {host_cpu:6.2f} s  "
+                f"(dockerd restart{' after a daemon-reload' if reload else ''} on every host at once, nothing else)")
     for rep in range(args.repeat):
         for tool in rotate(tools, rep, args, n):
             m, outcome = measure(tool, ctx, f"n{n}-noop-{rep + 1}")

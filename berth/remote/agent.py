@@ -30,20 +30,27 @@ import contextlib
 import errno
 import fcntl
 import grp
-import hashlib
 import json
 import os
 import pwd
 import re
-import shutil
 import signal
 import socket
 import stat
 import subprocess
 import sys
-import tempfile
 import time
-from urllib.parse import quote
+
+# What only an apply needs (tempfile and shutil, urllib.parse) is imported where it is used: every probe,
+# the no-op's only request, would pay their 6-10 ms of the host's CPU. SHA-256 comes from the interpreter's
+# own module, as the stdlib's random.py takes sha512: hashlib loads OpenSSL's libcrypto first (6-9 ms more).
+try:
+    from _sha256 import sha256  # Python 3.11 and older
+except ImportError:
+    try:
+        from _sha2 import sha256  # Python 3.12 and later
+    except ImportError:
+        from hashlib import sha256
 
 PROTOCOL = 1            # berth/engine/protocol.py PROTOCOL; a request without one is protocol 1
 ROOT = "/"              # the request's root: every path the agent reads or writes is under it
@@ -131,7 +138,7 @@ def file_state(path, want_content):
     if os.path.isfile(path):
         with open(path, "rb") as fh:
             data = fh.read()
-        state["sha256"] = hashlib.sha256(data).hexdigest()
+        state["sha256"] = sha256(data).hexdigest()
         if want_content:
             state["content"] = base64.b64encode(data).decode()
     return state
@@ -236,7 +243,11 @@ def _write_version_cache(entry):
 
 def _which(name):
     # sbin too: Debian's docker.io installs /usr/sbin/dockerd, and a non-login PATH may lack it.
-    return shutil.which(name, path=os.environ.get("PATH", "") + ":/usr/local/sbin:/usr/sbin:/sbin:/usr/bin")
+    for folder in (os.environ.get("PATH", "") + ":/usr/local/sbin:/usr/sbin:/sbin:/usr/bin").split(":"):
+        path = os.path.join(folder, name)
+        if folder and os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    return None
 
 
 def _apt_lists_age():
@@ -409,6 +420,8 @@ class Applier:
         # Temp file beside the target, then rename: readers see the old or the new file, never half. ``target``:
         # the file an error names (a candidate is written beside the file it will replace).
         folder = os.path.dirname(path) or "/"
+        import tempfile
+
         try:
             fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".berth-tmp", dir=folder)
         except OSError as exc:
@@ -718,6 +731,8 @@ def unit_state(unit):
 
 def job_containers(socket_path, label):
     """Every container that carries the label, in any state, from the Docker API on the unix socket (no CLI)."""
+    from urllib.parse import quote
+
     query = "/containers/json?all=1&filters=" + quote(json.dumps({"label": [label]}))
     try:
         return json.loads(_docker_get(socket_path, query))
@@ -824,6 +839,8 @@ def check_upload_dir(path, debs):
 def remove_upload_dir(path):
     # rmtree neither follows a symlink at the top (lstat first) nor inside; a foreign path is left alone.
     if _upload_dir_problem(path) is None:
+        import shutil
+
         shutil.rmtree(host_path(path), ignore_errors=True)
 
 
