@@ -305,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out)
         results = json.loads(out.with_name("results.json").read_text())
         old = out.read_text() if out.exists() else ""
-        out.write_text(markdown(results) + "\n" + (old[old.index(NOTES_MARK):] if NOTES_MARK in old else NOTES_MARK))
+        notes = old[old.index(NOTES_MARK):] if NOTES_MARK in old else NOTES_MARK
+        out.write_text(markdown(results, out) + "\n" + notes)
         return 0
     WORK.mkdir(parents=True, exist_ok=True)
     compile_berth()
@@ -344,14 +345,18 @@ def write(results: dict[str, Any], out: Path, started: float) -> None:
     out.with_name("results.json").write_text(json.dumps(results, indent=1) + "\n")
     old = out.read_text() if out.exists() else ""
     notes = old[old.index(NOTES_MARK):] if NOTES_MARK in old else NOTES_MARK + "\n"
-    out.write_text(markdown(results) + "\n" + notes)
+    out.write_text(markdown(results, out) + "\n" + notes)
 
 
-def markdown(results: dict[str, Any]) -> str:
+TOOL_NAMES = {"berth": "berth", "ansible": "ansible-playbook", "pyinfra": "pyinfra"}
+
+
+def markdown(results: dict[str, Any], out: Path) -> str:
     mc, v = results["machine"], results["versions"]
     load = "/".join(f"{x:.1f}" for x in mc["load_start"]), "/".join(f"{x:.1f}" for x in mc.get("load_end", ()))
+    raw = out.resolve().with_name("results.json")
     lines = [
-        "# Converge benchmark: berth, ansible-playbook, pyinfra",
+        "# Converge benchmark: " + ", ".join(TOOL_NAMES.get(t, t) for t in results.get("tools", TOOL_NAMES)),
         "",
         "Produced by (in the project directory, as root, with `pip install -e '.[dev,bench]'`):",
         "",
@@ -379,7 +384,9 @@ def markdown(results: dict[str, Any]) -> str:
         if any(r["n"] == n for r in results["runs"]):
             lines += [*table(results, n), ""]
     lines += [*per_host_line(results), *first_breakdown(results), *scale_verdict(results)]
-    lines += METHOD.splitlines()
+    lines += METHOD.rstrip().splitlines()
+    raw_path = raw.relative_to(ROOT) if raw.is_relative_to(ROOT) else raw
+    lines += ["", f"Raw figures, every run: `{raw_path}`. Logs of each run: `.testbed/bench/logs/`."]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -439,7 +446,6 @@ paramiko `exec_command` and `invoke_subsystem` calls are counted by `bench/sshco
 (PYTHONPATH of the measured run only). The counters cost about a millisecond per session (ansible's: a fork
 and exec of sh) and microseconds (pyinfra's).
 
-Raw figures, every run: `bench/results.json`. Logs of each run: `.testbed/bench/logs/`.
 """
 
 
