@@ -163,6 +163,12 @@ class AgentProcess:
             raise HostUnreachable(lost_during_apply(self.session, str(exc)) if applying else str(exc)) from None
         return self._read(applying)
 
+    def __enter__(self) -> AgentProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.end()
+
     def end(self) -> None:
         """Close the agent's stdin: it exits. Quietly: what it had to say was read already."""
         if self.exchange is not None:

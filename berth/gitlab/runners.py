@@ -346,45 +346,47 @@ def remove_from_host(session: HostSession, name: str, *, delete: bool) -> str:
     runner (registered for this host alone) is deleted. With ``delete`` the runner itself is deleted in
     GitLab, for every host that uses it.
     """
-    from berth.engine.converge import handler_call, lock_request, run_agent
+    from berth.engine.converge import AgentProcess, handler_call, lock_request
     from berth.engine.resources import Handler
     from berth.gitlab.runner_config import remove_runner
 
     host = session.host
     path = host.vars["gitlab_runner_config"]
     probe = RunnerConfigFile(path, {}, [], host.vars["gitlab_runner_api_token_env"])
-    found = ProbeAnswer.from_wire(run_agent(session, ProbeRequest(files=tuple(probe.probe_files()))))
-    data = found.content(path)
-    if data is None:
-        raise ConfigError(f"{host.name}: {path} does not exist; no runner {name!r} to remove")
-    text = data.decode()
-    remaining, removed = remove_runner(text, name, path=f"{host.name}:{path}")
-    if removed is None:
-        names = ", ".join(runner_names(text)) or "none"
-        raise ConfigError(f"{host.name}: no runner {name!r} in {path} (runners there: {names})")
-    system_id = (found.content(probe.system_id_path) or b"").decode().strip()
-    outcome = "removed only from config.toml (it had no token, so nothing to unregister)"
-    if removed.token:   # the token goes only where the runner itself sends it, and never over plain http
-        require_https(removed.url or "", allowed_http(host.vars.get(VARIABLE), host.origins.get(VARIABLE, VARIABLE)),
-                      f"{host.name}: runner {name} in {path}")
-    try:
-        if removed.token:
-            api = GitLabAPI(removed.url or "", None, timeout=float(host.vars["gitlab_runner_api_timeout"]))
-            if delete:
-                api.delete_runner(removed.token)
-                outcome = "deleted in GitLab"
-            else:
-                outcome = api.unregister_runner(removed.token, system_id)
-    except BerthError as exc:
-        raise HostFailed(f"{host.name}: runner {name}: {redact(str(exc))}; config.toml left as it was") from None
-    state = found.file(path)
-    seen = {k: state.get(k) for k in ("exists", "sha256", "mode", "owner", "group")}
-    step = replace_step(_write(path, remaining), backup=True,
-                        backup_keep=int(host.vars.get("gitlab_runner_config_backups", 3)))
-    request = ApplyRequest(steps=(step,), handlers=(handler_call(Handler(RELOAD_HANDLER, RELOAD_RUNNER)),),
-                           lock=lock_request(host),
-                           expect=Expectation(files={path: seen}))  # GitLab has been told; the file must be as read
-    answer = ApplyAnswer.from_wire(run_agent(session, request))
-    if answer.error:
-        raise HostFailed(f"{host.name}: {answer.error}")
-    return outcome
+    # One agent process, one SSH command: it answers the probe, waits while GitLab is told, then applies.
+    with AgentProcess(session, ProbeRequest(files=tuple(probe.probe_files()))) as agent:
+        found = ProbeAnswer.from_wire(agent.first)
+        data = found.content(path)
+        if data is None:
+            raise ConfigError(f"{host.name}: {path} does not exist; no runner {name!r} to remove")
+        text = data.decode()
+        remaining, removed = remove_runner(text, name, path=f"{host.name}:{path}")
+        if removed is None:
+            names = ", ".join(runner_names(text)) or "none"
+            raise ConfigError(f"{host.name}: no runner {name!r} in {path} (runners there: {names})")
+        system_id = (found.content(probe.system_id_path) or b"").decode().strip()
+        outcome = "removed only from config.toml (it had no token, so nothing to unregister)"
+        if removed.token:   # the token goes only where the runner itself sends it, and never over plain http
+            allowed = allowed_http(host.vars.get(VARIABLE), host.origins.get(VARIABLE, VARIABLE))
+            require_https(removed.url or "", allowed, f"{host.name}: runner {name} in {path}")
+        try:
+            if removed.token:
+                api = GitLabAPI(removed.url or "", None, timeout=float(host.vars["gitlab_runner_api_timeout"]))
+                if delete:
+                    api.delete_runner(removed.token)
+                    outcome = "deleted in GitLab"
+                else:
+                    outcome = api.unregister_runner(removed.token, system_id)
+        except BerthError as exc:
+            raise HostFailed(f"{host.name}: runner {name}: {redact(str(exc))}; config.toml left as it was") from None
+        state = found.file(path)
+        seen = {k: state.get(k) for k in ("exists", "sha256", "mode", "owner", "group")}
+        step = replace_step(_write(path, remaining), backup=True,
+                            backup_keep=int(host.vars.get("gitlab_runner_config_backups", 3)))
+        # GitLab has been told: the file must still be as it was read.
+        request = ApplyRequest(steps=(step,), handlers=(handler_call(Handler(RELOAD_HANDLER, RELOAD_RUNNER)),),
+                               lock=lock_request(host), expect=Expectation(files={path: seen}))
+        answer = ApplyAnswer.from_wire(agent.ask(request))
+        if answer.error:
+            raise HostFailed(f"{host.name}: {answer.error}")
+        return outcome

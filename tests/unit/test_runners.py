@@ -306,16 +306,28 @@ def test_a_listen_address_change_restarts_the_runner_instead(tmp_path, gl):
 
 
 class FakeAgent:
-    """berth.engine.converge.run_agent for remove_from_host: the probe answer, and the apply requests it got."""
+    """berth.engine.converge.AgentProcess for remove_from_host: the probe answer, the requests it got after it,
+    and whether it was ended (one process, one SSH command, always ended)."""
 
     def __init__(self, config: str, system_id: str | None) -> None:
         self.found = probe(config=config, system_id=system_id)
+        self.started: list[dict[str, Any]] = []
         self.applied: list[dict[str, Any]] = []
+        self.ended = False
 
     def __call__(self, session, request):
+        self.started.append(envelope(request))
+        self.first = self.found
+        return self
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.ended = True
+
+    def ask(self, request):
         wire = envelope(request)
-        if wire["action"] == "probe":
-            return self.found
         self.applied.append(wire)
         return {"handlers": [h["name"] for h in wire["handlers"]]}
 
@@ -325,8 +337,11 @@ def remove(tmp_path, monkeypatch, config: str, system_id: str | None, *, delete:
     from berth.gitlab.runners import remove_from_host
 
     agent = FakeAgent(config, system_id)
-    monkeypatch.setattr(engine, "run_agent", agent)
-    return remove_from_host(FakeSession(make_host(tmp_path, [])), "build", delete=delete), agent
+    monkeypatch.setattr(engine, "AgentProcess", agent)
+    try:
+        return remove_from_host(FakeSession(make_host(tmp_path, [])), "build", delete=delete), agent
+    finally:
+        assert [r["action"] for r in agent.started] == ["probe"] and agent.ended
 
 
 def test_remove_glrt_runner_unregisters_only_this_hosts_manager(tmp_path, gl, monkeypatch):
