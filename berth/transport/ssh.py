@@ -249,24 +249,16 @@ class Session:
 
         Every call is one SSH round trip and is counted: that count is the figure berth reports.
         """
-        chan, output = self._exec(command, stdin, sudo, timeout, on_stderr_line)
-        try:
-            output.pump()
-            code = chan.recv_exit_status()
-            chan.close()
-        except (TimeoutError, paramiko.SSHException, OSError, EOFError) as exc:
-            raise self._broken(exc) from None
-        return CommandResult(code, output.stdout(), output.stderr())
+        return _ChannelExchange(self, *self._exec(command, stdin, sudo, timeout, on_stderr_line)).finish()
 
     def start(self, command: str, *, stdin: bytes, sudo: bool = True,
               on_stderr_line: Callable[[str], None] | None = None) -> _ChannelExchange:
         """As ``run``, stdin left open: the command answers line by line (one SSH command, counted once)."""
-        chan, output = self._exec(command, stdin, sudo, None, on_stderr_line, end_stdin=False)
-        return _ChannelExchange(self, chan, output)
+        return _ChannelExchange(self, *self._exec(command, stdin, sudo, None, on_stderr_line))
 
     def _exec(self, command: str, stdin: bytes | None, sudo: bool, timeout: float | None,
-              on_stderr_line: Callable[[str], None] | None,
-              end_stdin: bool = True) -> tuple[paramiko.Channel, _ChannelOutput]:
+              on_stderr_line: Callable[[str], None] | None) -> tuple[paramiko.Channel, _ChannelOutput]:
+        """The command started, ``stdin`` sent and left open (``_ChannelExchange.finish`` closes it)."""
         self.open()
         assert self._cx is not None
         if sudo and not self.is_root:
@@ -278,8 +270,6 @@ class Session:
             chan.exec_command(command)
             if stdin is not None:
                 chan.sendall(stdin)
-            if end_stdin:
-                chan.shutdown_write()
         except (TimeoutError, paramiko.SSHException, OSError, EOFError) as exc:
             raise self._broken(exc) from None
         return chan, _ChannelOutput(chan, on_stderr_line)
