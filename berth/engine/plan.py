@@ -208,7 +208,8 @@ def _plan_service(resource: Service, found: ProbeAnswer, plan: Plan) -> Planned:
     if not drift:
         return Planned()
     return Planned((Change("service", resource.name, " and ".join(drift)),),
-                   (ServiceStep(resource.name, resource.enabled, resource.running),))
+                   (ServiceStep(resource.name, True if "enable" in drift else None,
+                                True if "start" in drift else None),))
 
 
 def _plan_attributes(resource: Attributes, found: ProbeAnswer, plan: Plan) -> Planned:
@@ -274,9 +275,29 @@ def make_plan(resources: Sequence[Resource], handlers: Sequence[Handler], found:
         plan.steps = [replace(s, update=True) if isinstance(s, PackagesStep) else s for s in plan.steps]
         notified = [n for n in notified if n != APT_UPDATE]
     plan.notify(notified, handlers)
+    leave_starts_to_handlers(plan)
     # After every resource, derived ones too: a renewed certificate's disruptive restart drains as well.
     plan.drains += [h.drain for h in plan.handlers if h.disruptive]
     return plan
+
+
+def leave_starts_to_handlers(plan: Plan) -> None:
+    """A stopped unit that a notified handler restarts is started by that handler, not by a service step.
+
+    The steps run before the staged daemon.json is in place and before the daemon-reload: a start there runs
+    the unit with its old configuration, or fails on it (the very configuration this apply repairs), and a
+    dockerd started with the new drop-in but without its daemon.json binds its own /run/docker.sock over
+    docker.socket's, which its exit then unlinks.
+    """
+    restarted = {h.unit for h in plan.handlers if h.starts and h.unit}
+    steps: list[Step] = []
+    for step in plan.steps:
+        if isinstance(step, ServiceStep) and step.running and step.name in restarted:
+            if step.enabled is None:
+                continue
+            step = replace(step, running=None)
+        steps.append(step)
+    plan.steps = steps
 
 
 def _installed(version: str | None, wanted: str | None) -> bool:

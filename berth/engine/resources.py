@@ -127,7 +127,9 @@ class Handler:
     With ``health`` set, the handler is checked afterwards; with ``rollback`` the files written in
     this apply are restored and the command run again when the check fails. A ``disruptive``
     handler ends running CI jobs, so the host is drained first (``drain``). A handler that
-    ``supersedes`` others makes them redundant when both are notified (a restart covers a reload).
+    ``supersedes`` others makes them redundant when both are notified (a restart covers a reload). A
+    handler that ``starts`` its ``unit`` (``systemctl restart`` starts a stopped one) does so in place of the
+    unit's start step, after the new configuration is in place (``berth.engine.plan.leave_starts_to_handlers``).
     """
 
     name: str
@@ -138,6 +140,7 @@ class Handler:
     disruptive: bool = False
     drain: Drain = field(default_factory=Drain)
     supersedes: tuple[str, ...] = ()
+    starts: bool = False
 
 
 def drop_in(unit: str, name: str, content: bytes, *, notify: tuple[str, ...] = ()) -> File:

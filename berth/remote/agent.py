@@ -495,6 +495,8 @@ class Applier:
             # A unit still stopping (gitlab-runner finishing its jobs after SIGQUIT, e.g. after a drain that
             # timed out) holds a plain `start` until its jobs end: queue the start instead of waiting.
             block = ["--no-block"] if unit_state(name) == "deactivating" else []
+            # A unit that failed too often in a row is refused a start until its failure is reset.
+            sh(["systemctl", "reset-failed", name])
             sh(["systemctl", "start", *block, name], check=True)
         elif step.get("running") is False:
             sh(["systemctl", "stop", name], check=True)

@@ -120,7 +120,7 @@ def declare(host: Host, ctx: RoleContext) -> RoleState:
     drain = Drain(socket=v["docker_socket"], timeout=float(v["docker_drain_timeout"]))
     state.handlers += [
         Handler(RELOAD, "systemctl reload docker", unit="docker", health=health, rollback=True),
-        Handler(RESTART, restart_cmd, unit="docker", health=health, rollback=True,
+        Handler(RESTART, restart_cmd, unit="docker", health=health, rollback=True, starts=True,
                 disruptive=bool(v["docker_restart_drains"]), drain=drain, supersedes=(RELOAD,)),
     ]
     return state

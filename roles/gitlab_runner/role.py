@@ -99,7 +99,8 @@ def declare(host: Host, ctx: RoleContext) -> RoleState:
     state.handlers.append(Handler(RELOAD_HANDLER, RELOAD_RUNNER))
     # listen_address changed: the runner reads it only at start. The restart stops it with SIGQUIT (the
     # drop-in above), so running jobs finish first; it makes the reload redundant.
-    state.handlers.append(Handler(RESTART_HANDLER, RESTART_RUNNER, unit="gitlab-runner", supersedes=(RELOAD_HANDLER,)))
+    state.handlers.append(Handler(RESTART_HANDLER, RESTART_RUNNER, unit="gitlab-runner",
+                                  supersedes=(RELOAD_HANDLER,), starts=True))
     return state
 
 

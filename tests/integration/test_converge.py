@@ -72,6 +72,21 @@ def test_option_that_stops_dockerd_is_rolled_back(converged, berth, testbed):
     assert testbed.exec("r1", "systemctl", "is-active", "docker").stdout.strip() == "active"
 
 
+def test_a_dockerd_that_its_daemon_json_keeps_down_is_repaired(converged, berth, testbed):
+    # An edit behind berth's back that dockerd refuses ("the following directives don't match any configuration
+    # option"): dockerd is down. The converge must start it with the declared daemon.json, not the refused one.
+    testbed.exec("r1", "python3", "-c", "import json; p = '/etc/docker/daemon.json'; d = json.load(open(p)); "
+                 "d['no-such-option'] = 1; open(p, 'w').write(json.dumps(d))")
+    testbed.exec("r1", "sh", "-c", "systemctl reset-failed docker; systemctl restart docker", check=False)
+    assert testbed.exec("r1", "systemctl", "is-active", "docker", check=False).stdout.strip() != "active"
+    run = berth("setup-runner", "--host", "r1")
+    assert run.code == 0, run.output
+    assert run.host("r1")["handlers"] == ["restart docker"]
+    assert "no-such-option" not in testbed.exec("r1", "cat", "/etc/docker/daemon.json").stdout
+    # Its socket answers (the Docker CLI on the host), and the TLS port (the handler's health check did).
+    assert testbed.exec("r1", "docker", "version", "--format", "{{.Server.Version}}").stdout.startswith("20.10")
+
+
 def test_unreachable_and_changed_host_key_fail_alone(converged, berth, testbed, tmp_path):
     ssh_config = (ROOT / ".testbed" / "ssh_config").read_text()
     known_hosts = (ROOT / ".testbed" / "known_hosts").read_text()

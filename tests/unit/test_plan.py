@@ -90,8 +90,26 @@ def test_attribute_drift_is_an_attributes_only_write_that_notifies_nothing():
 def test_directory_absent_and_service_steps():
     found = ProbeAnswer(files={"/gone": {"exists": True}}, services={"s": {"active": False, "enabled": True}})
     plan = make_plan([Directory("/d", mode=0o700), Absent("/gone"), Service("s")], [], found)
-    assert plan.steps == [DirectoryStep("/d", 0o700), RemoveStep("/gone"), ServiceStep("s", True, True)]
+    assert plan.steps == [DirectoryStep("/d", 0o700), RemoveStep("/gone"), ServiceStep("s", None, True)]
     assert [c.summary for c in plan.changes] == ["missing", "remove", "start"]
+
+
+def test_a_stopped_unit_that_a_notified_handler_restarts_is_started_by_the_handler_alone():
+    # The steps run before the staged daemon.json is committed and before the daemon-reload: a start there
+    # would run dockerd with the configuration this apply replaces (or fail on it).
+    restart = Handler("restart s", "systemctl restart s", unit="s", starts=True)
+    stopped = ProbeAnswer(services={"s": {"active": False, "enabled": True}})
+    plan = make_plan([File("/c", b"new", notify=("restart s",)), Service("s")], [restart], stopped)
+    assert [s.op for s in plan.steps] == ["write"] and [h.name for h in plan.handlers] == ["restart s"]
+    assert [c.summary for c in plan.changes][-1] == "start"          # still told: the handler starts it
+    disabled = ProbeAnswer(services={"s": {"active": False, "enabled": False}})
+    plan = make_plan([File("/c", b"new", notify=("restart s",)), Service("s")], [restart], disabled)
+    assert plan.steps[-1] == ServiceStep("s", True, None)            # enabled by the step, started by the handler
+    # Nothing notified: the step starts it; a handler that does not start its unit leaves the step alone.
+    assert make_plan([Service("s")], [restart], stopped).steps == [ServiceStep("s", None, True)]
+    reload = Handler("reload s", "systemctl reload s", unit="s")
+    plan = make_plan([File("/c", b"new", notify=("reload s",)), Service("s")], [reload], stopped)
+    assert plan.steps[-1] == ServiceStep("s", None, True)
 
 
 def test_handlers_run_daemon_reload_first_then_in_declared_order_and_a_restart_drops_the_reload():
