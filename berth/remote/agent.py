@@ -532,11 +532,7 @@ class Applier:
             error = self.healthy(step["health"])
         if error is None:
             return {"name": step["name"], "ok": True, "health": time.monotonic() - waited}
-        # The unit's own words (dockerd's "failed to start daemon: ...") say what to fix; a start that hung
-        # says so first, with what the unit logged before it was stopped.
-        said = self.journal_error(step.get("unit"))
-        hung = "did not finish" in error
-        reason = (error + ("; its log: %s" % said if said else "")) if hung else (said or error)
+        reason = self.why_unhealthy(step.get("unit"), error)
         if not step.get("rollback"):
             raise StepFailed("%s: %s" % (step["name"], reason))
         self.put_back()
@@ -544,14 +540,30 @@ class Applier:
             sh(["systemctl", "reset-failed", step["unit"]])
         # The previous configuration gets more time than the new one had, and is never stopped for being slow.
         _run_bounded(step["cmd"], max(timeout, RECOVERY_TIMEOUT), step.get("unit"), stop=False)
-        recovered = self.healthy(step["health"]) is None
-        raise StepFailed(
-            "%s failed: %s; the previous %s %s restored%s" % (
-                step["name"], reason, ", ".join(p for p, _ in self.written) or "configuration",
-                "was" if len(self.written) == 1 else "were",
-                " and the service is running again" if recovered else ", BUT THE SERVICE IS STILL DOWN",
-            )
-        )
+        still = self.healthy(step["health"])
+        if still is None:
+            outcome = " and the service is running again"
+        elif step.get("unit") and unit_state(step["unit"]) == "active":
+            outcome = ", BUT THE SERVICE STILL DOES NOT ANSWER: %s" % still
+        else:
+            outcome = ", BUT THE SERVICE IS STILL DOWN"
+        raise StepFailed("%s failed: %s; the previous %s %s restored%s" % (
+            step["name"], reason, ", ".join(p for p, _ in self.written) or "configuration",
+            "was" if len(self.written) == 1 else "were", outcome))
+
+    def why_unhealthy(self, unit, error):
+        """What to tell of a handler whose health check failed.
+
+        A unit that failed: its own words (dockerd's "failed to start daemon: ..."). A start that hung: that,
+        with what the unit logged before it was stopped. A unit that runs but does not answer: the check's
+        finding (its log holds no reason then, only lines of a start that went well).
+        """
+        if "did not finish" not in error and unit and unit_state(unit) == "active":
+            return "%s is running but %s" % (unit, error)
+        said = self.journal_error(unit)
+        if "did not finish" in error:
+            return error + ("; its log: %s" % said if said else "")
+        return said or error
 
     @staticmethod
     def healthy(health):

@@ -114,6 +114,19 @@ def test_a_unit_that_stays_down_after_the_rollback_is_said_to_be_down(local: Loc
     assert local.path("/etc/demo/demo.conf").read_text() == "listen = 1\n"
 
 
+def test_a_unit_that_runs_but_does_not_answer_is_said_to_run_without_answering(local: LocalHost) -> None:
+    # As dockerd does when its socket file was unlinked under docker.socket: the unit starts, the file is gone.
+    local.converge()
+    socket = local.path("/run/demo.sock")
+    socket.unlink()
+    report = local.converge(demo_conf="listen = 3\n", demo_health_timeout=1)
+    assert report.status == Status.FAILED
+    assert f"restart demo failed: demo is running but {socket} does not answer" in report.error
+    assert f"BUT THE SERVICE STILL DOES NOT ANSWER: {socket} does not answer" in report.error
+    assert "unable to configure" not in report.error        # no journal line of an unrelated start
+    assert local.path("/etc/demo/demo.conf").read_text() == "listen = 1\n"
+
+
 # -- check mode ------------------------------------------------------------------------------------
 def test_check_mode_writes_nothing_shows_the_diff_and_exits_6(local: LocalHost) -> None:
     plans: list[Plan] = []
