@@ -342,6 +342,7 @@ NOTES_MARK = "<!-- Written by hand below this line: kept when the bench rewrites
 def write(results: dict[str, Any], out: Path, started: float) -> None:
     results["machine"]["load_end"] = os.getloadavg()
     results["minutes"] = round((time.monotonic() - started) / 60, 1)
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.with_name("results.json").write_text(json.dumps(results, indent=1) + "\n")
     old = out.read_text() if out.exists() else ""
     notes = old[old.index(NOTES_MARK):] if NOTES_MARK in old else NOTES_MARK + "\n"
