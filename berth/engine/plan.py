@@ -275,24 +275,30 @@ def make_plan(resources: Sequence[Resource], handlers: Sequence[Handler], found:
         plan.steps = [replace(s, update=True) if isinstance(s, PackagesStep) else s for s in plan.steps]
         notified = [n for n in notified if n != APT_UPDATE]
     plan.notify(notified, handlers)
-    leave_starts_to_handlers(plan)
+    leave_starts_to_handlers(plan, handlers)
     # After every resource, derived ones too: a renewed certificate's disruptive restart drains as well.
     plan.drains += [h.drain for h in plan.handlers if h.disruptive]
     return plan
 
 
-def leave_starts_to_handlers(plan: Plan) -> None:
-    """A stopped unit that a notified handler restarts is started by that handler, not by a service step.
+def leave_starts_to_handlers(plan: Plan, handlers: Sequence[Handler]) -> None:
+    """A stopped unit that this apply notifies is started by its handler that starts it, not by a service step.
 
     The steps run before the staged daemon.json is in place and before the daemon-reload: a start there runs
     the unit with its old configuration, or fails on it (the very configuration this apply repairs), and a
     dockerd started with the new drop-in but without its daemon.json binds its own /run/docker.sock over
-    docker.socket's, which its exit then unlinks.
+    docker.socket's, which its exit then unlinks. A reload of a stopped unit becomes that start too.
     """
-    restarted = {h.unit for h in plan.handlers if h.starts and h.unit}
+    starting = {h.unit: h for h in handlers if h.starts and h.unit}
+    notified = {h.unit for h in plan.handlers if h.unit}
+    started = {s.name for s in plan.steps if isinstance(s, ServiceStep) and s.running}
+    taken = started & notified & set(starting)
+    if not taken:
+        return
+    plan.notify([starting[unit].name for unit in sorted(taken)], handlers)
     steps: list[Step] = []
     for step in plan.steps:
-        if isinstance(step, ServiceStep) and step.running and step.name in restarted:
+        if isinstance(step, ServiceStep) and step.running and step.name in taken:
             if step.enabled is None:
                 continue
             step = replace(step, running=None)

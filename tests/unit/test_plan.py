@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -105,11 +105,19 @@ def test_a_stopped_unit_that_a_notified_handler_restarts_is_started_by_the_handl
     disabled = ProbeAnswer(services={"s": {"active": False, "enabled": False}})
     plan = make_plan([File("/c", b"new", notify=("restart s",)), Service("s")], [restart], disabled)
     assert plan.steps[-1] == ServiceStep("s", True, None)            # enabled by the step, started by the handler
-    # Nothing notified: the step starts it; a handler that does not start its unit leaves the step alone.
+    # Nothing notified: the step starts it (the configuration on the host is the one it starts with anyway).
     assert make_plan([Service("s")], [restart], stopped).steps == [ServiceStep("s", None, True)]
+    # A reload of a stopped unit would find nothing to reload: the handler that starts it runs instead.
     reload = Handler("reload s", "systemctl reload s", unit="s")
+    both = [reload, replace(restart, supersedes=("reload s",))]
+    plan = make_plan([File("/c", b"new", notify=("reload s",)), Service("s")], both, stopped)
+    assert [s.op for s in plan.steps] == ["write"] and [h.name for h in plan.handlers] == ["restart s"]
+    running = ProbeAnswer(services={"s": {"active": True, "enabled": True}})
+    plan = make_plan([File("/c", b"new", notify=("reload s",)), Service("s")], both, running)
+    assert [h.name for h in plan.handlers] == ["reload s"]
+    # A unit without a handler that starts it: the step starts it, the reload follows.
     plan = make_plan([File("/c", b"new", notify=("reload s",)), Service("s")], [reload], stopped)
-    assert plan.steps[-1] == ServiceStep("s", None, True)
+    assert plan.steps[-1] == ServiceStep("s", None, True) and [h.name for h in plan.handlers] == ["reload s"]
 
 
 def test_handlers_run_daemon_reload_first_then_in_declared_order_and_a_restart_drops_the_reload():
