@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
@@ -72,17 +73,21 @@ def test_option_that_stops_dockerd_is_rolled_back(converged, berth, testbed):
     assert testbed.exec("r1", "systemctl", "is-active", "docker").stdout.strip() == "active"
 
 
-def test_a_dockerd_that_its_daemon_json_keeps_down_is_repaired(converged, berth, testbed):
-    # An edit behind berth's back that dockerd refuses ("the following directives don't match any configuration
-    # option"): dockerd is down. The converge must start it with the declared daemon.json, not the refused one.
+@pytest.mark.parametrize("key, value", [
+    ("no-such-option", "1"),                # "the following directives don't match any configuration option"
+    ("max-concurrent-downloads", "'three'"),    # a reloadable key: its repair alone would be a reload
+])
+def test_a_dockerd_that_its_daemon_json_keeps_down_is_repaired(converged, berth, testbed, key, value):
+    # An edit behind berth's back that dockerd refuses: dockerd is down. The converge must start it with the
+    # declared daemon.json, not the refused one, and a reload of a stopped dockerd must become its start.
     testbed.exec("r1", "python3", "-c", "import json; p = '/etc/docker/daemon.json'; d = json.load(open(p)); "
-                 "d['no-such-option'] = 1; open(p, 'w').write(json.dumps(d))")
+                 f"d['{key}'] = {value}; open(p, 'w').write(json.dumps(d))")
     testbed.exec("r1", "sh", "-c", "systemctl reset-failed docker; systemctl restart docker", check=False)
     assert testbed.exec("r1", "systemctl", "is-active", "docker", check=False).stdout.strip() != "active"
     run = berth("setup-runner", "--host", "r1")
     assert run.code == 0, run.output
     assert run.host("r1")["handlers"] == ["restart docker"]
-    assert "no-such-option" not in testbed.exec("r1", "cat", "/etc/docker/daemon.json").stdout
+    assert key not in testbed.exec("r1", "cat", "/etc/docker/daemon.json").stdout
     # Its socket answers (the Docker CLI on the host), and the TLS port (the handler's health check did).
     assert testbed.exec("r1", "docker", "version", "--format", "{{.Server.Version}}").stdout.startswith("20.10")
 
