@@ -210,12 +210,18 @@ def _booted(bed: Testbed, host: str) -> bool:
     return bed.exec(host, "sh", "-c", probe, check=False).returncode == 0
 
 
-def bench_n(args: argparse.Namespace, bed: Testbed, tools: list[Tool], n: int, results: dict[str, Any]) -> None:
+def hosts_context(bed: Testbed, n: int) -> Context:
+    """Hosts r1..rN up, with what every tool needs of them (addresses, the daemons' CA, their containers)."""
     started = testbed_up(bed, n)
     ctx = Context(WORK, [h.name for h in started], {h.name: h.address for h in started}, WORK / "ca",
                   WORK / "pki")
     ctx.container_ids = container_ids(bed, ctx.hosts)
     write_trust_bundles(ctx)
+    return ctx
+
+
+def bench_n(args: argparse.Namespace, bed: Testbed, tools: list[Tool], n: int, results: dict[str, Any]) -> None:
+    ctx = hosts_context(bed, n)
     for tool in tools:
         tool.prepare(ctx)
     log(f"N={n}: berth converges every host once (installs Docker where missing, issues certificates)")

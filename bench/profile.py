@@ -22,9 +22,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.__main__ import WORK, container_ids, log, reset, testbed_up, write_trust_bundles
+from bench.__main__ import BenchError, hosts_context, log, measure, reset
 from bench.floor import measure_floor
-from bench.tools import ROOT, TOOLS, Context, Tool
+from bench.tools import ROOT, TOOLS, Tool
 from berth.testbed import Testbed
 
 HZ = 999         # samples per second and CPU
@@ -92,10 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("perf") is None:
         parser.error("perf is not installed (linux-perf): this profile samples every CPU with it")
     bed = Testbed(ROOT, log=log)
-    started = testbed_up(bed, args.hosts)
-    ctx = Context(WORK, [h.name for h in started], {h.name: h.address for h in started}, WORK / "ca", WORK / "pki")
-    ctx.container_ids = container_ids(bed, ctx.hosts)
-    write_trust_bundles(ctx)
+    ctx = hosts_context(bed, args.hosts)
     columns: dict[str, tuple[dict[str, float], float]] = {}
     with tempfile.TemporaryDirectory(prefix="berth-profile-") as tmp:
         scratch = Path(tmp)
@@ -111,12 +108,13 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(3)       # the hosts settle after the reset
 
             def converge(tool: Tool = tool) -> None:
-                argv, env = tool.command(ctx, f"profile-{tool.name}")
-                done = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True)
-                if done.returncode != 0:
-                    raise SystemExit(f"{tool.name} failed (exit {done.returncode}): {done.stderr[-2000:]}")
+                measure(tool, ctx, f"profile-{tool.name}")      # as the benchmark runs and checks it
 
-            columns[f"{name} first converge"] = profile(name, converge, scratch)
+            try:
+                columns[f"{name} first converge"] = profile(name, converge, scratch)
+            except BenchError as exc:
+                log(f"error: {exc}")
+                return 1
             log(f"{name}: {columns[f'{name} first converge'][1]:.2f} s")
     text = markdown(columns, args.hosts)
     Path(args.out).write_text(text)

@@ -558,10 +558,11 @@ class Applier:
         with what the unit logged before it was stopped. A unit that runs but does not answer: the check's
         finding (its log holds no reason then, only lines of a start that went well).
         """
-        if "did not finish" not in error and unit and unit_state(unit) == "active":
+        hung = "did not finish" in error
+        if not hung and unit and unit_state(unit) == "active":
             return "%s is running but %s" % (unit, error)
         said = self.journal_error(unit)
-        if "did not finish" in error:
+        if hung:
             return error + ("; its log: %s" % said if said else "")
         return said or error
 
