@@ -1,8 +1,8 @@
 """Converge one host: probe, plan (local), apply, with one agent process on the host (AgentProcess).
 
 A host costs one SSH command, converged or changed: the agent answers the probe, waits while the controller
-plans, and answers the apply on the same command. Plus one per certificate to issue (the host makes its key
-and CSR) and one SFTP upload when local .deb files are needed.
+plans, and answers the apply on the same command. A certificate to issue is one more request on that command
+(the host makes its key and CSR, berth signs it), and local .deb files one SFTP upload.
 
 When a notified handler is disruptive (it ends running CI jobs), or a changed package asks for it, the apply
 request carries a drain: the agent stops the runner from taking jobs and waits for running job containers
@@ -329,9 +329,16 @@ class Converger:
     def _apply(self, session: HostSession, agent: AgentProcess, plan: Plan, report: HostReport,
                expect: Expectation, host: Host) -> None:
         clock = _Clock(report.timings)
+
+        def ask(request: Request) -> dict[str, Any]:       # a prepare's question to the agent (a CSR)
+            answer = agent.ask(request)
+            if answer.get("error"):
+                raise HostFailed(f"{host.name}: {answer['error']}")
+            return answer
+
         with clock("csr"):
             for prepare in plan.prepare:
-                plan.steps += prepare(session)
+                plan.steps += prepare(ask)
         heavy = self.heavy is not None and HeavySteps.is_heavy(
             [s if isinstance(s, dict) else s.wire() for s in plan.steps], plan.uploads)
         with (self.heavy.hold(heavy) if self.heavy is not None else nullcontext(lambda: 0.0)) as waited:

@@ -26,6 +26,7 @@ from berth.engine.protocol import (
     ProbeAnswer,
     ProbeRequest,
     RemoveStep,
+    Request,
     ServiceStep,
     Step,
     WriteStep,
@@ -43,7 +44,6 @@ from berth.engine.resources import (
     Resource,
     Service,
 )
-from berth.transport.base import HostSession
 
 # On disk (not /run or a tmpfs /tmp: gitlab-runner's packages are hundreds of MB) and writable by a non-root
 # SSH user; sticky, so nobody else can move or remove berth's directory there. apt-get then reads the files
@@ -61,8 +61,10 @@ class Change:
 
 
 # What a derived resource does during the apply (have the host make a CSR, register a runner in GitLab):
-# called with the host's session, it returns the steps that go out with the rest of the apply.
-Prepare = Callable[[HostSession], list[Step]]
+# called with a way to ask the host's agent (the process that answered the probe), it returns the steps that
+# go out with the rest of the apply. The agent's answer comes back as a dict; an answer with an error raises.
+AskAgent = Callable[[Request], dict[str, Any]]
+Prepare = Callable[[AskAgent], list[Step]]
 
 
 @dataclass(frozen=True)

@@ -258,7 +258,22 @@ class HealthRequest:
         return {"timeout": self.timeout, "checks": [c.wire() for c in self.checks]}
 
 
-Request = ProbeRequest | ApplyRequest | HealthRequest
+@dataclass(frozen=True)
+class CsrRequest:
+    """Have the host make a certificate signing request for ``key`` (first the key itself, with openssl genpkey's
+    ``genpkey`` options, when they are given): the key never leaves the host, only its CSR does."""
+
+    action: ClassVar[str] = "csr"
+    key: str
+    common_name: str
+    genpkey: tuple[str, ...] | None = None
+
+    def body(self) -> dict[str, Any]:
+        return {"key": self.key, "common_name": self.common_name,
+                "genpkey": list(self.genpkey) if self.genpkey is not None else None}
+
+
+Request = ProbeRequest | ApplyRequest | HealthRequest | CsrRequest
 
 
 def envelope(request: Request, *, root: str = "/") -> dict[str, Any]:
@@ -337,6 +352,17 @@ class HealthAnswer:
     def from_wire(cls, answer: Mapping[str, Any]) -> HealthAnswer:
         _check(answer)
         return cls(error=answer.get("error"))
+
+
+@dataclass
+class CsrAnswer:
+    csr: str | None = None          # PEM
+    error: str | None = None
+
+    @classmethod
+    def from_wire(cls, answer: Mapping[str, Any]) -> CsrAnswer:
+        _check(answer)
+        return cls(csr=answer.get("csr"), error=answer.get("error"))
 
 
 def steps_wire(steps: Sequence[Step]) -> list[dict[str, Any]]:

@@ -234,7 +234,7 @@ class _Registration:
     moved: dict[str, tuple[str, str, str]]     # name: old url, new url, token
     system_id: str
 
-    def __call__(self, session: Any = None) -> list[Step]:
+    def __call__(self, ask: Any = None) -> list[Step]:       # GitLab's API, not the host, is asked
         config, host = self.config, self.host
         tokens = {spec.name: self._register(spec) for spec in self.pending}
         replace = []

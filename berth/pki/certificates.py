@@ -4,33 +4,32 @@ A server certificate (the daemon's TLS port) or a client certificate (for jobs o
 reach another daemon) is a *derived* resource: it can only be planned after the probe.
 
 Planning needs the probe (the certificate on the host, the addresses for the SANs) and the CA, so
-it runs after the probe. Issuing costs one extra command: the host creates its key (or reuses
-it) and prints a CSR; the controller signs it; the certificate goes out with the rest of the apply.
+it runs after the probe. Issuing costs one more request to the agent that answered the probe (no extra
+SSH command): the host creates its key (or reuses it) and answers with a CSR; the controller signs it; the
+certificate goes out with the rest of the apply.
 """
 
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from berth.engine.plan import Change, Plan, Planned
-from berth.engine.protocol import FileQuery, InstallKeyStep, ProbeAnswer, Step, WriteStep
+from berth.engine.plan import AskAgent, Change, Plan, Planned
+from berth.engine.protocol import CsrAnswer, CsrRequest, FileQuery, InstallKeyStep, ProbeAnswer, Step, WriteStep
 from berth.errors import HostFailed, PKIError
 from berth.inventory.loader import Host
 from berth.pki.ca import FLEET_ZONE, cert_info, parse_san, renewal_reason
 
 if TYPE_CHECKING:
     from berth.engine.roles import RoleContext
-    from berth.transport.base import HostSession
 
 # openssl genpkey arguments per key type (berth.pki.ca.KEY_TYPES).
 GENPKEY = {
-    "ec-p256": "-algorithm EC -pkeyopt ec_paramgen_curve:P-256",
-    "ec-p384": "-algorithm EC -pkeyopt ec_paramgen_curve:P-384",
-    "ed25519": "-algorithm ED25519",
-    "rsa-3072": "-algorithm RSA -pkeyopt rsa_keygen_bits:3072",
-    "rsa-4096": "-algorithm RSA -pkeyopt rsa_keygen_bits:4096",
+    "ec-p256": ("-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"),
+    "ec-p384": ("-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384"),
+    "ed25519": ("-algorithm", "ED25519"),
+    "rsa-3072": ("-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:3072"),
+    "rsa-4096": ("-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:4096"),
 }
 
 
@@ -133,18 +132,14 @@ class _Issue:
     wanted_sans: list[str]
     new_key: bool
 
-    def __call__(self, session: HostSession) -> list[Step]:
+    def __call__(self, ask: AskAgent) -> list[Step]:
         cert = self.cert
-        key = shlex.quote(cert.key_path)
-        csr_key = shlex.quote(cert.key_path + ".next") if self.new_key else key
-        script = ["set -e", "umask 077", f"mkdir -p $(dirname {key})"]
-        if self.new_key:
-            script.append(f"openssl genpkey {GENPKEY[cert.key_type]} -out {csr_key} 2>/dev/null")
-        script.append(f"openssl req -new -key {csr_key} -subj {shlex.quote('/CN=' + cert.common_name)}")
-        result = session.run("; ".join(script))
-        if not result.ok or "BEGIN CERTIFICATE REQUEST" not in result.stdout:
-            raise HostFailed(f"{session.host.name}: making a key and CSR failed: {result.stderr.strip()[-500:]}")
-        csr = result.stdout.encode()
+        csr_key = cert.key_path + ".next" if self.new_key else cert.key_path
+        answer = CsrAnswer.from_wire(ask(CsrRequest(csr_key, cert.common_name,
+                                                    GENPKEY[cert.key_type] if self.new_key else None)))
+        if not answer.csr:
+            raise HostFailed(f"{cert.common_name}: the agent answered no CSR for {csr_key}")
+        csr = answer.csr.encode()
         ca = self.ctx.ca()
         if cert.purpose == "client":
             pem = ca.sign_client_csr(csr, name=cert.common_name, zone=cert.zone, days=cert.days)

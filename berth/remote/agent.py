@@ -1,7 +1,7 @@
 """The remote half of berth: sent over SSH and run by the host's python3 (stdlib only, 3.9+).
 
 It is never installed on the host. berth sends this source and JSON requests on stdin in one SSH command
-(berth/transport/bootstrap.py), and reads a JSON answer, one line, from stdout for each. Three requests exist:
+(berth/transport/bootstrap.py), and reads a JSON answer, one line, from stdout for each. Four requests exist:
 
 - ``probe``: read-only. Facts about the host and the state of every declared resource.
 - ``apply``: an ordered list of steps, then the notified handlers, each guarded by a health check
@@ -14,9 +14,11 @@ It is never installed on the host. berth sends this source and JSON requests on 
   and unit it was planned from is still as the probe saw it (``expect``); if not, it changes
   nothing.
 - ``health``: read-only. Do the daemons answer (unix socket /_ping, TCP ports accept)?
+- ``csr``: make a key (when asked) and a certificate signing request for it; the key stays on the host.
 
 A converge sends the probe, plans on the controller while this process waits, and sends the apply to
-the same process when something changes: one command per host, converged or not.
+the same process when something changes (after a CSR for each certificate to issue, signed on the
+controller): one command per host, converged or not.
 
 The request names its ``protocol`` (berth/engine/protocol.py holds the typed side; this file cannot import
 it) and the ``root`` every path is under ("/" on a host; berth.transport.local runs this file on the
@@ -1143,7 +1145,32 @@ def health(request):
     return {"error": "; ".join(problems) or None}
 
 
-ACTIONS = {"probe": probe, "apply": apply, "health": health}
+CSR_PEM = re.compile(r"-----BEGIN CERTIFICATE REQUEST-----[^-]+-----END CERTIFICATE REQUEST-----")
+
+
+def csr(request):
+    """A certificate signing request for the key at ``key``, made with the host's openssl; with ``genpkey``
+    (openssl genpkey's options), the key is made first. Its folder is made 0700 and the key 0600 (umask 077):
+    the key never leaves the host, only the CSR does. Before an apply, outside its lock: the apply swaps a
+    new key in (install_key) and writes the signed certificate."""
+    key = host_path(request["key"])
+    old_umask = os.umask(0o077)
+    try:
+        os.makedirs(os.path.dirname(key), exist_ok=True)
+        if request.get("genpkey") is not None:
+            code, out = sh(["openssl", "genpkey", *request["genpkey"], "-out", key])
+            if code != 0:
+                return {"error": "making the key %s failed: %s" % (request["key"], out.strip()[-500:])}
+        code, out = sh(["openssl", "req", "-new", "-key", key, "-subj", "/CN=" + request["common_name"]])
+    finally:
+        os.umask(old_umask)
+    found = CSR_PEM.search(out)
+    if code != 0 or found is None:
+        return {"error": "making a CSR for %s failed: %s" % (request["key"], out.strip()[-500:])}
+    return {"csr": found.group(0) + "\n", "error": None}
+
+
+ACTIONS = {"probe": probe, "apply": apply, "health": health, "csr": csr}
 # The steps an apply may name (berth/engine/protocol.py STEP_OPS), each an Applier method.
 STEPS = ("write", "install_key", "directory", "remove", "packages", "service", "group_members")
 # Steps that may end running jobs (a package's maintainer scripts restart dockerd; a unit stops or starts):

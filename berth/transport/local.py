@@ -3,8 +3,8 @@
 For tests of the engine without SSH, Docker or root's real files: every path the agent reads or writes
 is under ``root`` (the request's root, berth/remote/agent.py host_path), and the commands it runs
 (systemctl, dpkg-query, apt-get, dockerd, ...) are looked up on a PATH that starts with ``bin_dir``,
-where a test puts stand-ins. Only the agent runs here: any other command would act on this machine
-outside ``root`` (a CSR script writes to absolute paths), so it is refused.
+where a test puts stand-ins (openssl, which makes a certificate's key and CSR, is this machine's own). Only
+the agent runs here: any other command would act on this machine outside ``root``, so it is refused.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
@@ -16,6 +17,7 @@ from berth.engine.protocol import (
     PackagesStep,
     ProbeAnswer,
     RemoveStep,
+    Request,
     ServiceStep,
     WriteStep,
 )
@@ -48,6 +50,7 @@ def present(content: bytes, mode: int = 0o644, owner: str = "root", group: str =
 def test_every_resource_class_is_declared_once_and_every_step_is_one_the_agent_knows():
     assert set(KINDS) == {File, Directory, Attributes, Absent, Packages, Service}
     assert set(agent.STEPS) == STEP_OPS
+    assert set(agent.ACTIONS) == {request.action for request in get_args(Request)}
     assert agent.PROTOCOL == 1
 
 
@@ -171,7 +174,7 @@ class Issued:
             return Planned(notes=(f"{self.path} is there",))
         first = (DirectoryStep("/var/lib/issued", 0o700),) if self.first else ()
         return Planned((Change("certificate", self.path, "issue"),), first=first, notify=self.notify,
-                       prepare=lambda session: [WriteStep(self.path, b"made during the apply", 0o444)])
+                       prepare=lambda ask: [WriteStep(self.path, b"made during the apply", 0o444)])
 
 
 def test_a_derived_resource_adds_its_changes_and_its_prepare_and_is_left_unchanged():
