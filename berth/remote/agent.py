@@ -632,6 +632,10 @@ VALIDATORS = {"dockerd": validate_daemon_json}
 DRAIN_DROPIN = "/run/systemd/system/%s.service.d/zz-berth-drain.conf"
 DRAIN_DROPIN_TEXT = b"# berth: drained before a disruptive change (removed when the runner resumes)\n" \
     b"[Service]\nKillSignal=SIGQUIT\nTimeoutStopSec=infinity\n"
+# The same, as systemctl show reports it of a unit whose stop is graceful already: role gitlab_runner's
+# berth-kill.conf with the default gitlab_runner_stop_timeout. Then the drop-in, and the two daemon-reloads
+# that add and remove it (each runs every systemd generator), are skipped.
+GRACEFUL_STOP = {"KillSignal": str(int(signal.SIGQUIT)), "TimeoutStopUSec": "infinity"}
 
 
 class Drain:
@@ -704,17 +708,18 @@ class Drain:
     def _stop_runner(self):
         if not self.unit:
             return
-        _, out = sh(["systemctl", "show", "-p", "LoadState,ActiveState", self.unit])
+        _, out = sh(["systemctl", "show", "-p", "LoadState,ActiveState," + ",".join(GRACEFUL_STOP), self.unit])
         props = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
         if props.get("LoadState") != "loaded":
             return
         if props.get("ActiveState") not in ("active", "activating", "reloading"):
             self.state["runner"] = "inactive"      # stopped by someone else: left as it is
             return
-        path = host_path(DRAIN_DROPIN % self.unit)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        Applier._atomic(path, DRAIN_DROPIN_TEXT, 0o644, "root", "root")
-        sh(["systemctl", "daemon-reload"], check=True)
+        if any(props.get(key) != value for key, value in GRACEFUL_STOP.items()):
+            path = host_path(DRAIN_DROPIN % self.unit)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            Applier._atomic(path, DRAIN_DROPIN_TEXT, 0o644, "root", "root")
+            sh(["systemctl", "daemon-reload"], check=True)
         sh(["systemctl", "stop", "--no-block", self.unit], check=True)
         self.stopped_runner = True
         self.state["runner"] = "stopped"
@@ -727,12 +732,12 @@ class Drain:
             self.state["runner"] = "left stopped: %s" % daemon_error
             return
         stopping = unit_state(self.unit) == "deactivating"
-        if not stopping:
-            dropin = host_path(DRAIN_DROPIN % self.unit)
-            os.unlink(dropin) if os.path.exists(dropin) else None
+        dropin = host_path(DRAIN_DROPIN % self.unit)
+        if not stopping and os.path.exists(dropin):
+            os.unlink(dropin)
             sh(["systemctl", "daemon-reload"])
-        # else the drain timed out and the runner still finishes its jobs: its stop stays graceful (the
-        # drop-in goes at reboot), and --no-block lets systemd start it once those jobs are done.
+        # While the runner still finishes its jobs (the drain timed out), its stop stays graceful (the drop-in
+        # goes at reboot), and --no-block lets systemd start it once those jobs are done.
         code, out = sh(["systemctl", "start", "--no-block", self.unit])
         self.state["resumed"] = code == 0
         if code != 0:

@@ -158,3 +158,59 @@ def test_job_containers_asks_the_docker_api_for_every_container_with_the_label(t
     assert request_line.startswith("GET /containers/json?all=1&filters=")    # stopped ones too
     assert "com.gitlab.gitlab-runner.job.id" in unquote(request_line.split("filters=")[1])
     assert agent.job_containers(str(tmp_path / "none.sock"), JOB_LABEL) == []   # no daemon: nothing to stop
+
+
+# -- stopping the runner: gracefully, with a runtime drop-in only when its unit's stop is not graceful already --
+class RunnerUnit:
+    """systemctl as the drain calls it, for one runner unit (systemd(1) show's Key=value lines)."""
+
+    def __init__(self, kill_signal: str, timeout: str) -> None:
+        self.props = {"LoadState": "loaded", "ActiveState": "active", "KillSignal": kill_signal,
+                      "TimeoutStopUSec": timeout}
+        self.ran: list[str] = []
+
+    def sh(self, argv: list[str], **kw) -> tuple[int, str]:
+        self.ran.append(" ".join(argv))
+        if argv[1] == "stop":
+            self.props["ActiveState"] = "inactive"
+        if argv[1] == "show":
+            asked = argv[argv.index("-p") + 1].split(",")
+            if "--value" in argv:
+                return 0, "\n".join(self.props[k] for k in asked) + "\n"
+            return 0, "".join(f"{k}={self.props[k]}\n" for k in asked)
+        return 0, ""
+
+
+def drain_and_resume(monkeypatch, tmp_path, unit: RunnerUnit) -> tuple[bool, bool]:
+    """(was the drop-in there while the runner was stopped, is it there after the resume)"""
+    monkeypatch.setattr(agent, "ROOT", str(tmp_path))
+    monkeypatch.setattr(agent, "sh", unit.sh)
+    monkeypatch.setattr(agent, "job_containers", lambda sock, label: [])
+    dropin = tmp_path / (agent.DRAIN_DROPIN % "gitlab-runner").lstrip("/")
+    drain = agent.Drain(spec(runner_unit="gitlab-runner"))
+    drain.begin()
+    drain.settle()
+    during = dropin.exists()
+    drain.resume(None)
+    assert drain.state["runner"] == "resumed" and drain.state["resumed"]
+    return during, dropin.exists()
+
+
+def test_a_runner_whose_stop_is_not_graceful_gets_a_runtime_drop_in_for_the_drain(monkeypatch, tmp_path):
+    unit = RunnerUnit("15", "1min 30s")            # the packaged unit: SIGTERM, then SIGKILL after 90 s
+    assert drain_and_resume(monkeypatch, tmp_path, unit) == (True, False)
+    changing = [c for c in unit.ran if not c.startswith("systemctl show")]
+    assert changing == ["systemctl daemon-reload", "systemctl stop --no-block gitlab-runner",
+                        "systemctl daemon-reload", "systemctl start --no-block gitlab-runner"]
+
+
+def test_a_runner_stopped_gracefully_by_its_own_drop_in_is_drained_without_a_daemon_reload(monkeypatch, tmp_path):
+    unit = RunnerUnit("3", "infinity")             # role gitlab_runner's berth-kill.conf: SIGQUIT, no time limit
+    assert drain_and_resume(monkeypatch, tmp_path, unit) == (False, False)
+    changing = [c for c in unit.ran if not c.startswith("systemctl show")]
+    assert changing == ["systemctl stop --no-block gitlab-runner", "systemctl start --no-block gitlab-runner"]
+
+
+def test_a_graceful_signal_with_a_time_limit_still_gets_the_drop_in(monkeypatch, tmp_path):
+    unit = RunnerUnit("3", "1h")                   # systemd would kill a job still running after an hour
+    assert drain_and_resume(monkeypatch, tmp_path, unit) == (True, False)
