@@ -34,7 +34,7 @@ from dataclasses import replace as replace_step
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from berth.engine.plan import Change, Plan, Planned
+from berth.engine.plan import AskAgent, Change, Plan, Planned
 from berth.engine.protocol import (
     ApplyAnswer,
     ApplyRequest,
@@ -234,7 +234,7 @@ class _Registration:
     moved: dict[str, tuple[str, str, str]]     # name: old url, new url, token
     system_id: str
 
-    def __call__(self, ask: Any = None) -> list[Step]:       # GitLab's API, not the host, is asked
+    def __call__(self, ask: AskAgent | None = None) -> list[Step]:       # GitLab's API is asked, not the host
         config, host = self.config, self.host
         tokens = {spec.name: self._register(spec) for spec in self.pending}
         replace = []

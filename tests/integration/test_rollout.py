@@ -27,6 +27,12 @@ def hosts_of(run) -> dict[str, dict]:
     return {h["host"]: h for h in run.report["hosts"]}
 
 
+def stop_settings(testbed) -> dict[str, str]:
+    """How systemd stops r1's runner: its KillSignal (a number) and TimeoutStopUSec."""
+    out = testbed.exec("r1", "systemctl", "show", "-p", "KillSignal,TimeoutStopUSec", "gitlab-runner").stdout
+    return dict(line.split("=", 1) for line in out.splitlines())
+
+
 def sha256_on(testbed, host: str, path: str) -> str:
     return hashlib.sha256(testbed.exec(host, "cat", path).stdout.encode()).hexdigest()
 
@@ -127,7 +133,31 @@ def test_restart_waits_for_the_running_job(converged, berth, testbed, start_job)
     assert "graceful (SIGQUIT)" in journal and "All jobs finished" in journal
     assert systemd(testbed, "r1", "ActiveState", "gitlab-runner") == "active"
     assert unit_started(testbed, "gitlab-runner") > unit_started(testbed, "docker")
+    # Its unit stops gracefully already (role gitlab_runner's berth-kill.conf): the drain added no runtime drop-in.
+    assert stop_settings(testbed) == {"KillSignal": "3", "TimeoutStopUSec": "infinity"}
+    assert testbed.exec("r1", "ls", "/run/systemd/system/gitlab-runner.service.d/", check=False).stdout == ""
+
+
+def test_a_runner_whose_unit_would_abort_its_jobs_is_stopped_gracefully_all_the_same(converged, berth, testbed,
+                                                                                      start_job):
+    # Without role gitlab_runner's berth-kill.conf, the packaged unit stops the runner with SIGTERM, which aborts
+    # its jobs (gitlab-runner commands/multi.go): the drain puts a runtime drop-in first, and removes it after.
+    testbed.exec("r1", "sh", "-c", "rm /etc/systemd/system/gitlab-runner.service.d/berth-kill.conf && "
+                 "systemctl daemon-reload")
+    assert stop_settings(testbed) == {"KillSignal": "15", "TimeoutStopUSec": "1min 30s"}
+    since = testbed.exec("r1", "date", "+%Y-%m-%d %H:%M:%S").stdout.strip()
+    job = start_job(6)
+    run = berth("rollout", "--limit", "r1", "-e", LOG_LEVEL_CHANGE)
+    assert run.code == 0, run.output
+    r1 = hosts_of(run)["r1"]
+    assert r1["status"] == "converged" and "restart docker" in r1["handlers"]
+    assert r1["drain"]["jobs"] == 1 and r1["drain"]["runner"] == "resumed"
+    assert container_state(testbed, job) == (False, 0)
+    journal = testbed.exec("r1", "journalctl", "-u", "gitlab-runner", "--since", since, "-o", "cat",
+                           "--no-pager").stdout
+    assert "graceful (SIGQUIT)" in journal and "All jobs finished" in journal
     assert testbed.exec("r1", "ls", "/run/systemd/system/gitlab-runner.service.d/").stdout == ""
+    assert stop_settings(testbed) == {"KillSignal": "3", "TimeoutStopUSec": "infinity"}    # berth-kill.conf back
 
 
 def test_drain_timeout_leaves_the_host_unchanged_and_the_job_running(converged, berth, testbed, start_job):
