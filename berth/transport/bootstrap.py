@@ -1,33 +1,47 @@
-"""The one way berth runs its host-side scripts (berth/remote/): source and requests on stdin.
+"""The one way berth runs its host-side scripts (berth/remote/): everything on stdin.
 
-Nothing is installed on the host. ``python3 -I -S -c`` reads a line with the length of the script's source, the
-source, compiles and runs it, and calls its ``main`` with the rest of stdin: requests, one JSON line each.
-The converge agent (berth/remote/agent.py) answers each request on a line of stdout, so one process answers
-a probe and then the apply made from it; verify's facts command (berth/remote/facts.py) answers one. Both go
-through ``HostScript``.
+Nothing is installed on the host. ``python3 -I -S -c`` reads a line with the length of berth/remote/loader.py's
+source and runs it; the loader reads the script the same way (its length, its source), runs it (compiled once and
+kept in a root-only /run/berth: loader.py says why and how that is trusted), and calls its ``main`` with the rest
+of stdin: requests, one JSON line each. The converge agent (berth/remote/agent.py) answers each request on a line
+of stdout, so one process answers a probe and then the apply made from it; verify's facts command
+(berth/remote/facts.py) answers one. Both go through ``HostScript``.
 """
 
 from __future__ import annotations
 
+import os
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from berth.transport.base import CommandResult, Exchange, HostSession
 
+LOADER = (Path(__file__).parents[1] / "remote" / "loader.py").read_bytes()
+CACHE_DIR = "/run/berth"        # on the host; under the agent's root for berth.transport.local
 
-def command(module_name: str) -> str:
-    """The shell command that runs a script sent on stdin as module ``module_name`` (shown in tracebacks).
+
+def command(module_name: str, cache_dir: str | None = None) -> str:
+    """The shell command that runs a script sent on stdin (after the loader) as module ``module_name`` (shown in
+    tracebacks), its compiled code kept in ``cache_dir`` (None: compiled every time).
 
     ``-I -S``: the standard library alone. Without ``-I`` the working directory (the SSH user's home) comes
     first on ``sys.path`` and a ``json.py`` there would run as root; without ``-S`` every ``.pth`` file of the
     host's site-packages runs first, and the start-up takes longer.
     """
-    label = module_name.replace("_", "-")
-    return (
-        "python3 -I -S -c \"import sys; f = sys.stdin.buffer; c = f.read(int(f.readline())); "
-        f"g = {{'__name__': '{module_name}'}}; exec(compile(c, '{label}', 'exec'), g); g['main'](f)\""
-    )
+    return ("python3 -I -S -c \"import sys; f = sys.stdin.buffer; exec(f.read(int(f.readline())))\" "
+            f"{module_name} {shlex.quote(cache_dir or '-')}")
+
+
+def cache_dir(session: HostSession) -> str:
+    root = session.agent_root
+    return CACHE_DIR if root == "/" else os.path.join(root, CACHE_DIR.lstrip("/"))
+
+
+def framed(data: bytes) -> bytes:
+    """As the bootstrap and the loader read a source: a line with its length, then the bytes."""
+    return b"%d\n" % len(data) + data
 
 
 @dataclass(frozen=True)
@@ -43,22 +57,24 @@ class HostScript:
 
     @property
     def command(self) -> str:
+        """Without a cache: compiled every time."""
         return command(self.module_name)
 
     def payload(self, request: str) -> bytes:
-        """The source, framed by its length, then the request's line."""
-        source = self.source.encode()
-        return b"%d\n" % len(source) + source + line(request)
+        """The loader and the source, each framed by its length, then the request's line."""
+        return framed(LOADER) + framed(self.source.encode()) + line(request)
 
     def run(self, session: HostSession, request: str,
             on_stderr_line: Callable[[str], None] | None = None) -> CommandResult:
         """One request, one answer: stdin ends after the request."""
-        return session.run(self.command, stdin=self.payload(request), on_stderr_line=on_stderr_line)
+        return session.run(command(self.module_name, cache_dir(session)), stdin=self.payload(request),
+                           on_stderr_line=on_stderr_line)
 
     def start(self, session: HostSession, request: str,
               on_stderr_line: Callable[[str], None] | None = None) -> Exchange:
         """The first request; the script waits for more on the open stdin (``Exchange.send``)."""
-        return session.start(self.command, stdin=self.payload(request), on_stderr_line=on_stderr_line)
+        return session.start(command(self.module_name, cache_dir(session)), stdin=self.payload(request),
+                             on_stderr_line=on_stderr_line)
 
 
 def line(request: str) -> bytes:

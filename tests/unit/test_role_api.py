@@ -261,7 +261,10 @@ def test_one_stdin_bootstrap_for_the_agent_and_the_facts_command() -> None:
     assert isinstance(converging.AGENT, HostScript) and isinstance(plugin.FACTS, HostScript)
     payload = plugin.FACTS.payload('{"files": []}')
     size, _, rest = payload.partition(b"\n")
+    loader, rest = rest[:int(size)], rest[int(size):]
+    size, _, rest = rest.partition(b"\n")
     source, request = rest[:int(size)], rest[int(size):]
+    assert loader.decode() == (ROOT / "berth/remote/loader.py").read_text()
     assert source.decode() == (ROOT / "berth/remote/facts.py").read_text() and request == b'{"files": []}\n'
     for text in (ROOT / "berth/engine/converge.py").read_text(), (ROOT / "berth/checks/plugin.py").read_text():
         assert "sys.stdin.read()" not in text
