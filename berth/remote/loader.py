@@ -6,8 +6,10 @@ It reads a script of berth/remote/ from stdin in turn (a line with its length, t
 module MODULE_NAME, and calls its ``main`` with the rest of stdin: the requests (berth/transport/bootstrap.py).
 Compiling berth's agent costs the host about 5 ms of CPU on every run; loading it compiled, 0.1 ms. So the
 compiled script is kept in CACHE_DIR (/run/berth: tmpfs, gone at reboot), named by the SHA-256 of the source
-and the interpreter's cache tag, and read only by root from a directory that root owns and nobody else can
-write to. CACHE_DIR "-": compile every time. Stdlib only, imports only what the agent imports anyway.
+(and of the interpreter's version), and read only by root from a directory that root owns and nobody else can
+write to. So the code that runs is always that of the source berth has just sent: a different source is another
+name, and only root could have written the file. CACHE_DIR "-": compile every time. Stdlib only, imports only
+what the agent imports anyway.
 """
 import marshal
 import os
@@ -36,7 +38,9 @@ def compiled(source, module_name, cache_dir):
     """The script's code: from the cache, or compiled now (and kept there)."""
     if cache_dir == "-" or not usable(cache_dir):
         return compile(source, module_name.replace("_", "-"), "exec")
-    name = "%s-%s-%s.code" % (module_name, sha256(source).hexdigest()[:32], sys.implementation.cache_tag)
+    # The interpreter's full version too: a patch release may change the bytecode (the .pyc's magic number).
+    digest = sha256(source + sys.version.encode()).hexdigest()[:32]
+    name = "%s-%s-%s.code" % (module_name, digest, sys.implementation.cache_tag)
     path = os.path.join(cache_dir, name)
     try:
         with open(path, "rb") as fh:
