@@ -19,9 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from bench.__main__ import RESET_FILES, WORK, container_ids, hosts_cpu, log
-from bench.measure import run_measured
-from bench.tools import BIN, ROOT, Berth, Context
+from bench.__main__ import RESET_FILES, WORK, container_ids, log
+from bench.sweep import run_version
+from bench.tools import ROOT, Berth, Context
 from berth.testbed import Testbed
 
 KEY_AND_CERT = ("/etc/docker/tls/key.pem", "/etc/docker/tls/cert.pem")     # docker_tls_dir's (role docker_tls)
@@ -51,14 +51,7 @@ def main(argv: list[str] | None = None) -> int:
                 list(pool.map(lambda h: bed.exec(h, "rm", "-f", *RESET_FILES, *KEY_AND_CERT), hosts))
             time.sleep(3)       # the hosts settle after the reset
             run_id = f"certs-{label}-{rep + 1}"
-            tool.clean(ctx, run_id)
-            command, env = tool.command(ctx, run_id)
-            if root != ROOT:
-                env = dict(env, PYTHONPATH=str(root))
-                command = [str(BIN / "python"), "-m", "invoke", *command[1:]]
-            before = hosts_cpu(ctx.container_ids)
-            m = run_measured(command, env=env, cwd=root, log=WORK / "logs" / f"{run_id}.log")
-            host_cpu = hosts_cpu(ctx.container_ids) - before
+            m, host_cpu = run_version(ctx, tool, run_id, root)
             reports = json.loads(tool.report(ctx, run_id).read_text())
             issued = all(r["status"] == "changed" and any(c["kind"] == "certificate" for c in r["changes"])
                          for r in reports)

@@ -23,9 +23,22 @@ from pathlib import Path
 from typing import Any
 
 from bench.__main__ import WORK, container_ids, hosts_cpu, log
-from bench.measure import run_measured
+from bench.measure import Measurement, run_measured
 from bench.tools import BIN, ROOT, Berth, Context
 from berth.testbed import Testbed
+
+
+def run_version(ctx: Context, tool: Berth, run_id: str, root: Path) -> tuple[Measurement, float]:
+    """One converge by the copy of berth in ``root`` (this one, or another on PYTHONPATH in the same Python
+    environment): its measurement and the CPU seconds the hosts used meanwhile."""
+    tool.clean(ctx, run_id)
+    command, env = tool.command(ctx, run_id)
+    if root != ROOT:
+        env = dict(env, PYTHONPATH=str(root))
+        command = [str(BIN / "python"), "-m", "invoke", *command[1:]]
+    before = hosts_cpu(ctx.container_ids)
+    m = run_measured(command, env=env, cwd=root, log=WORK / "logs" / f"{run_id}.log")
+    return m, hosts_cpu(ctx.container_ids) - before
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,14 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         for rep in range(args.repeat):
             for label, root in (versions.items() if rep % 2 == 0 else reversed(versions.items())):
                 run_id = f"sweep-n{n}-{label}-{rep + 1}"
-                tool.clean(ctx, run_id)
-                command, env = tool.command(ctx, run_id)
-                if root != ROOT:
-                    env = dict(env, PYTHONPATH=str(root))
-                    command = [str(BIN / "python"), "-m", "invoke", *command[1:]]
-                before = hosts_cpu(ctx.container_ids)
-                m = run_measured(command, env=env, cwd=root, log=WORK / "logs" / f"{run_id}.log")
-                host_cpu = hosts_cpu(ctx.container_ids) - before
+                m, host_cpu = run_version(ctx, tool, run_id, root)
                 outcome = tool.outcome(ctx, run_id, m)
                 if not outcome.ok or outcome.changes:
                     log(f"{run_id}: not a clean no-op ({outcome.problem or f'{outcome.changes} changes'})")
