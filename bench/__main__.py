@@ -297,11 +297,12 @@ def versions() -> dict[str, str]:
     }
 
 
-def compile_berth() -> None:
+def compile_berth(root: Path = ROOT) -> None:
     """berth's bytecode, as ``pip install`` leaves it: pip compiles what it installs (pyinfra and ansible in
     site-packages are), but an editable install compiles on first import only, and never where
-    PYTHONDONTWRITEBYTECODE is set; berth would then compile its 15,000 lines on every run (0.1 s)."""
-    for package in (ROOT / "berth", ROOT / "roles"):
+    PYTHONDONTWRITEBYTECODE is set; berth would then compile its 15,000 lines on every run (0.1 s).
+    ``root``: another copy of berth measured beside this one (bench.sweep --old)."""
+    for package in (root / "berth", root / "roles"):
         compileall.compile_dir(package, quiet=1)
 
 

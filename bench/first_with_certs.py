@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from bench.__main__ import RESET_FILES, WORK, container_ids, log
+from bench.__main__ import RESET_FILES, WORK, compile_berth, container_ids, log
 from bench.sweep import run_version
 from bench.tools import ROOT, Berth, Context
 from berth.testbed import Testbed
@@ -44,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     tool = Berth()
     tool.prepare(ctx)
     versions = {"new": ROOT, "old": Path(args.old).resolve()}
+    for root in versions.values():
+        compile_berth(root)
     runs: list[dict[str, Any]] = []
     for rep in range(args.repeat):
         for label, root in (list(versions.items()) if rep % 2 == 0 else list(reversed(versions.items()))):

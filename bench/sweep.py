@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.__main__ import WORK, container_ids, hosts_cpu, log
+from bench.__main__ import WORK, compile_berth, container_ids, hosts_cpu, log
 from bench.measure import Measurement, run_measured
 from bench.tools import BIN, ROOT, Berth, Context
 from berth.testbed import Testbed
@@ -58,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     versions = {"new": ROOT}
     if args.old:
         versions["old"] = Path(args.old).resolve()
+    for root in versions.values():
+        compile_berth(root)
     points: list[dict[str, Any]] = []
     for n in counts:
         hosts = [f"r{i}" for i in range(1, n + 1)]
