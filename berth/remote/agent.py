@@ -27,7 +27,7 @@ does not know, is refused before anything changes. Every command the agent runs 
 and is looked up on PATH: the one seam where the local transport puts its stand-ins.
 """
 
-import base64
+import binascii
 import contextlib
 import errno
 import fcntl
@@ -43,8 +43,9 @@ import subprocess
 import sys
 import time
 
-# What only an apply needs (tempfile and shutil, urllib.parse) is imported where it is used: every probe,
-# the no-op's only request, would pay their 6-10 ms of the host's CPU. SHA-256 comes from the interpreter's
+# What only an apply needs (shutil) is imported where it is used, and tempfile, base64 and urllib.parse not at
+# all (binascii and a few lines here do their part): every probe, the no-op's only request, would pay their
+# 6-10 ms of the host's CPU, and every apply 3-5 ms more. SHA-256 comes from the interpreter's
 # own module, as the stdlib's random.py takes sha512: hashlib loads OpenSSL's libcrypto first (6-9 ms more).
 try:
     from _sha256 import sha256  # Python 3.11 and older
@@ -115,6 +116,24 @@ HEALTH_POLL = 0.05          # seconds between a health check's looks: systemd sa
                             # ms before its TLS port listens; a look costs one connect
 
 
+def _new_file_beside(path):
+    """A new, empty file (0600) beside ``path``, under a name nobody could have made first (O_EXCL, no symlink
+    followed), as tempfile.mkstemp makes one: without importing tempfile (3 ms of the host's CPU per apply)."""
+    folder, name = os.path.split(path)
+    while True:
+        tmp = os.path.join(folder or "/", ".%s.%s.berth-tmp" % (name, os.urandom(6).hex()))
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600), tmp
+        except FileExistsError:
+            continue
+
+
+def _query_value(text):
+    """``text`` percent-encoded for a URL's query, as urllib.parse.quote does (without importing it: 2 ms)."""
+    unreserved = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~"
+    return "".join(c if c in unreserved else "".join("%%%02X" % b for b in c.encode()) for c in text)
+
+
 def _write_error(path, exc):
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return ("cannot write %s: no space left on the file system of %s; the old file is unchanged. "
@@ -142,7 +161,7 @@ def file_state(path, want_content):
             data = fh.read()
         state["sha256"] = sha256(data).hexdigest()
         if want_content:
-            state["content"] = base64.b64encode(data).decode()
+            state["content"] = binascii.b2a_base64(data, newline=False).decode()
     return state
 
 
@@ -339,7 +358,7 @@ class Applier:
 
     def write(self, step):
         path = host_path(step["path"])
-        data = base64.b64decode(step["content"]) if step.get("content") is not None else None
+        data = binascii.a2b_base64(step["content"]) if step.get("content") is not None else None
         previous = None
         if os.path.isfile(path):
             with open(path, "rb") as fh:
@@ -421,11 +440,8 @@ class Applier:
     def _atomic(path, data, mode, owner, group, target=None):
         # Temp file beside the target, then rename: readers see the old or the new file, never half. ``target``:
         # the file an error names (a candidate is written beside the file it will replace).
-        folder = os.path.dirname(path) or "/"
-        import tempfile
-
         try:
-            fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".berth-tmp", dir=folder)
+            fd, tmp = _new_file_beside(path)
         except OSError as exc:
             raise StepFailed(_write_error(target or path, exc)) from None
         try:
@@ -753,9 +769,7 @@ def unit_state(unit):
 
 def job_containers(socket_path, label):
     """Every container that carries the label, in any state, from the Docker API on the unix socket (no CLI)."""
-    from urllib.parse import quote
-
-    query = "/containers/json?all=1&filters=" + quote(json.dumps({"label": [label]}))
+    query = "/containers/json?all=1&filters=" + _query_value(json.dumps({"label": [label]}))
     try:
         return json.loads(_docker_get(socket_path, query))
     except (OSError, ValueError):

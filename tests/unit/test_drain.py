@@ -214,3 +214,10 @@ def test_a_runner_stopped_gracefully_by_its_own_drop_in_is_drained_without_a_dae
 def test_a_graceful_signal_with_a_time_limit_still_gets_the_drop_in(monkeypatch, tmp_path):
     unit = RunnerUnit("3", "1h")                   # systemd would kill a job still running after an hour
     assert drain_and_resume(monkeypatch, tmp_path, unit) == (True, False)
+
+
+def test_the_query_value_is_percent_encoded_as_urllib_does_it() -> None:
+    from urllib.parse import quote
+
+    for text in (json.dumps({"label": [JOB_LABEL]}), "a b/c?d=e&f", "é€ ~_.-", ""):
+        assert agent._query_value(text) == quote(text, safe="")
