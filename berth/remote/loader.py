@@ -53,7 +53,8 @@ def compiled(source, module_name, cache_dir):
 
 
 def keep(code, path, module_name):
-    """Write the code beside its final name and rename it there; drop the other versions of the script."""
+    """Write the code beside its final name and rename it there; drop the script's other versions (and what a
+    run that died while writing one left)."""
     tmp = "%s.%d" % (path, os.getpid())
     try:
         with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600), "wb") as fh:
@@ -61,7 +62,7 @@ def keep(code, path, module_name):
         os.rename(tmp, path)
         folder, mine = os.path.split(path)
         for other in os.listdir(folder):
-            if other.startswith(module_name + "-") and other.endswith(".code") and other != mine:
+            if other.startswith(module_name + "-") and other != mine:
                 os.unlink(os.path.join(folder, other))
     except OSError:
         pass
