@@ -22,6 +22,7 @@ from berth.pki.ca import CertificateAuthority
 from berth.pki.certificates import GENPKEY
 from berth.transport.ssh import SSHSettings
 from tests.unit.localhost import LocalHost
+from tests.unit.test_pki import spki
 
 TLS_ROLE = '''
 from berth.pki.certificates import HostCertificate
@@ -44,13 +45,7 @@ def mode(path: Path) -> int:
 
 
 def public_key_of(key_pem: bytes) -> bytes:
-    key = serialization.load_pem_private_key(key_pem, password=None)
-    return key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-
-
-def spki(cert_or_csr: x509.Certificate | x509.CertificateSigningRequest) -> bytes:
-    return cert_or_csr.public_key().public_bytes(serialization.Encoding.DER,
-                                                 serialization.PublicFormat.SubjectPublicKeyInfo)
+    return spki(serialization.load_pem_private_key(key_pem, password=None).public_key())
 
 
 def ask_csr(local: LocalHost, request: CsrRequest) -> CsrAnswer:
@@ -65,7 +60,7 @@ def test_the_agent_makes_a_key_that_stays_private_and_a_csr_for_it(local: LocalH
     csr = x509.load_pem_x509_csr(answer.csr.encode())
     assert csr.is_signature_valid
     assert csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "r1"
-    assert spki(csr) == public_key_of(key.read_bytes())
+    assert spki(csr.public_key()) == public_key_of(key.read_bytes())
     assert "PRIVATE KEY" not in answer.csr
 
 
@@ -74,7 +69,8 @@ def test_without_genpkey_the_csr_is_for_the_key_already_there(local: LocalHost) 
     key_before = local.path("/etc/tls/key.pem").read_bytes()
     again = ask_csr(local, CsrRequest("/etc/tls/key.pem", "r1"))
     assert local.path("/etc/tls/key.pem").read_bytes() == key_before
-    assert spki(x509.load_pem_x509_csr(again.csr.encode())) == spki(x509.load_pem_x509_csr(first.csr.encode()))
+    assert spki(x509.load_pem_x509_csr(again.csr.encode()).public_key()) == spki(
+        x509.load_pem_x509_csr(first.csr.encode()).public_key())
 
 
 def test_a_csr_for_a_missing_key_is_an_error_naming_the_key(local: LocalHost) -> None:
@@ -97,7 +93,7 @@ def test_a_first_converge_issues_the_certificate_in_its_one_command(local: Local
     assert report.commands == 1         # probe, CSR and apply: one agent process
     cert_path, key_path = local.path("/etc/tlsdemo/cert.pem"), local.path("/etc/tlsdemo/key.pem")
     cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-    assert spki(cert) == public_key_of(key_path.read_bytes())
+    assert spki(cert.public_key()) == public_key_of(key_path.read_bytes())
     assert ca.issued_by_us(cert_path.read_bytes()) == "current"
     assert (mode(key_path), mode(cert_path)) == (0o400, 0o444)        # the key made 0600, installed 0400
     assert not local.path("/etc/tlsdemo/key.pem.next").exists()       # swapped in by the apply
@@ -105,4 +101,4 @@ def test_a_first_converge_issues_the_certificate_in_its_one_command(local: Local
     rotated = converger.converge(host(tlsdemo_rotate=True))
     assert rotated.status == Status.CHANGED and rotated.commands == 1, rotated.error
     new_cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-    assert spki(new_cert) == public_key_of(key_path.read_bytes()) != spki(cert)
+    assert spki(new_cert.public_key()) == public_key_of(key_path.read_bytes()) != spki(cert.public_key())
