@@ -285,7 +285,7 @@ class Converger:
                 handlers: list[Handler] = [h for s in states for h in s.handlers]
                 with role_code(self.context.roles_dir):
                     derived = [d for s in states for d in s.derived]
-                    request = probe_request(resources, derived)
+                    request = probe_request(resources, derived, handlers)
             with clock("probe"):
                 agent = self._probe(session, request)
                 raw = agent.first

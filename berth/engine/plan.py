@@ -249,12 +249,17 @@ def kind_of(resource: Resource) -> ResourceKind[Any]:
                         "(berth.engine.plan.KINDS)") from None
 
 
-def probe_request(resources: Sequence[Resource], derived: Sequence[Derived] = ()) -> ProbeRequest:
+def probe_request(resources: Sequence[Resource], derived: Sequence[Derived] = (),
+                  handlers: Sequence[Handler] = ()) -> ProbeRequest:
+    """What the probe reads: every resource's files, packages and units, and the units a handler may signal or
+    drain (on the same `systemctl show`: a unit more costs the host nothing worth measuring)."""
     kinds = [(r, kind_of(r)) for r in resources]
+    units = [n for r, k in kinds for n in k.services(r)]
+    units += [u for h in handlers for u in (h.signals, h.drain.runner_unit if h.disruptive else None) if u]
     return ProbeRequest(
         files=(*[f for r, k in kinds for f in k.files(r)], *[f for d in derived for f in d.probe_files()]),
         packages=tuple(n for r, k in kinds for n in k.packages(r)),
-        services=tuple(n for r, k in kinds for n in k.services(r)),
+        services=tuple(dict.fromkeys(units)),
     )
 
 
@@ -280,7 +285,27 @@ def make_plan(resources: Sequence[Resource], handlers: Sequence[Handler], found:
     leave_starts_to_handlers(plan, handlers)
     # After every resource, derived ones too: a renewed certificate's disruptive restart drains as well.
     plan.drains += [h.drain for h in plan.handlers if h.disruptive]
+    skip_what_does_not_run(plan, found)
     return plan
+
+
+def skip_what_does_not_run(plan: Plan, found: ProbeAnswer) -> None:
+    """No signal to a unit the host does not have, and no drain of such a runner: each is a systemctl the host
+    would run for nothing (5 ms of its CPU). Only while this apply cannot make it appear: it installs no
+    package (a package's scripts make and start units) and starts no such unit. The drain still waits for job
+    containers: it only has no runner to stop."""
+    if any(isinstance(s, PackagesStep) for s in plan.steps):
+        return
+    started = {s.name for s in plan.steps if isinstance(s, ServiceStep) and s.running}
+
+    def absent(unit: str | None) -> bool:
+        seen = found.services.get(unit or "")
+        return seen is not None and seen.get("loaded") is False and not seen.get("active") and unit not in started
+
+    plan.handlers = [h for h in plan.handlers if not absent(h.signals)]
+    plan.drains = [replace(d, runner_unit="") if absent(d.runner_unit) else d for d in plan.drains]
+
+
 
 
 def leave_starts_to_handlers(plan: Plan, handlers: Sequence[Handler]) -> None:

@@ -130,6 +130,8 @@ class Handler:
     ``supersedes`` others makes them redundant when both are notified (a restart covers a reload). A
     handler that ``starts`` its ``unit`` (``systemctl restart`` starts a stopped one) does so in place of the
     unit's start step, after the new configuration is in place (``berth.engine.plan.leave_starts_to_handlers``).
+    A handler that ``signals`` a unit's running process (a reload by SIGHUP) has nothing to do on a host that
+    has no such unit, while the apply installs no package (``berth.engine.plan.skip_what_does_not_run``).
     """
 
     name: str
@@ -141,6 +143,7 @@ class Handler:
     drain: Drain = field(default_factory=Drain)
     supersedes: tuple[str, ...] = ()
     starts: bool = False
+    signals: str | None = None
 
 
 def drop_in(unit: str, name: str, content: bytes, *, notify: tuple[str, ...] = ()) -> File:

@@ -96,7 +96,7 @@ def declare(host: Host, ctx: RoleContext) -> RoleState:
             zone=host_zone(remote_daemon(host, spec.remote_host or "", ctx)),
             days=v["gitlab_runner_client_cert_days"], renew_days=max(1, v["gitlab_runner_client_cert_days"] // 3),
         ))
-    state.handlers.append(Handler(RELOAD_HANDLER, RELOAD_RUNNER))
+    state.handlers.append(Handler(RELOAD_HANDLER, RELOAD_RUNNER, signals="gitlab-runner"))
     # listen_address changed: the runner reads it only at start. The restart stops it with SIGQUIT (the
     # drop-in above), so running jobs finish first; it makes the reload redundant.
     state.handlers.append(Handler(RESTART_HANDLER, RESTART_RUNNER, unit="gitlab-runner",

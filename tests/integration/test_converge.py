@@ -92,6 +92,21 @@ def test_a_dockerd_that_its_daemon_json_keeps_down_is_repaired(converged, berth,
     assert testbed.exec("r1", "docker", "version", "--format", "{{.Server.Version}}").stdout.startswith("20.10")
 
 
+def test_a_restart_that_the_units_start_limit_refuses_is_made_all_the_same(converged, berth, testbed):
+    # A change that needs a restart (log-level is not reloadable) and no daemon-reload (which would reset the
+    # count), right after somebody's restarts: docker.service allows 3 starts a minute (StartLimitBurst=3).
+    testbed.exec("r1", "sed", "-i", 's/"log-level": "info"/"log-level": "warn"/', "/etc/docker/daemon.json")
+    testbed.exec("r1", "sh", "-c", "systemctl reset-failed docker; for i in 1 2 3; do systemctl restart docker; done")
+    pid = testbed.exec("r1", "systemctl", "show", "-p", "MainPID", "--value", "docker").stdout
+    run = berth("setup-runner", "--host", "r1")
+    assert run.code == 0, run.output
+    assert run.host("r1")["handlers"] == ["restart docker"]
+    assert testbed.exec("r1", "systemctl", "show", "-p", "Result", "--value", "docker").stdout.strip() == "success"
+    assert testbed.exec("r1", "systemctl", "show", "-p", "MainPID", "--value", "docker").stdout not in ("0\n", pid)
+    assert '"log-level": "info"' in testbed.exec("r1", "cat", "/etc/docker/daemon.json").stdout
+    assert testbed.exec("r1", "docker", "version", "--format", "{{.Server.Version}}").stdout.startswith("20.10")
+
+
 def test_unreachable_and_changed_host_key_fail_alone(converged, berth, testbed, tmp_path):
     ssh_config = (ROOT / ".testbed" / "ssh_config").read_text()
     known_hosts = (ROOT / ".testbed" / "known_hosts").read_text()

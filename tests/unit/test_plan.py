@@ -131,6 +131,45 @@ def test_handlers_run_daemon_reload_first_then_in_declared_order_and_a_restart_d
     assert plan.drains == [RESTART.drain]              # a disruptive handler: the host is drained first
 
 
+HUP_RUNNER = Handler("reload runner", "systemctl kill -s HUP runner || true", signals="runner")
+DRAINING = Handler("restart d", "systemctl restart d", disruptive=True, drain=Drain(runner_unit="runner"))
+
+
+def test_the_probe_asks_for_the_units_that_handlers_signal_or_drain_on_the_same_systemctl():
+    request = probe_request([Service("runner")], handlers=[HUP_RUNNER, DRAINING, RELOAD])
+    assert request.services == ("runner",)          # asked once, with the resources' units
+    assert probe_request([], handlers=[DRAINING]).services == ("runner",)
+    assert probe_request([], handlers=[RELOAD]).services == ()
+
+
+@pytest.mark.parametrize(("runner", "kept"), [
+    ({"loaded": False, "active": False, "enabled": False}, False),   # not installed: nothing to signal or stop
+    ({"loaded": True, "active": False, "enabled": True}, True),      # installed, stopped: told all the same
+    ({"loaded": True, "active": True, "enabled": True}, True),
+    ({"loaded": False, "active": True, "enabled": False}, True),     # its unit file gone, its process running
+    (None, True),                                                    # not probed: nothing known
+])
+def test_a_runner_the_host_does_not_have_is_neither_signalled_nor_stopped_by_the_drain(runner, kept):
+    found = ProbeAnswer(services={"runner": runner} if runner else {})
+    resources = [File("/etc/runner.toml", b"new", notify=("reload runner",)), File("/d.conf", b"1", notify=(
+        "restart d",))]
+    plan = make_plan(resources, [HUP_RUNNER, DRAINING], found)
+    assert [h.name for h in plan.handlers] == ["reload runner", "restart d"] if kept else ["restart d"]
+    assert [d.runner_unit for d in plan.drains] == ["runner" if kept else ""]
+
+
+def test_a_runner_that_this_apply_may_install_or_start_is_signalled_and_drained():
+    absent = ProbeAnswer(services={"runner": {"loaded": False, "active": False, "enabled": False}},
+                         packages={"runner": None})
+    resources = [Packages(("runner",)), File("/etc/runner.toml", b"new", notify=("reload runner",)),
+                 File("/d.conf", b"1", notify=("restart d",))]
+    plan = make_plan(resources, [HUP_RUNNER, DRAINING], absent)
+    assert [h.name for h in plan.handlers] == ["reload runner", "restart d"]
+    assert [d.runner_unit for d in plan.drains] == ["runner"]
+    plan = make_plan([Service("runner"), *resources[1:]], [HUP_RUNNER, DRAINING], absent)
+    assert [h.name for h in plan.handlers] == ["reload runner", "restart d"]
+
+
 def test_an_undefined_handler_is_an_error_naming_it():
     with pytest.raises(ValueError, match="undefined handlers: restrat d"):
         make_plan([File("/a", b"1", notify=("restrat d",))], [RESTART], NOTHING)
