@@ -27,26 +27,27 @@ does not know, is refused before anything changes. Every command the agent runs 
 and is looked up on PATH: the one seam where the local transport puts its stand-ins.
 """
 
+import _signal  # type: ignore[import-not-found]  # typeshed has no stub of the C module
+import _socket
 import binascii
-import contextlib
 import errno
 import fcntl
 import grp
-import json
 import os
 import pwd
-import re
-import signal
-import socket
+import select
 import stat
-import subprocess
 import sys
 import time
 
-# What only an apply needs (shutil) is imported where it is used, and tempfile, base64 and urllib.parse not at
-# all (binascii and a few lines here do their part): every probe, the no-op's only request, would pay their
-# 6-10 ms of the host's CPU, and every apply 3-5 ms more. SHA-256 comes from the interpreter's
-# own module, as the stdlib's random.py takes sha512: hashlib loads OpenSSL's libcrypto first (6-9 ms more).
+# Only modules written in C, and os, stat and time that the interpreter has loaded anyway. Every probe (the
+# no-op's only request) pays for what this imports: json, re, subprocess, socket, signal and contextlib cost
+# the host 13 ms of CPU together (enum and the regex compiler come with them), twice an idle python3's
+# start-up. In their place: _json (the C half of json, below), posix_spawn (run below), _socket and _signal
+# (the C modules under socket and signal). What only a rare apply needs (re, shutil) is imported where it is
+# used; tempfile, base64 and urllib.parse not at all (binascii and a few lines here do their part). SHA-256
+# comes from the interpreter's own module, as the stdlib's random.py takes sha512: hashlib loads OpenSSL's
+# libcrypto first (6-9 ms more).
 try:
     from _sha256 import sha256  # Python 3.11 and older
 except ImportError:
@@ -64,20 +65,63 @@ def host_path(path):
     return path if ROOT == "/" else os.path.join(ROOT, path.lstrip("/"))
 
 
-def sh(argv, check=False, env=None, timeout=None):
-    """Run a command: the only way this agent starts a process (see the module docstring).
+class _Json:
+    """json's loads, dumps, load and dump, on its C half alone: the json package imports re (5 ms of the host's
+    CPU). The same objects as json's (strict, float, int; ASCII out, json's default separators); an error
+    is a ValueError, as json's is."""
 
-    Never with the agent's stdin: it is the controller's channel for the next request (main), and a command
-    that asks a question (a dpkg conffile prompt) must get an end of file, not wait for the controller.
-    """
-    full_env = dict(os.environ, DEBIAN_FRONTEND="noninteractive", LC_ALL="C")
-    full_env.update(env or {})
-    proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          env=full_env, timeout=timeout)
-    out = proc.stdout.decode("utf-8", "replace")
-    if check and proc.returncode != 0:
-        raise StepFailed("%s exited %d: %s" % (" ".join(argv), proc.returncode, out.strip()[-2000:]))
-    return proc.returncode, out
+    strict = True
+    object_hook = object_pairs_hook = None
+    parse_float, parse_int = float, int
+    parse_constant = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}.__getitem__
+
+    def __init__(self, c_json):
+        self._scan = c_json.make_scanner(self)          # reads the attributes above (Modules/_json.c)
+        self._encode = c_json.make_encoder(None, self._unserializable, c_json.encode_basestring_ascii, None,
+                                           ": ", ", ", False, False, True)
+
+    @staticmethod
+    def _unserializable(value):
+        raise TypeError("Object of type %s is not JSON serializable" % type(value).__name__)
+
+    def loads(self, text):
+        if isinstance(text, (bytes, bytearray)):
+            text = text.decode("utf-8")
+        text = text.strip(" \t\n\r")
+        try:
+            value, end = self._scan(text, 0)
+        except StopIteration:
+            raise ValueError("Expecting value: %r" % text[:40]) from None
+        if end != len(text):
+            raise ValueError("Extra data at %d: %r" % (end, text[end:end + 40]))
+        return value
+
+    def dumps(self, value):
+        return "".join(self._encode(value, 0))
+
+    def load(self, fh):
+        return self.loads(fh.read())
+
+    def dump(self, value, fh):
+        fh.write(self.dumps(value))
+
+
+def _lean_json():
+    """_Json where this interpreter's _json is the one it was written against; else the json package."""
+    try:
+        import _json
+        lean = _Json(_json)
+        sample = {"a": [1, 2.5, None, True, "\u00e9\n"], "b": {}}
+        if lean.loads(lean.dumps(sample)) == sample and lean.dumps(sample) == (
+                '{"a": [1, 2.5, null, true, "\\u00e9\\n"], "b": {}}'):
+            return lean
+    except Exception:       # any surprise in a private module: the public one
+        pass
+    import json
+    return json
+
+
+json = _lean_json()
 
 
 class StepFailed(Exception):
@@ -88,6 +132,93 @@ class DrainTimeout(StepFailed):
     pass
 
 
+class CommandTimeout(Exception):
+    pass
+
+
+def spawn(argv, env, output=None, new_session=False):
+    """Start ``argv``: stdin from /dev/null, stdout and stderr to the ``output`` fd (else /dev/null); its pid.
+
+    What subprocess does for this agent, without importing it (threading, selectors, signal: 5 ms of the host's
+    CPU): the program is looked up on ``env``'s PATH, SIGPIPE and SIGXFSZ are the default again in the child
+    (subprocess's restore_signals: Python ignores SIGPIPE), and no fd of this process but those three is
+    inherited (Python opens every fd close-on-exec).
+    """
+    path = argv[0]
+    if "/" not in path:
+        for folder in env.get("PATH", os.defpath).split(os.pathsep):      # os.get_exec_path imports warnings
+            candidate = os.path.join(folder, path)
+            if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+                path = candidate
+                break
+        else:
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory: %r" % argv[0])
+    actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)]  # type: list
+    if output is None:
+        actions += [(os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0), (os.POSIX_SPAWN_DUP2, 1, 2)]
+    else:
+        actions += [(os.POSIX_SPAWN_DUP2, output, 1), (os.POSIX_SPAWN_DUP2, output, 2)]
+    return os.posix_spawn(path, argv, env, file_actions=actions, setsid=new_session,
+                          setsigdef=(_signal.SIGPIPE, _signal.SIGXFSZ))
+
+
+def wait(pid, timeout=None):
+    """The exit code of ``pid`` (minus the signal that ended it), or None when it still runs after ``timeout``
+    seconds: polled, as subprocess's Popen.wait(timeout) does."""
+    if timeout is None:
+        return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    deadline = time.monotonic() + timeout
+    delay = 0.0005
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        delay = min(delay * 2, left, 0.05)
+        time.sleep(delay)
+
+
+def sh(argv, check=False, env=None, timeout=None):
+    """Run a command: the only way this agent starts a process (see the module docstring).
+
+    Never with the agent's stdin: it is the controller's channel for the next request (main), and a command
+    that asks a question (a dpkg conffile prompt) must get an end of file, not wait for the controller. A
+    command that outlives ``timeout`` is killed (CommandTimeout), as subprocess.run(timeout=) does.
+    """
+    full_env = dict(os.environ, DEBIAN_FRONTEND="noninteractive", LC_ALL="C")
+    full_env.update(env or {})
+    read_end, write_end = os.pipe()
+    try:
+        pid = spawn(argv, full_env, output=write_end)
+    except BaseException:
+        os.close(read_end)
+        raise
+    finally:
+        os.close(write_end)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    chunks = []
+    try:
+        while True:
+            if deadline is not None and not select.select([read_end], [], [], max(0.0, deadline -
+                                                                                   time.monotonic()))[0]:
+                os.kill(pid, _signal.SIGKILL)
+                os.waitpid(pid, 0)
+                raise CommandTimeout("%s did not finish within %gs" % (" ".join(argv), timeout))
+            chunk = os.read(read_end, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(read_end)
+    code = wait(pid)
+    out = b"".join(chunks).decode("utf-8", "replace")
+    if check and code != 0:
+        raise StepFailed("%s exited %d: %s" % (" ".join(argv), code, out.strip()[-2000:]))
+    return code, out
+
+
 def _run_bounded(cmd, timeout, unit, stop=True):
     """Run a handler's command for at most ``timeout`` seconds; None, or why it did not finish.
 
@@ -95,20 +226,18 @@ def _run_bounded(cmd, timeout, unit, stop=True):
     otherwise carry on with the hanging start job after its client is gone (and `stop` cancels that job).
     Without ``stop`` (starting the restored configuration) systemd is left to finish the start.
     """
-    proc = subprocess.Popen(["sh", "-c", cmd], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL,
-                            start_new_session=True, env=dict(os.environ, LC_ALL="C"))
-    try:
-        proc.wait(timeout=timeout)
+    pid = spawn(["sh", "-c", cmd], dict(os.environ, LC_ALL="C"), new_session=True)
+    if wait(pid, timeout) is not None:
         return None
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(OSError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        if unit and stop:
-            sh(["systemctl", "stop", unit], timeout=120)
-        return "`%s` did not finish within %gs (the health timeout): %s hangs while starting" % (
-            cmd, timeout, unit or "the service")
+    try:       # noqa: SIM105 - contextlib.suppress: an import every probe would pay for
+        os.killpg(pid, _signal.SIGKILL)
+    except OSError:
+        pass
+    wait(pid)
+    if unit and stop:
+        sh(["systemctl", "stop", unit], timeout=120)
+    return "`%s` did not finish within %gs (the health timeout): %s hangs while starting" % (
+        cmd, timeout, unit or "the service")
 
 
 RECOVERY_TIMEOUT = 120      # seconds the restored configuration's restart may take at least
@@ -197,8 +326,8 @@ def facts():
         "os_version": osr.get("VERSION_ID", ""),
         "os_codename": osr.get("VERSION_CODENAME", ""),
         "arch": arch.strip() if code == 0 else os.uname().machine,
-        "hostname": socket.gethostname(),
-        "fqdn": socket.getfqdn(),
+        "hostname": _socket.gethostname(),
+        "fqdn": fqdn(),
         "addresses": addresses,
         "python": "%d.%d" % sys.version_info[:2],
         "apt_lists_age": _apt_lists_age(),
@@ -229,7 +358,7 @@ def dockerd_version():
         return cached.get("version")
     try:
         code, out = sh([dockerd, "--version"], timeout=30)
-    except (OSError, subprocess.SubprocessError):
+    except (OSError, CommandTimeout):
         return None
     version = out.strip() if code == 0 else None
     if version is not None:
@@ -627,13 +756,24 @@ def validate_daemon_json(path):
     dockerd = _which("dockerd")
     if dockerd is None:
         return None
-    match = re.search(r"version (\d+)\.(\d+)", dockerd_version() or "")
-    if match is None or (int(match.group(1)), int(match.group(2))) < VALIDATE_SINCE:
+    if major_minor(dockerd_version()) < VALIDATE_SINCE:
         return None
     code, out = sh([dockerd, "--validate", "--config-file", path], timeout=120)
     if code == 0:
         return None
     return "dockerd --validate refused it: %s" % (out.strip()[-1500:] or "exit %d" % code)
+
+
+def major_minor(version):
+    """(major, minor) of `dockerd --version` ("Docker version 20.10.24+dfsg1, build 297e128"); (0, 0) if none."""
+    words = (version or "").partition("version ")[2].split(".")
+    numbers = []
+    for word in words[:2]:
+        digits = len(word) - len(word.lstrip("0123456789"))
+        if not digits:
+            return (0, 0)
+        numbers.append(int(word[:digits]))
+    return tuple(numbers) if len(numbers) == 2 else (0, 0)
 
 
 VALIDATORS = {"dockerd": validate_daemon_json}
@@ -651,7 +791,7 @@ DRAIN_DROPIN_TEXT = b"# berth: drained before a disruptive change (removed when 
 # The same, as systemctl show reports it of a unit whose stop is graceful already: role gitlab_runner's
 # berth-kill.conf with the default gitlab_runner_stop_timeout. Then the drop-in, and the two daemon-reloads
 # that add and remove it (each runs every systemd generator), are skipped.
-GRACEFUL_STOP = {"KillSignal": str(int(signal.SIGQUIT)), "TimeoutStopUSec": "infinity"}
+GRACEFUL_STOP = {"KillSignal": str(int(_signal.SIGQUIT)), "TimeoutStopUSec": "infinity"}
 
 
 class Drain:
@@ -782,7 +922,7 @@ def running(containers):
 
 
 def _docker_get(socket_path, path):
-    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     conn.settimeout(10)
     try:
         conn.connect(socket_path)
@@ -812,7 +952,7 @@ def _is_open(fd):
 
 def _ping_unix(path):
     try:
-        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         conn.settimeout(3)
         conn.connect(path)
         conn.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
@@ -824,11 +964,34 @@ def _ping_unix(path):
 
 
 def _tcp_open(host, port):
+    """None when something accepts a TCP connection on host:port (any of its addresses, as
+    socket.create_connection tries them), else why not."""
+    error = None
     try:
-        socket.create_connection((host, port), timeout=3).close()
+        # The name as bytes: a str is encoded with the idna codec, whose import (with re's) costs 7 ms.
+        for family, kind, proto, _, address in _socket.getaddrinfo(host.encode(), port, 0, _socket.SOCK_STREAM):
+            conn = _socket.socket(family, kind, proto)
+            try:
+                conn.settimeout(3)
+                conn.connect(address)
+                return None
+            except OSError as exc:
+                error = exc
+            finally:
+                conn.close()
     except OSError as exc:
-        return "nothing listens on %s:%s (%s)" % (host, port, exc)
-    return None
+        error = exc
+    return "nothing listens on %s:%s (%s)" % (host, port, error)
+
+
+def fqdn():
+    """socket.getfqdn(): the first name with a dot among what the resolver says of this host's name."""
+    name = _socket.gethostname()
+    try:
+        primary, aliases, _ = _socket.gethostbyaddr(name.encode())      # bytes: no idna codec (see _tcp_open)
+    except OSError:
+        return name
+    return next((n for n in [primary, *aliases] if "." in n), primary)
 
 
 DEFAULT_BACKUPS = 3
@@ -837,6 +1000,8 @@ DEFAULT_BACKUPS = 3
 def prune_backups(path, keep):
     """Keep the newest ``keep`` backups of ``path``: an old config.toml still holds the tokens of runners
     removed since. The timestamped names sort in time order."""
+    # An apply's only regular expression: not worth re's import on every probe.
+    import re
     folder, name = os.path.split(path)
     pattern = re.compile(re.escape(name) + r"\.\d{8}T\d{6}\.bak$")
     backups = sorted(f for f in os.listdir(folder or "/") if pattern.match(f))
@@ -1073,7 +1238,7 @@ def tell(event):
 def apply(request):
     # The apply goes on to its end when the controller or its SSH connection goes away (sshd then hangs up on
     # us): an apply cut short between two steps is worse than one that completes without an audience.
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    _signal.signal(_signal.SIGHUP, _signal.SIG_IGN)
     applier = Applier(apt_lock_timeout=float(request.get("apt_lock_timeout", 300)))
     results = {"steps": [], "handlers": [], "error": None, "drain": None, "waited": None}  # type: dict
     timings = results["timings"] = {}     # seconds, for the report (bench/README.md)
@@ -1130,7 +1295,7 @@ def apply(request):
             timings["handler:" + done["name"]] = time.monotonic() - started - done.get("health", 0.0)
             if "health" in done:
                 timings["health:" + done["name"]] = done["health"]
-    except (StepFailed, OSError, KeyError, subprocess.SubprocessError) as exc:
+    except (StepFailed, OSError, KeyError, CommandTimeout) as exc:
         results["error"] = str(exc)
     finally:
         for _, candidate in applier.staged:    # a step failed before they were checked
@@ -1142,7 +1307,7 @@ def apply(request):
             resumed = time.monotonic()
             try:
                 drain.resume(_ping_unix(host_path(drain.spec["socket"])))
-            except (OSError, subprocess.SubprocessError) as exc:
+            except (OSError, CommandTimeout) as exc:
                 drain.state["runner"] = "not resumed: %s" % exc
             results["drain"] = drain.state
             timings["resume"] = time.monotonic() - resumed
@@ -1164,7 +1329,7 @@ def health(request):
     return {"error": "; ".join(problems) or None}
 
 
-CSR_PEM = re.compile(r"-----BEGIN CERTIFICATE REQUEST-----[^-]+-----END CERTIFICATE REQUEST-----")
+CSR_PEM = r"-----BEGIN CERTIFICATE REQUEST-----[^-]+-----END CERTIFICATE REQUEST-----"
 
 
 def csr(request):
@@ -1183,7 +1348,9 @@ def csr(request):
         code, out = sh(["openssl", "req", "-new", "-key", key, "-subj", "/CN=" + request["common_name"]])
     finally:
         os.umask(old_umask)
-    found = CSR_PEM.search(out)
+    # A CSR is rare: not worth re's import on every probe.
+    import re
+    found = re.search(CSR_PEM, out)
     if code != 0 or found is None:
         return {"error": "making a CSR for %s failed: %s" % (request["key"], out.strip()[-500:])}
     return {"csr": found.group(0) + "\n", "error": None}

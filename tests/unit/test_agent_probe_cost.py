@@ -75,26 +75,32 @@ def test_services_are_read_in_one_systemctl(monkeypatch) -> None:
 
 
 def test_a_probe_and_an_apply_import_only_what_they_use(tmp_path: Path) -> None:
-    # Each module the agent imports is host CPU on every run (tempfile 3 ms, urllib.parse 2 ms, hashlib's
-    # libcrypto 6-9 ms): a fresh interpreter runs a probe, then an apply that writes a file, and lists them.
+    # Each module the agent imports is host CPU on every run (json with re 5 ms, subprocess 5 ms, tempfile 3 ms,
+    # hashlib's libcrypto 6-9 ms): a fresh interpreter, as the host's (-I -S), runs a probe that runs commands,
+    # then an apply that writes a file and runs a handler, and lists the modules loaded by then.
     target = tmp_path / "etc" / "x.conf"
     script = f"""
-import json, sys
+import sys
 sys.path.insert(0, {str(Path(agent.__file__).parent)!r})
 import agent
-agent.probe({{"files": [{{"path": {str(target)!r}, "content": True}}], "packages": [], "services": []}})
+found = agent.probe({{"files": [{{"path": {str(target)!r}, "content": True}}], "packages": ["bash"],
+                      "services": ["berth-no-such-unit"]}})
 after_probe = set(sys.modules)
 answer = agent.apply({{"steps": [{{"op": "write", "path": {str(target)!r}, "content": "eAo=", "mode": 420,
-                                  "owner": "root", "group": "root"}}], "handlers": []}})
-print(json.dumps([answer["error"], sorted(after_probe), sorted(sys.modules)]))
+                                  "owner": "root", "group": "root"}}],
+                      "handlers": [{{"name": "h", "cmd": "echo handled > {target}.h", "disruptive": False}}]}})
+print(agent.json.dumps([answer["error"], found["facts"]["hostname"], sorted(after_probe), sorted(sys.modules)]))
 """
     import json
+    import socket
     import subprocess
 
     target.parent.mkdir()
     done = subprocess.run(["python3", "-I", "-S", "-c", script], capture_output=True, timeout=60, text=True)
     assert done.returncode == 0, done.stderr
-    error, after_probe, after_apply = json.loads(done.stdout)
-    assert error is None and target.read_bytes() == b"x\n"
-    never = {"tempfile", "urllib.parse", "base64", "hashlib", "_hashlib", "shutil", "ipaddress"}
+    error, hostname, after_probe, after_apply = json.loads(done.stdout)
+    assert error is None and target.read_bytes() == b"x\n" and (tmp_path / "etc" / "x.conf.h").exists()
+    assert hostname == socket.gethostname()
+    never = {"tempfile", "urllib.parse", "base64", "hashlib", "_hashlib", "shutil", "ipaddress", "json", "re",
+             "subprocess", "socket", "signal", "contextlib", "enum", "threading", "selectors"}
     assert never & set(after_probe) == set() and never & set(after_apply) == set()
