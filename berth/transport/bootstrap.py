@@ -28,9 +28,10 @@ def command(module_name: str, cache_dir: str | None = None) -> str:
 
     ``-I -S``: the standard library alone. Without ``-I`` the working directory (the SSH user's home) comes
     first on ``sys.path`` and a ``json.py`` there would run as root; without ``-S`` every ``.pth`` file of the
-    host's site-packages runs first, and the start-up takes longer.
+    host's site-packages runs first, and the start-up takes longer. ``exec``: the shell that runs it (sudo's
+    ``sh -c``, or the login shell) becomes python3 instead of waiting for it, a process fewer per host.
     """
-    return ("python3 -I -S -c \"import sys; f = sys.stdin.buffer; exec(f.read(int(f.readline())))\" "
+    return ("exec python3 -I -S -c \"import sys; f = sys.stdin.buffer; exec(f.read(int(f.readline())))\" "
             f"{module_name} {shlex.quote(cache_dir or '-')}")
 
 

@@ -23,7 +23,7 @@ from berth.inventory.loader import Host
 from berth.transport.base import CommandResult
 
 # Every host-side script's bootstrap starts with this (berth/transport/bootstrap.py): python3 reading stdin.
-AGENT_PREFIX = "python3 -I -S -c "
+AGENT_PREFIX = "exec python3 -I -S -c "
 
 
 @dataclass
