@@ -306,8 +306,6 @@ def skip_what_does_not_run(plan: Plan, found: ProbeAnswer) -> None:
     plan.drains = [replace(d, runner_unit="") if absent(d.runner_unit) else d for d in plan.drains]
 
 
-
-
 def leave_starts_to_handlers(plan: Plan, handlers: Sequence[Handler]) -> None:
     """A stopped unit that this apply notifies is started by its handler that starts it, not by a service step.
 

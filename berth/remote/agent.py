@@ -43,7 +43,7 @@ import time
 # Only modules written in C, and os, stat and time that the interpreter has loaded anyway. Every probe (the
 # no-op's only request) pays for what this imports: json, re, subprocess, socket, signal and contextlib cost
 # the host 13 ms of CPU together (enum and the regex compiler come with them), twice an idle python3's
-# start-up. In their place: _json (the C half of json, below), posix_spawn (run below), _socket and _signal
+# start-up. In their place: _json (the C half of json: _Json), os.posix_spawn (spawn), _socket and _signal
 # (the C modules under socket and signal). What only a rare apply needs (re, shutil) is imported where it is
 # used; tempfile, base64 and urllib.parse not at all (binascii and a few lines here do their part). SHA-256
 # comes from the interpreter's own module, as the stdlib's random.py takes sha512: hashlib loads OpenSSL's
