@@ -85,7 +85,7 @@ def test_sh_finds_commands_on_the_path_it_is_given_and_says_when_one_is_missing(
 def test_sh_kills_a_command_that_outlives_its_timeout_and_leaks_no_fd() -> None:
     fds = len(os.listdir("/proc/self/fd"))
     started = time.monotonic()
-    with pytest.raises(agent.CommandTimeout, match="did not finish within 0.3s"):
+    with pytest.raises(agent.CommandTimeout, match=r"did not finish within 0\.3s"):
         agent.sh(["sleep", "30"], timeout=0.3)
     assert time.monotonic() - started < 10
     assert len(os.listdir("/proc/self/fd")) == fds
