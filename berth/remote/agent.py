@@ -988,7 +988,7 @@ def fqdn():
     """socket.getfqdn(): the first name with a dot among what the resolver says of this host's name."""
     name = _socket.gethostname()
     try:
-        primary, aliases, _ = _socket.gethostbyaddr(name.encode())      # bytes: no idna codec (see _tcp_open)
+        primary, aliases, _ = _socket.gethostbyaddr(name.encode())  # type: ignore[arg-type]  # bytes: no idna codec
     except OSError:
         return name
     return next((n for n in [primary, *aliases] if "." in n), primary)
