@@ -115,11 +115,11 @@ def declare(host: Host, ctx: RoleContext) -> RoleState:
     state.resources += vendor_file_attributes(host)
     state.derived.append(DockerGroupMembers(list(v["docker_group_members"]), host.origins.get("docker_group_members")))
     # The unit's start limit (docker.service: 3 starts in 60 s) must not turn a deliberate restart into a
-    # refusal: one that systemd refused for it (its Result says so) is made again after a reset-failed. Not a
-    # reset-failed every time: it is a systemctl more on every host (3 ms of its CPU) for a rare case. The
-    # health check is what judges the restart.
-    restart_cmd = ("systemctl restart docker || { [ \"$(systemctl show -p Result --value docker)\" = "
-                   "start-limit-hit ] && systemctl reset-failed docker && systemctl restart docker; }")
+    # refusal: a restart that fails is made once more after a reset-failed. Not a reset-failed every time: it
+    # is a systemctl more on every host (3 ms of its CPU) for a rare case. Not only when Result says
+    # start-limit-hit: a unit that had already failed keeps its old Result when the limit refuses it (systemd
+    # 252). A new configuration that dockerd refuses fails twice, then the health check rolls it back.
+    restart_cmd = "systemctl restart docker || { systemctl reset-failed docker; systemctl restart docker; }"
     drain = Drain(socket=v["docker_socket"], timeout=float(v["docker_drain_timeout"]))
     state.handlers += [
         Handler(RELOAD, "systemctl reload docker", unit="docker", health=health, rollback=True),
