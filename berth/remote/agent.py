@@ -383,8 +383,8 @@ def _write_version_cache(entry):
         return
     try:
         os.makedirs(os.path.dirname(VERSION_CACHE), mode=0o700, exist_ok=True)
-        tmp = VERSION_CACHE + ".%d" % os.getpid()
-        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600), "w") as fh:
+        fd, tmp = _new_file_beside(VERSION_CACHE)
+        with open(fd, "w") as fh:
             json.dump(entry, fh)
         os.rename(tmp, VERSION_CACHE)
     except OSError:

@@ -20,6 +20,7 @@ from berth.transport.base import CommandResult, Exchange, HostSession
 
 LOADER = (Path(__file__).parents[1] / "remote" / "loader.py").read_bytes()
 CACHE_DIR = "/run/berth"        # on the host; under the agent's root for berth.transport.local
+PYTHON = "exec python3 -I -S -c "      # how every bootstrap starts (berth.transport.local admits only these)
 
 
 def command(module_name: str, cache_dir: str | None = None) -> str:
@@ -31,7 +32,7 @@ def command(module_name: str, cache_dir: str | None = None) -> str:
     host's site-packages runs first, and the start-up takes longer. ``exec``: the shell that runs it (sudo's
     ``sh -c``, or the login shell) becomes python3 instead of waiting for it, a process fewer per host.
     """
-    return ("exec python3 -I -S -c \"import sys; f = sys.stdin.buffer; exec(f.read(int(f.readline())))\" "
+    return (PYTHON + "\"import sys; f = sys.stdin.buffer; exec(f.read(int(f.readline())))\" "
             f"{module_name} {shlex.quote(cache_dir or '-')}")
 
 

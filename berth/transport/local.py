@@ -21,9 +21,7 @@ from typing import IO
 from berth.errors import HostFailed
 from berth.inventory.loader import Host
 from berth.transport.base import CommandResult
-
-# Every host-side script's bootstrap starts with this (berth/transport/bootstrap.py): python3 reading stdin.
-AGENT_PREFIX = "exec python3 -I -S -c "
+from berth.transport.bootstrap import PYTHON as AGENT_PREFIX  # how every host-side script's bootstrap starts
 
 
 @dataclass
